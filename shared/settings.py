@@ -1,0 +1,186 @@
+"""App settings, read once into a typed object and passed in.
+
+In Azure these are app settings; locally they are the ``Values`` of ``local.settings.json``
+(the Functions host loads them into the environment; served directly by uvicorn, this module
+reads the file itself). Environment variables always win.
+
+Storage connections follow the Functions convention: ``<NAME>`` is a connection string, or
+``<NAME>__blobServiceUri`` / ``<NAME>__tableServiceUri`` with ``<NAME>__credential``
+(``managedidentity``) and ``<NAME>__clientId`` for an identity-based connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_SETTINGS_FILE = PROJECT_ROOT / "local.settings.json"
+
+#: Every app setting the code reads. Bicep and ``local.settings.sample.json`` must agree
+#: with this list (a test checks it).
+SETTING_NAMES: tuple[str, ...] = (
+    "OUTPUTS_STORAGE",
+    "OUTPUTS_STORAGE__blobServiceUri",
+    "OUTPUTS_STORAGE__credential",
+    "OUTPUTS_STORAGE__clientId",
+    "INDEX_STORAGE",
+    "INDEX_STORAGE__tableServiceUri",
+    "INDEX_STORAGE__credential",
+    "INDEX_STORAGE__clientId",
+    "INDEX_TABLE",
+    "API_KEYS",
+    "TOKEN_SIGNING_KEY",
+    "SAS_TTL_MINUTES",
+    "QUOTA_MAX_OUTPUTS_PER_JOB",
+    "QUOTA_MAX_BYTES_PER_JOB",
+    "QUOTA_MAX_OUTPUTS_PER_TASK",
+    "EVENTS_TOPIC_ENDPOINT",
+    "EVENTS_TOPIC_KEY",
+    "STORAGE_RETRY_TOTAL",
+    "STORAGE_RETRY_BACKOFF_SECONDS",
+    "STORAGE_RETRY_MAX_BACKOFF_SECONDS",
+    "STORAGE_MAX_CONCURRENCY",
+)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """One storage account connection: a connection string, or an identity-based service URI."""
+
+    name: str
+    connection_string: str | None = None
+    service_uri: str | None = None
+    credential: str | None = None
+    client_id: str | None = None
+
+    @property
+    def identity_based(self) -> bool:
+        return self.connection_string is None
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """The one retry configuration every storage client is built with (SPEC §5)."""
+
+    total: int = 6
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 8.0
+
+
+@dataclass(frozen=True)
+class QuotaDefaults:
+    """Default per-job limits; ``0`` means no limit."""
+
+    max_outputs_per_job: int = 0
+    max_bytes_per_job: int = 0
+    max_outputs_per_task: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    outputs_storage: StorageConnection
+    index_storage: StorageConnection
+    index_table: str = "outputindex"
+    api_keys: tuple[str, ...] = ()
+    token_signing_key: str = ""
+    sas_ttl_minutes: int = 15
+    quota: QuotaDefaults = field(default_factory=QuotaDefaults)
+    events_topic_endpoint: str | None = None
+    events_topic_key: str | None = None
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    max_concurrency: int = 16
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str]) -> Settings:
+        """Build settings from a flat mapping of app-setting names to values."""
+
+        def text(name: str, default: str | None = None) -> str | None:
+            value = values.get(name)
+            if value is None or value.strip() == "":
+                return default
+            return value.strip()
+
+        def integer(name: str, default: int, minimum: int = 0) -> int:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+            if value < minimum:
+                raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+            return value
+
+        def number(name: str, default: float) -> float:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+            if value < 0:
+                raise SettingsError(f"{name} must not be negative, got {value}")
+            return value
+
+        def connection(name: str, uri_suffix: str) -> StorageConnection:
+            conn = text(name)
+            if conn:
+                return StorageConnection(name=name, connection_string=conn)
+            uri = text(f"{name}__{uri_suffix}")
+            if not uri:
+                raise SettingsError(
+                    f"{name} is not set: give a connection string in {name} "
+                    f"or an identity-based {name}__{uri_suffix}"
+                )
+            return StorageConnection(
+                name=name,
+                service_uri=uri,
+                credential=text(f"{name}__credential"),
+                client_id=text(f"{name}__clientId"),
+            )
+
+        keys = tuple(k.strip() for k in (text("API_KEYS") or "").split(",") if k.strip())
+        return cls(
+            outputs_storage=connection("OUTPUTS_STORAGE", "blobServiceUri"),
+            index_storage=connection("INDEX_STORAGE", "tableServiceUri"),
+            index_table=text("INDEX_TABLE", "outputindex") or "outputindex",
+            api_keys=keys,
+            token_signing_key=text("TOKEN_SIGNING_KEY", "") or "",
+            sas_ttl_minutes=integer("SAS_TTL_MINUTES", 15, minimum=1),
+            quota=QuotaDefaults(
+                max_outputs_per_job=integer("QUOTA_MAX_OUTPUTS_PER_JOB", 0),
+                max_bytes_per_job=integer("QUOTA_MAX_BYTES_PER_JOB", 0),
+                max_outputs_per_task=integer("QUOTA_MAX_OUTPUTS_PER_TASK", 0),
+            ),
+            events_topic_endpoint=text("EVENTS_TOPIC_ENDPOINT"),
+            events_topic_key=text("EVENTS_TOPIC_KEY"),
+            retry=RetrySettings(
+                total=integer("STORAGE_RETRY_TOTAL", 6),
+                backoff_seconds=number("STORAGE_RETRY_BACKOFF_SECONDS", 0.5),
+                max_backoff_seconds=number("STORAGE_RETRY_MAX_BACKOFF_SECONDS", 8.0),
+            ),
+            max_concurrency=integer("STORAGE_MAX_CONCURRENCY", 16, minimum=1),
+        )
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``local.settings.json`` (when present) overlaid by the environment."""
+        values: dict[str, str] = {}
+        if LOCAL_SETTINGS_FILE.exists():
+            try:
+                data = json.loads(LOCAL_SETTINGS_FILE.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise SettingsError(f"{LOCAL_SETTINGS_FILE} is not valid JSON: {exc}") from exc
+            values.update({k: str(v) for k, v in (data.get("Values") or {}).items()})
+        values.update(os.environ if environ is None else environ)
+        return cls.from_mapping(values)
