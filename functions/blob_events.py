@@ -1,0 +1,55 @@
+"""The Event Grid trigger (one event an invocation) and the anonymous health route.
+
+Same core as the webhook: decode, index, and raise on storage trouble so Event Grid
+redelivers on the subscription's retry policy. Unusable events are logged and acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import azure.functions as func
+
+from shared.events import BlobEvent, parse_event
+from shared.table_store import StorageBusyError
+
+from .http_app import services
+
+log = logging.getLogger(__name__)
+blueprint = func.Blueprint()
+
+
+def event_payload(event: func.EventGridEvent) -> dict:
+    """The trigger's event as the Event Grid schema dict the core parses."""
+    return {
+        "id": event.id,
+        "topic": event.topic,
+        "subject": event.subject,
+        "eventType": event.event_type,
+        "eventTime": event.event_time.isoformat() if event.event_time else None,
+        "dataVersion": event.data_version,
+        "data": event.get_json(),
+    }
+
+
+@blueprint.function_name("index_blob_event")
+@blueprint.event_grid_trigger(arg_name="event")
+async def index_blob_event(event: func.EventGridEvent) -> None:
+    outcome = parse_event(event_payload(event))
+    if not isinstance(outcome, BlobEvent):
+        log.warning("skipped event %s: %s (%s)", outcome.event_id, outcome.reason.value, outcome.detail)
+        return
+    service = await services.get()
+    try:
+        report = await service.indexer.ingest([outcome])
+    except StorageBusyError:
+        log.warning("event %s handed back: index storage busy", outcome.event_id)
+        raise
+    log.info("event %s: %s", outcome.event_id, json.dumps(report.as_dict()))
+
+
+@blueprint.function_name("health")
+@blueprint.route(route="api/health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def health(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse('{"status":"ok"}', mimetype="application/json")

@@ -1,0 +1,181 @@
+"""Typed, read-only views of Storage blob events in the Event Grid and CloudEvents 1.0 schemas.
+
+The envelope is decoded with the SDK's own models (``azure.eventgrid.EventGridEvent``,
+``azure.core.messaging.CloudEvent``); this module adds the blob-specific view: container and
+blob name decoded once from ``subject``, the ``data`` fields typed, the raw event kept for logs.
+
+Classification follows the webhook contract (SPEC §3): a body that is not an event or an
+array of events raises ``EventPayloadError`` (answered 400, so Event Grid dead-letters it);
+an event that is well-formed JSON but unusable (unknown type, bad subject, no sequencer) is
+*skipped* with a reason, never an error, so one odd event cannot hold back a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from azure.core.messaging import CloudEvent
+from azure.eventgrid import EventGridEvent
+
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+BLOB_DELETED = "Microsoft.Storage.BlobDeleted"
+SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
+
+#: Event Grid delivers at most 1 MB per request by default (64 MB max event size is for
+#: custom topics); anything far larger than a batch can be is refused outright.
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+MAX_EVENTS_PER_REQUEST = 10_000
+
+_SUBJECT = re.compile(r"^/blobServices/default/containers/([^/]+)/blobs/(.+)$", re.DOTALL)
+
+
+class EventPayloadError(ValueError):
+    """The request body is not an event or an array of events."""
+
+
+class BlobAction(str, Enum):
+    CREATED = "created"
+    DELETED = "deleted"
+
+
+class SkipReason(str, Enum):
+    UNSUPPORTED_TYPE = "unsupported-event-type"
+    MALFORMED = "malformed-event"
+    NOT_A_JOB_CONTAINER = "not-a-job-container"
+    NOT_A_CONVENTION_PATH = "not-a-convention-path"
+
+
+@dataclass(frozen=True, slots=True)
+class BlobEvent:
+    """One BlobCreated or BlobDeleted event, whichever schema it came in."""
+
+    action: BlobAction
+    container: str
+    blob_name: str
+    sequencer: str
+    event_id: str
+    event_time: datetime
+    url: str | None = None
+    size: int | None = None
+    content_type: str | None = None
+    etag: str | None = None
+    blob_type: str | None = None
+    api: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedEvent:
+    reason: SkipReason
+    event_id: str | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """A decoded delivery: the blob events to index, what was skipped, or a handshake."""
+
+    blob_events: tuple[BlobEvent, ...] = ()
+    skipped: tuple[SkippedEvent, ...] = ()
+    validation_code: str | None = None
+
+
+def decode_body(body: bytes) -> Any:
+    """Parse a webhook body as JSON, refusing anything that cannot be a delivery."""
+    if len(body) > MAX_PAYLOAD_BYTES:
+        raise EventPayloadError(f"payload of {len(body)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventPayloadError(f"body is not JSON: {exc}") from exc
+
+
+def parse_events(payload: Any) -> EventBatch:
+    """Decode one event or an array of events (either schema) into an ``EventBatch``."""
+    items: Sequence[Any] = payload if isinstance(payload, list) else [payload]
+    if not items:
+        raise EventPayloadError("an empty array holds no events")
+    if len(items) > MAX_EVENTS_PER_REQUEST:
+        raise EventPayloadError(f"{len(items)} events exceed {MAX_EVENTS_PER_REQUEST} per request")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not (
+            isinstance(item.get("eventType"), str) or isinstance(item.get("specversion"), str)
+        ):
+            raise EventPayloadError(
+                f"item {index} is not an Event Grid or CloudEvents event "
+                "(no string 'eventType' or 'specversion')"
+            )
+
+    blob_events: list[BlobEvent] = []
+    skipped: list[SkippedEvent] = []
+    for item in items:
+        if item.get("eventType") == SUBSCRIPTION_VALIDATION:
+            code = (item.get("data") or {}).get("validationCode") if isinstance(item.get("data"), dict) else None
+            if not isinstance(code, str) or not code:
+                raise EventPayloadError("validation event without data.validationCode")
+            return EventBatch(validation_code=code)
+        outcome = parse_event(item)
+        (blob_events if isinstance(outcome, BlobEvent) else skipped).append(outcome)
+    return EventBatch(blob_events=tuple(blob_events), skipped=tuple(skipped))
+
+
+def parse_event(item: Mapping[str, Any]) -> BlobEvent | SkippedEvent:
+    """Decode one event dict into a ``BlobEvent``, or say why it is skipped."""
+    raw_id = item.get("id")
+    event_id = raw_id if isinstance(raw_id, str) else None
+    try:
+        if isinstance(item.get("specversion"), str):
+            cloud = CloudEvent.from_dict(dict(item))
+            event_type, subject, data, when = cloud.type, cloud.subject, cloud.data, cloud.time
+        else:
+            grid = EventGridEvent.from_dict(dict(item))
+            event_type, subject, data, when = grid.event_type, grid.subject, grid.data, grid.event_time
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return SkippedEvent(SkipReason.MALFORMED, event_id, f"bad envelope: {exc}")
+
+    if event_type == BLOB_CREATED:
+        action = BlobAction.CREATED
+    elif event_type == BLOB_DELETED:
+        action = BlobAction.DELETED
+    else:
+        return SkippedEvent(SkipReason.UNSUPPORTED_TYPE, event_id, f"event type {event_type!r}")
+
+    match = _SUBJECT.match(subject) if isinstance(subject, str) else None
+    if match is None:
+        return SkippedEvent(SkipReason.MALFORMED, event_id, f"subject {subject!r} names no blob")
+    if not isinstance(data, dict):
+        return SkippedEvent(SkipReason.MALFORMED, event_id, "data is not an object")
+    sequencer = data.get("sequencer")
+    if not isinstance(sequencer, str) or not sequencer:
+        return SkippedEvent(SkipReason.MALFORMED, event_id, "data.sequencer is missing")
+    size = data.get("contentLength")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        return SkippedEvent(SkipReason.MALFORMED, event_id, f"data.contentLength {size!r}")
+    if not isinstance(when, datetime):
+        when = datetime.now(timezone.utc)
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return value if isinstance(value, str) else None
+
+    return BlobEvent(
+        action=action,
+        container=match.group(1),
+        blob_name=match.group(2),
+        sequencer=sequencer,
+        event_id=event_id or "",
+        event_time=when,
+        url=text("url"),
+        size=size,
+        content_type=text("contentType"),
+        etag=text("eTag"),
+        blob_type=text("blobType"),
+        api=text("api"),
+        raw=item,
+    )

@@ -1,0 +1,116 @@
+"""The index's key layout in Table storage (pure functions, no I/O).
+
+One partition per job container: every row a job's ingest touches (its outputs, its task
+rows, its counter shards) shares a PartitionKey, so one batch transaction can change outputs
+and their counters atomically, with ETag conditions. Row keys put the kind before the task:
+
+    J|{kind}|{path}             a job output
+    T|{kind}|{task}|{path}      a task output  ->  every task's previews = one key range
+    U|{task}                    a task's usage (outputs and bytes per kind)
+    S|{nn}                      a counter shard: job usage, per-kind totals, quota overrides
+    Q|{limit}                   a quota crossing already announced (QuotaExceeded sent)
+
+Jobs themselves are listed from the ``~jobs`` partition, one row per container.
+
+Table keys may not hold ``/ \\ # ?`` or control characters; text is percent-encoded for those
+(and for ``%`` and the ``|`` separator), which keeps prefixes prefixes, so a path prefix
+filter is a key range too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+JOBS_PARTITION = "~jobs"
+SEPARATOR = "|"
+JOB_OUTPUT = "J"
+TASK_OUTPUT = "T"
+TASK_USAGE = "U"
+SHARD = "S"
+QUOTA_CROSSING = "Q"
+
+#: Counter shards per job: writers spread their deltas so concurrent ingest does not
+#: serialise on one hot entity; a summary reads them all in one range query.
+SHARD_COUNT = 16
+
+#: Table keys are limited to 1 KiB; long blob paths are cut and disambiguated by a hash.
+_MAX_PATH_KEY_BYTES = 600
+_ESCAPED = frozenset("%|/\\#?")
+
+
+def encode(text: str) -> str:
+    """Percent-encode the characters Table keys cannot hold (and the separator)."""
+    out: list[str] = []
+    for ch in text:
+        code = ord(ch)
+        if ch in _ESCAPED or code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _path_key(path: str) -> str:
+    encoded = encode(path)
+    if len(encoded.encode("utf-8")) <= _MAX_PATH_KEY_BYTES:
+        return encoded
+    digest = hashlib.sha1(path.encode("utf-8", "surrogatepass")).hexdigest()
+    cut = encoded.encode("utf-8")[:_MAX_PATH_KEY_BYTES].decode("utf-8", "ignore")
+    if "%" in cut[-2:]:
+        cut = cut[: cut.rindex("%")]
+    return f"{cut}{SEPARATOR}h{digest}"
+
+
+def task_key(task_id: str) -> str:
+    """Batch task IDs are case-insensitive: rows are keyed by the lower-cased ID."""
+    return encode(task_id.lower())
+
+
+def job_output_key(kind: str, path: str) -> str:
+    return SEPARATOR.join((JOB_OUTPUT, encode(kind), _path_key(path)))
+
+
+def task_output_key(kind: str, task_id: str, path: str) -> str:
+    return SEPARATOR.join((TASK_OUTPUT, encode(kind), task_key(task_id), _path_key(path)))
+
+
+def task_usage_key(task_id: str) -> str:
+    return f"{TASK_USAGE}{SEPARATOR}{task_key(task_id)}"
+
+
+def shard_key(shard: int) -> str:
+    return f"{SHARD}{SEPARATOR}{shard:02d}"
+
+
+def quota_crossing_key(limit: str) -> str:
+    return f"{QUOTA_CROSSING}{SEPARATOR}{encode(limit)}"
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """The half-open key range ``[low, high)`` of every key that starts with ``prefix``."""
+    if not prefix:
+        raise ValueError("empty prefix")
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def job_outputs_prefix(kind: str | None = None, path_prefix: str = "") -> str:
+    if kind is None:
+        return JOB_OUTPUT + SEPARATOR
+    return SEPARATOR.join((JOB_OUTPUT, encode(kind), encode(path_prefix)))
+
+
+def task_outputs_prefix(kind: str | None = None, task_id: str | None = None, path_prefix: str = "") -> str:
+    """Prefix of task outputs: all, of one kind, or of one kind and task (then a path prefix)."""
+    if kind is None:
+        return TASK_OUTPUT + SEPARATOR
+    if task_id is None:
+        return SEPARATOR.join((TASK_OUTPUT, encode(kind), ""))
+    return SEPARATOR.join((TASK_OUTPUT, encode(kind), task_key(task_id), encode(path_prefix)))
+
+
+def task_usage_prefix() -> str:
+    return TASK_USAGE + SEPARATOR
+
+
+def shard_prefix() -> str:
+    return SHARD + SEPARATOR

@@ -1,0 +1,117 @@
+"""The API's JSON shapes, as pydantic models: they document the OpenAPI schema.
+
+Handlers return plain dicts of exactly these shapes (skipping per-item validation keeps large
+pages fast); the OpenAPI test checks live answers against the schema these models produce.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(_Model):
+    code: str = Field(description="A machine-readable error code, e.g. InvalidJobId.")
+    message: str
+
+
+class ErrorBody(_Model):
+    error: ErrorDetail
+
+
+class OutputItem(_Model):
+    jobId: str | None
+    taskId: str | None = Field(description="null for job outputs")
+    kind: str
+    path: str
+    blobName: str
+    container: str
+    url: str
+    size: int
+    contentType: str | None
+    etag: str | None
+    createdAt: str | None = Field(description="when the blob event happened (ISO 8601)")
+    indexedAt: str | None
+    reason: str | None = Field(default=None, description="the limit crossed (rejections only)")
+    downloadUrl: str | None = Field(default=None, description="read-only SAS for this blob (single outputs only)")
+
+
+class OutputList(_Model):
+    value: list[OutputItem]
+    nextLink: str | None = None
+
+
+class KindCount(_Model):
+    outputs: int
+    bytes: int
+
+
+class Counts(_Model):
+    outputs: int
+    bytes: int
+
+
+class Quota(_Model):
+    maxOutputs: int = Field(ge=0, description="0 = no limit")
+    maxBytes: int = Field(ge=0, description="0 = no limit")
+    maxOutputsPerTask: int = Field(ge=0, description="0 = no limit")
+
+
+class JobSummary(_Model):
+    jobId: str | None
+    container: str
+    tasks: int
+    kinds: dict[str, KindCount]
+    usage: Counts
+    quota: Quota
+    rejections: Counts
+    lastIndexedAt: str | None
+
+
+class JobItem(_Model):
+    jobId: str | None
+    container: str
+    tasks: int
+    outputs: int
+    bytes: int
+    rejections: int
+    lastIndexedAt: str | None
+
+
+class JobList(_Model):
+    value: list[JobItem]
+    nextLink: str | None = None
+
+
+class TaskItem(_Model):
+    jobId: str
+    taskId: str | None
+    outputs: int
+    bytes: int
+    kinds: dict[str, KindCount]
+    lastIndexedAt: str | None
+
+
+class TaskList(_Model):
+    value: list[TaskItem]
+    nextLink: str | None = None
+
+
+class IngestResult(_Model):
+    received: int
+    indexed: int
+    unchanged: int
+    rejected: int
+    skipped: int
+    skippedByReason: dict[str, int]
+
+
+class ValidationResponse(_Model):
+    validationResponse: str
+
+
+class Health(_Model):
+    status: str

@@ -1,0 +1,70 @@
+"""Continuation tokens: opaque, tamper-evident, bound to the query they came from.
+
+A token is ``base64url(json) + "." + base64url(HMAC-SHA256)`` keyed with
+``TOKEN_SIGNING_KEY``. Its body names the query's scope (route, job, task, filters) and where
+the next page starts; a token that was altered, or is replayed against another job, route or
+filter, fails verification and the request is answered 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+
+class InvalidTokenError(ValueError):
+    """A continuation token that was altered or belongs to another query."""
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a listing resumes: the sub-query (e.g. one kind) and the last row key returned."""
+
+    part: int = 0
+    after: str | None = None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TokenCodec:
+    def __init__(self, signing_key: str) -> None:
+        # Without a configured key, tokens still work but only within this process.
+        self._key = (signing_key or secrets.token_hex(32)).encode("utf-8")
+
+    def _sign(self, body: bytes) -> bytes:
+        return hmac.new(self._key, body, hashlib.sha256).digest()
+
+    def encode(self, scope: str, position: Position) -> str:
+        body = json.dumps(
+            {"s": hashlib.sha256(scope.encode("utf-8")).hexdigest()[:32], "p": position.part, "a": position.after},
+            separators=(",", ":"),
+        ).encode("utf-8")
+        return f"{_b64(body)}.{_b64(self._sign(body))}"
+
+    def decode(self, scope: str, token: str) -> Position:
+        try:
+            body_text, signature_text = token.split(".", 1)
+            body, signature = _unb64(body_text), _unb64(signature_text)
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise InvalidTokenError("continuation token is malformed") from exc
+        if not hmac.compare_digest(signature, self._sign(body)):
+            raise InvalidTokenError("continuation token was altered")
+        data: Any = json.loads(body)
+        if data.get("s") != hashlib.sha256(scope.encode("utf-8")).hexdigest()[:32]:
+            raise InvalidTokenError("continuation token belongs to another query")
+        after = data.get("a")
+        part = data.get("p")
+        if not isinstance(part, int) or part < 0 or not (after is None or isinstance(after, str)):
+            raise InvalidTokenError("continuation token is malformed")
+        return Position(part=part, after=after)

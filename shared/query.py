@@ -1,0 +1,241 @@
+"""The read side: listings and summaries, each answered by indexed key-range queries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+from . import keys
+from .conventions import container_name
+from .index import LIVE, Indexer, Usage, as_int
+from .paging import Position, TokenCodec
+from .quotas import Limits
+from .table_store import Entity, TableStore
+
+OUTPUT_FIELDS = (
+    "RowKey", "TaskId", "Kind", "Path", "BlobName", "Size", "ContentType",
+    "BlobETag", "EventTime", "IndexedAt", "State", "Reason", "Seq",
+)
+
+
+def iso(value: Any) -> str | None:
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """A listing: one or more key ranges read in order, with optional filters."""
+
+    scope: str
+    parts: Sequence[tuple[str, str]]
+    where: Mapping[str, Any] | None = None
+    keep: Callable[[Entity], bool] | None = None
+    select: Sequence[str] | None = None
+
+
+class QueryService:
+    def __init__(self, store: TableStore, indexer: Indexer, codec: TokenCodec, blob_base_url: str) -> None:
+        self.store = store
+        self.indexer = indexer
+        self.codec = codec
+        self.blob_base_url = blob_base_url.rstrip("/")
+
+    # -- items -----------------------------------------------------------------------------
+
+    def blob_url(self, container: str, blob_name: str) -> str:
+        return f"{self.blob_base_url}/{container}/{quote(blob_name, safe='/')}"
+
+    def output_item(self, container: str, job_id: str | None, row: Mapping[str, Any]) -> dict[str, Any]:
+        item = {
+            "jobId": job_id,
+            "taskId": row.get("TaskId") or None,
+            "kind": row["Kind"],
+            "path": row["Path"],
+            "blobName": row["BlobName"],
+            "container": container,
+            "url": self.blob_url(container, row["BlobName"]),
+            "size": as_int(row.get("Size")),
+            "contentType": row.get("ContentType"),
+            "etag": row.get("BlobETag"),
+            "createdAt": iso(row.get("EventTime")),
+            "indexedAt": iso(row.get("IndexedAt")),
+        }
+        if row.get("State") == "rejected":
+            item["reason"] = row.get("Reason")
+        return item
+
+    # -- paging ----------------------------------------------------------------------------
+
+    async def _page(self, container: str, listing: _Listing, page_size: int, token: str | None) -> tuple[list[Entity], str | None]:
+        position = self.codec.decode(listing.scope, token) if token else Position()
+        part, after = position.part, position.after
+        rows: list[tuple[int, Entity]] = []
+        while part < len(listing.parts) and len(rows) <= page_size:
+            low, high = listing.parts[part]
+            async for row in self.store.query_range(
+                container, low, high, after=after, where=listing.where, select=listing.select,
+                limit=None if listing.keep else page_size + 1 - len(rows),
+            ):
+                if listing.keep is not None and not listing.keep(row):
+                    continue
+                rows.append((part, row))
+                if len(rows) > page_size:
+                    break
+            if len(rows) > page_size:
+                break
+            part, after = part + 1, None
+        next_token = None
+        if len(rows) > page_size:
+            rows = rows[:page_size]
+            last_part, last_row = rows[-1]
+            next_token = self.codec.encode(listing.scope, Position(last_part, last_row["RowKey"]))
+        return [row for _, row in rows], next_token
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def job_row(self, container: str) -> Entity | None:
+        return await self.store.get(keys.JOBS_PARTITION, container)
+
+    def _summary(self, container: str, job_row: Entity | None, usage: Usage, carrier: Entity | None, last: datetime | None) -> dict[str, Any]:
+        limits = Limits.effective(carrier, self.indexer.quota_defaults)
+        return {
+            "jobId": (job_row or {}).get("JobId"),
+            "container": container,
+            "tasks": usage.tasks,
+            "kinds": {k: {"outputs": n, "bytes": b} for k, (n, b) in sorted(usage.kinds.items())},
+            "usage": {"outputs": usage.outputs, "bytes": usage.bytes},
+            "quota": {
+                "maxOutputs": limits.max_outputs,
+                "maxBytes": limits.max_bytes,
+                "maxOutputsPerTask": limits.max_outputs_per_task,
+            },
+            "rejections": {"outputs": usage.rejected_outputs, "bytes": usage.rejected_bytes},
+            "lastIndexedAt": iso(last),
+        }
+
+    async def job_summary(self, job_id: str) -> dict[str, Any] | None:
+        container = container_name(job_id)
+        job_row, (usage, carrier, last) = await asyncio.gather(
+            self.job_row(container), self.indexer.usage(container)
+        )
+        if job_row is None and carrier is None:
+            return None
+        summary = self._summary(container, job_row, usage, carrier, last)
+        summary["jobId"] = summary["jobId"] or job_id
+        return summary
+
+    async def list_jobs(self, page_size: int, token: str | None) -> Page:
+        listing = _Listing(scope="jobs", parts=[("0", "{")])
+        rows, next_token = await self._page(keys.JOBS_PARTITION, listing, page_size, token)
+
+        async def item(row: Entity) -> dict[str, Any]:
+            container = row["RowKey"]
+            usage, carrier, last = await self.indexer.usage(container)
+            summary = self._summary(container, row, usage, carrier, last)
+            return {
+                "jobId": summary["jobId"],
+                "container": container,
+                "tasks": summary["tasks"],
+                "outputs": summary["usage"]["outputs"],
+                "bytes": summary["usage"]["bytes"],
+                "rejections": summary["rejections"]["outputs"],
+                "lastIndexedAt": summary["lastIndexedAt"],
+            }
+
+        return Page(list(await asyncio.gather(*(item(r) for r in rows))), next_token)
+
+    # -- outputs ---------------------------------------------------------------------------
+
+    async def _outputs(self, job_id: str, listing: _Listing, page_size: int, token: str | None) -> Page:
+        container = container_name(job_id)
+        rows, next_token = await self._page(container, listing, page_size, token)
+        return Page([self.output_item(container, job_id, row) for row in rows], next_token)
+
+    async def job_outputs(self, job_id: str, kind: str | None, prefix: str, page_size: int, token: str | None) -> Page:
+        keep = None
+        if kind is None and prefix:
+            keep = lambda row: row["Path"].startswith(prefix)  # noqa: E731
+        listing = _Listing(
+            scope=f"job-outputs|{container_name(job_id)}|{kind}|{prefix}",
+            parts=[keys.prefix_range(keys.job_outputs_prefix(kind, prefix))],
+            where={"State": LIVE},
+            keep=keep,
+            select=OUTPUT_FIELDS,
+        )
+        return await self._outputs(job_id, listing, page_size, token)
+
+    async def task_outputs(
+        self, job_id: str, task_id: str, kind: str | None, prefix: str, page_size: int, token: str | None
+    ) -> Page:
+        container = container_name(job_id)
+        if kind is not None:
+            kinds = [kind]
+        else:
+            row = await self.store.get(container, keys.task_usage_key(task_id))
+            kinds = sorted(json.loads((row or {}).get("Kinds") or "{}"))
+        listing = _Listing(
+            scope=f"task-outputs|{container}|{task_id.lower()}|{kind}|{prefix}",
+            parts=[keys.prefix_range(keys.task_outputs_prefix(k, task_id, prefix)) for k in kinds],
+            where={"State": LIVE},
+            select=OUTPUT_FIELDS,
+        )
+        return await self._outputs(job_id, listing, page_size, token)
+
+    async def all_task_outputs(self, job_id: str, kind: str | None, prefix: str, page_size: int, token: str | None) -> Page:
+        keep = (lambda row: row["Path"].startswith(prefix)) if prefix else None  # noqa: E731
+        listing = _Listing(
+            scope=f"all-task-outputs|{container_name(job_id)}|{kind}|{prefix}",
+            parts=[keys.prefix_range(keys.task_outputs_prefix(kind))],
+            where={"State": LIVE},
+            keep=keep,
+            select=OUTPUT_FIELDS,
+        )
+        return await self._outputs(job_id, listing, page_size, token)
+
+    async def rejections(self, job_id: str, page_size: int, token: str | None) -> Page:
+        container = container_name(job_id)
+        listing = _Listing(
+            scope=f"rejections|{container}",
+            parts=[(keys.JOB_OUTPUT + keys.SEPARATOR, keys.prefix_range(keys.TASK_OUTPUT + keys.SEPARATOR)[1])],
+            where={"State": "rejected"},
+            select=OUTPUT_FIELDS,
+        )
+        return await self._outputs(job_id, listing, page_size, token)
+
+    async def tasks(self, job_id: str, page_size: int, token: str | None) -> Page:
+        container = container_name(job_id)
+        listing = _Listing(
+            scope=f"tasks|{container}",
+            parts=[keys.prefix_range(keys.task_usage_prefix())],
+            keep=lambda row: as_int(row.get("Outputs")) > 0,
+        )
+        rows, next_token = await self._page(container, listing, page_size, token)
+        items = []
+        for row in rows:
+            usage = Usage.of(row)
+            items.append(
+                {
+                    "jobId": job_id,
+                    "taskId": row.get("TaskId"),
+                    "outputs": usage.outputs,
+                    "bytes": usage.bytes,
+                    "kinds": {k: {"outputs": n, "bytes": b} for k, (n, b) in sorted(usage.kinds.items())},
+                    "lastIndexedAt": iso(row.get("LastIndexedAt")),
+                }
+            )
+        return Page(items, next_token)

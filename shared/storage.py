@@ -1,0 +1,141 @@
+"""Storage clients, all built with the one retry configuration of SPEC §5.
+
+Every client retries 408/429/500/502/503/504 and connection errors with exponential backoff
+and jitter, within the budget in settings (``STORAGE_RETRY_*``), and reports throttling to the
+instance's ``AdaptiveLimiter``. Connections are a connection string locally (Azurite) and a
+managed identity in Azure.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.pipeline import PipelineResponse
+from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.storage.blob import ExponentialRetry
+from azure.storage.blob.aio import BlobServiceClient
+
+from .settings import RetrySettings, Settings, StorageConnection
+from .throttle import THROTTLE_STATUSES, AdaptiveLimiter
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _jittered(backoff: Any) -> Any:
+    def get_backoff_time(settings: dict[str, Any]) -> float:
+        ceiling = backoff(settings)
+        return random.uniform(ceiling / 2, ceiling) if ceiling > 0 else 0.0
+
+    return get_backoff_time
+
+
+def table_retry_kwargs(retry: RetrySettings) -> dict[str, Any]:
+    """The Tables SDK builds its retry policy from these keywords (it takes no policy object)."""
+    return {
+        "retry_total": retry.total,
+        "retry_connect": retry.total,
+        "retry_read": retry.total,
+        "retry_status": retry.total,
+        "retry_backoff_factor": retry.backoff_seconds,
+        "retry_backoff_max": retry.max_backoff_seconds,
+        "retry_on_status_codes": sorted(RETRY_STATUSES),
+    }
+
+
+def _add_jitter(client: TableClient) -> TableClient:
+    # azure-core's exponential backoff has no jitter and the Tables SDK accepts no policy
+    # object, so the one retry policy in the client's pipeline gets a jittered backoff.
+    pipeline = client._client._client._pipeline  # noqa: SLF001 - see comment above
+    for policy in pipeline._impl_policies:  # noqa: SLF001
+        if type(policy).__name__ == "AsyncTablesRetryPolicy":
+            policy.get_backoff_time = _jittered(policy.get_backoff_time)
+    return client
+
+
+def blob_retry_policy(retry: RetrySettings) -> ExponentialRetry:
+    # The blob SDK's own exponential policy: initial * base**n, plus random jitter.
+    return ExponentialRetry(
+        initial_backoff=retry.backoff_seconds,
+        increment_base=2,
+        retry_total=retry.total,
+        random_jitter_range=max(1, int(retry.backoff_seconds * 2)),
+    )
+
+
+def credential_for(conn: StorageConnection) -> AsyncTokenCredential:
+    """The token credential of an identity-based connection."""
+    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+    if (conn.credential or "").lower() == "managedidentity":
+        return ManagedIdentityCredential(client_id=conn.client_id) if conn.client_id else ManagedIdentityCredential()
+    return DefaultAzureCredential(managed_identity_client_id=conn.client_id)
+
+
+def table_client(settings: Settings, limiter: AdaptiveLimiter | None = None) -> TableClient:
+    """The index table's client."""
+    conn = settings.index_storage
+    kwargs: dict[str, Any] = table_retry_kwargs(settings.retry)
+    if limiter is not None:
+        # Runs on every attempt, retries included: throttling shrinks the limiter at once.
+        def on_response(response: PipelineResponse) -> None:
+            if response.http_response.status_code in THROTTLE_STATUSES:
+                limiter.on_throttle()
+
+        kwargs["raw_response_hook"] = on_response
+    if conn.connection_string:
+        service = TableServiceClient.from_connection_string(
+            _development_storage(conn.connection_string), **kwargs
+        )
+        return _add_jitter(service.get_table_client(settings.index_table))
+    return _add_jitter(
+        TableClient(
+            endpoint=conn.service_uri or "",
+            table_name=settings.index_table,
+            credential=credential_for(conn),
+            **kwargs,
+        )
+    )
+
+
+def blob_service_client(settings: Settings) -> BlobServiceClient:
+    """The client of the account holding the Batch outputs (read-only use)."""
+    conn = settings.outputs_storage
+    policy = blob_retry_policy(settings.retry)
+    if conn.connection_string:
+        return BlobServiceClient.from_connection_string(
+            _development_storage(conn.connection_string), retry_policy=policy
+        )
+    return BlobServiceClient(
+        account_url=conn.service_uri or "", credential=credential_for(conn), retry_policy=policy
+    )
+
+
+#: Azurite's well-known development account (public, documented; not a secret).
+DEVSTORE_ACCOUNT = "devstoreaccount1"
+DEVSTORE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def _development_storage(connection_string: str) -> str:
+    """Expand ``UseDevelopmentStorage=true`` to Azurite's full connection string."""
+    if connection_string.replace(" ", "").lower() != "usedevelopmentstorage=true":
+        return connection_string
+    return (
+        "DefaultEndpointsProtocol=http;"
+        f"AccountName={DEVSTORE_ACCOUNT};AccountKey={DEVSTORE_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:10000/{DEVSTORE_ACCOUNT};"
+        f"QueueEndpoint=http://127.0.0.1:10001/{DEVSTORE_ACCOUNT};"
+        f"TableEndpoint=http://127.0.0.1:10002/{DEVSTORE_ACCOUNT};"
+    )
+
+
+def azurite_connection_string(host: str, blob_port: int, queue_port: int, table_port: int) -> str:
+    """A connection string for an Azurite on custom ports (tests, benchmarks)."""
+    return (
+        "DefaultEndpointsProtocol=http;"
+        f"AccountName={DEVSTORE_ACCOUNT};AccountKey={DEVSTORE_KEY};"
+        f"BlobEndpoint=http://{host}:{blob_port}/{DEVSTORE_ACCOUNT};"
+        f"QueueEndpoint=http://{host}:{queue_port}/{DEVSTORE_ACCOUNT};"
+        f"TableEndpoint=http://{host}:{table_port}/{DEVSTORE_ACCOUNT};"
+    )

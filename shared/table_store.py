@@ -1,0 +1,256 @@
+"""The one module that speaks Table storage.
+
+It translates: entities in and out, OData filters built only from parameters (never by pasting
+input), batch transactions, and the SDK's exceptions mapped to the project's own errors. It
+decides nothing; ``shared.index`` does. Every request takes a slot of the instance's
+``AdaptiveLimiter`` so concurrency against storage stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables.aio import TableClient
+
+from .throttle import AdaptiveLimiter
+
+Entity = dict[str, Any]
+
+#: Table storage returns at most 1,000 entities per query page.
+MAX_QUERY_PAGE = 1000
+#: A batch transaction holds at most 100 operations, all of one partition.
+MAX_BATCH_OPERATIONS = 100
+_BUSY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class IndexStoreError(Exception):
+    """Base of the index store's errors."""
+
+
+class ConflictError(IndexStoreError):
+    """An ETag or existence condition failed: someone changed the rows first."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class StorageBusyError(IndexStoreError):
+    """Storage stayed throttled or failing after the retry budget was spent."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class StorageUnavailableError(StorageBusyError):
+    """The connection failed (dropped, refused, timed out) after the retry budget."""
+
+
+class Op(str, Enum):
+    CREATE = "create"
+    REPLACE = "replace"  # with the ETag the row was read with
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    op: Op
+    entity: Entity
+    etag: str | None = None
+
+
+def etag_of(entity: Mapping[str, Any]) -> str | None:
+    metadata = getattr(entity, "metadata", None) or {}
+    return metadata.get("etag")
+
+
+def _plain(entity: Any) -> Entity:
+    plain = dict(entity)
+    plain["__etag"] = etag_of(entity)
+    return plain
+
+
+def _busy(exc: HttpResponseError) -> StorageBusyError:
+    return StorageBusyError(f"storage answered {exc.status_code}: {exc.reason}", exc.status_code)
+
+
+class TableStore:
+    """Async adapter over one table."""
+
+    def __init__(self, client: TableClient, limiter: AdaptiveLimiter) -> None:
+        self._client = client
+        self._limiter = limiter
+
+    @property
+    def limiter(self) -> AdaptiveLimiter:
+        return self._limiter
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def ensure_table(self) -> None:
+        try:
+            async with self._limiter:
+                await self._client.create_table()
+        except ResourceExistsError:
+            pass
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise StorageUnavailableError(f"index storage unreachable: {exc}") from exc
+        except HttpResponseError as exc:
+            raise _busy(exc) from exc
+
+    async def get(self, partition: str, row: str) -> Entity | None:
+        try:
+            async with self._limiter:
+                entity = await self._client.get_entity(partition, row)
+        except ResourceNotFoundError:
+            return None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise StorageUnavailableError(f"index storage unreachable: {exc}") from exc
+        except HttpResponseError as exc:
+            raise _busy(exc) from exc
+        return _plain(entity)
+
+    async def get_many(self, partition: str, rows: Iterable[str]) -> dict[str, Entity]:
+        """Point reads of several rows at once (absent rows are left out)."""
+        keys = list(dict.fromkeys(rows))
+        found = await asyncio.gather(*(self.get(partition, row) for row in keys))
+        return {row: entity for row, entity in zip(keys, found, strict=True) if entity is not None}
+
+    async def query_range(
+        self,
+        partition: str,
+        low: str,
+        high: str,
+        *,
+        after: str | None = None,
+        where: Mapping[str, Any] | None = None,
+        select: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[Entity]:
+        """Entities of ``partition`` with ``low <= RowKey < high`` (and ``> after``), key order.
+
+        ``where`` adds equality conditions on properties; every value is a query parameter.
+        """
+        clauses = ["PartitionKey eq @pk", "RowKey lt @hi"]
+        params: dict[str, Any] = {"pk": partition, "hi": high}
+        if after is not None and after >= low:
+            clauses.append("RowKey gt @after")
+            params["after"] = after
+        else:
+            clauses.append("RowKey ge @lo")
+            params["lo"] = low
+        for index, (name, value) in enumerate((where or {}).items()):
+            if not name.isidentifier():
+                raise ValueError(f"not a property name: {name!r}")
+            clauses.append(f"{name} eq @w{index}")
+            params[f"w{index}"] = value
+        page_size = min(MAX_QUERY_PAGE, limit) if limit else MAX_QUERY_PAGE
+        pages = self._client.query_entities(
+            " and ".join(clauses),
+            parameters=params,
+            select=list(select) if select else None,
+            results_per_page=page_size,
+        ).by_page()
+        returned = 0
+        while True:
+            try:
+                async with self._limiter:
+                    page = await pages.__anext__()
+                    entities = [_plain(entity) async for entity in page]
+            except StopAsyncIteration:
+                return
+            except (ServiceRequestError, ServiceResponseError) as exc:
+                raise StorageUnavailableError(f"index storage unreachable: {exc}") from exc
+            except HttpResponseError as exc:
+                raise _busy(exc) from exc
+            for entity in entities:
+                yield entity
+                returned += 1
+                if limit is not None and returned >= limit:
+                    return
+
+    async def submit(self, partition: str, operations: Sequence[Operation]) -> list[str | None]:
+        """Run a batch transaction; return the new ETag of every operation, in order.
+
+        A failed condition raises ``ConflictError`` (nothing was written: a transaction is
+        atomic). A dropped connection raises ``StorageUnavailableError`` and the caller cannot
+        know whether it committed: it must re-read before retrying, which the ETag and
+        create conditions make safe.
+        """
+        if not operations:
+            return []
+        if len(operations) > MAX_BATCH_OPERATIONS:
+            raise ValueError(f"{len(operations)} operations exceed a batch of {MAX_BATCH_OPERATIONS}")
+        batch: list[Any] = []
+        for item in operations:
+            entity = {k: v for k, v in item.entity.items() if k != "__etag"}
+            entity["PartitionKey"] = partition
+            if item.op is Op.CREATE:
+                batch.append(("create", entity))
+            elif item.op is Op.REPLACE:
+                batch.append(
+                    ("update", entity, {"mode": UpdateMode.REPLACE, "etag": item.etag,
+                                        "match_condition": MatchConditions.IfNotModified})
+                )
+            elif item.op is Op.UPSERT:
+                batch.append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+            else:
+                batch.append(("delete", entity, {"etag": item.etag,
+                                                 "match_condition": MatchConditions.IfNotModified}))
+        try:
+            async with self._limiter:
+                results = await self._client.submit_transaction(batch)
+        except TableTransactionError as exc:
+            if exc.status_code in (404, 409, 412):
+                raise ConflictError(f"batch condition failed: {exc.message}", exc.index) from exc
+            if exc.status_code in _BUSY_STATUSES:
+                raise _busy(exc) from exc
+            raise
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise StorageUnavailableError(f"batch outcome unknown, connection failed: {exc}") from exc
+        except HttpResponseError as exc:
+            if exc.status_code in (404, 409, 412):
+                raise ConflictError(f"batch condition failed: {exc.message}") from exc
+            raise _busy(exc) from exc
+        return [result.get("etag") for result in results]
+
+    async def insert_if_absent(self, entity: Entity) -> bool:
+        """Create a row unless it exists; True when this call created it."""
+        try:
+            async with self._limiter:
+                await self._client.create_entity({k: v for k, v in entity.items() if k != "__etag"})
+        except ResourceExistsError:
+            return False
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise StorageUnavailableError(f"index storage unreachable: {exc}") from exc
+        except HttpResponseError as exc:
+            raise _busy(exc) from exc
+        return True
+
+    async def merge(self, entity: Entity) -> None:
+        """Upsert-merge one row (properties not given are kept)."""
+        try:
+            async with self._limiter:
+                await self._client.upsert_entity(
+                    {k: v for k, v in entity.items() if k != "__etag"}, mode=UpdateMode.MERGE
+                )
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise StorageUnavailableError(f"index storage unreachable: {exc}") from exc
+        except HttpResponseError as exc:
+            raise _busy(exc) from exc

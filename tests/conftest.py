@@ -1,0 +1,119 @@
+"""Shared fixtures: a real Azurite started by the suite, the real app served over real HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from azure.storage.blob import BlobServiceClient
+
+from devtools.azurite import Azurite, free_port
+from shared.api import create_app
+from shared.settings import Settings
+
+TEST_KEY = "test-key-1"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    instance = Azurite(location=tmp_path_factory.mktemp("azurite"), in_memory=True).start()
+    yield instance
+    instance.stop()
+
+
+def settings_for(azurite: Azurite, **values: str) -> Settings:
+    base = {
+        "OUTPUTS_STORAGE": azurite.connection_string,
+        "INDEX_STORAGE": azurite.connection_string,
+        "INDEX_TABLE": "idx" + uuid.uuid4().hex[:16],
+        "API_KEYS": f"{TEST_KEY},second-key",
+        "TOKEN_SIGNING_KEY": "test-signing-key",
+        "STORAGE_RETRY_TOTAL": "3",
+        "STORAGE_RETRY_BACKOFF_SECONDS": "0.05",
+        "STORAGE_RETRY_MAX_BACKOFF_SECONDS": "0.5",
+    }
+    base.update(values)
+    return Settings.from_mapping(base)
+
+
+@pytest.fixture
+def settings(azurite: Azurite) -> Settings:
+    return settings_for(azurite)
+
+
+@pytest.fixture
+def blob_service(azurite: Azurite) -> Iterator[BlobServiceClient]:
+    client = BlobServiceClient.from_connection_string(azurite.connection_string)
+    yield client
+    client.close()
+
+
+@dataclass
+class RunningApp:
+    url: str
+    settings: Settings
+    client: httpx.Client
+
+    def get(self, path: str, **kwargs) -> httpx.Response:
+        return self.client.get(path, **kwargs)
+
+    def post_events(self, events: object, **kwargs) -> httpx.Response:
+        return self.client.post("/api/events", json=events, **kwargs)
+
+    def all_pages(self, path: str, **params) -> list[dict]:
+        """Follow nextLink to the end; return every item."""
+        items: list[dict] = []
+        response = self.client.get(path, params=params)
+        while True:
+            assert response.status_code == 200, response.text
+            body = response.json()
+            items.extend(body["value"])
+            if "nextLink" not in body:
+                return items
+            response = self.client.get(body["nextLink"])
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # running in a thread
+        pass
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., RunningApp]]:
+    """Start the real ASGI app with uvicorn on a free port; stopped after the test."""
+    servers: list[tuple[_Server, threading.Thread, httpx.Client]] = []
+
+    def start(settings: Settings, *, check_keys: bool = True) -> RunningApp:
+        port = free_port()
+        server = _Server(uvicorn.Config(create_app(settings, check_keys=check_keys), host="127.0.0.1",
+                                        port=port, log_level="warning", lifespan="on"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("app did not start")
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{port}"
+        client = httpx.Client(base_url=url, headers={"x-functions-key": TEST_KEY}, timeout=60)
+        servers.append((server, thread, client))
+        return RunningApp(url, settings, client)
+
+    yield start
+    for server, thread, client in servers:
+        client.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def app(serve: Callable[..., RunningApp], settings: Settings) -> RunningApp:
+    return serve(settings)
