@@ -57,11 +57,10 @@ class Azurite:
             "--blobHost", self.host, "--blobPort", str(self.blob_port),
             "--queueHost", self.host, "--queuePort", str(self.queue_port),
             "--tableHost", self.host, "--tablePort", str(self.table_port),
-            "--location", str(self.location),
             "--skipApiVersionCheck", "--loose", "--silent",
         ]
-        if self.in_memory:
-            args.append("--inMemoryPersistence")
+        # In-memory for tests (fast, nothing left behind); on disk under the project for run.
+        args += ["--inMemoryPersistence"] if self.in_memory else ["--location", str(self.location)]
         self._process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.location
         )

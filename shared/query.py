@@ -136,7 +136,8 @@ class QueryService:
         if job_row is None and carrier is None:
             return None
         summary = self._summary(container, job_row, usage, carrier, last)
-        summary["jobId"] = summary["jobId"] or job_id
+        if not (job_row or {}).get("Registered"):
+            summary["jobId"] = job_id  # the caller's spelling: Batch IDs preserve case
         return summary
 
     async def list_jobs(self, page_size: int, token: str | None) -> Page:
