@@ -237,30 +237,28 @@ module vnet 'app/vnet.bicep' = if (vnetEnabled) {
 }
 
 // Names and IDs here are known at the start of the deployment, as a module loop requires.
-var privateEndpoints = vnetEnabled
-  ? [
-      {
-        name: 'blob-${appStorageName}'
-        target: resourceId(subscription().subscriptionId, rg.name, 'Microsoft.Storage/storageAccounts', appStorageName)
-        groupId: 'blob'
-      }
-      {
-        name: 'table-${appStorageName}'
-        target: resourceId(subscription().subscriptionId, rg.name, 'Microsoft.Storage/storageAccounts', appStorageName)
-        groupId: 'table'
-      }
-      {
-        name: 'vault-${keyVaultName}'
-        target: resourceId(subscription().subscriptionId, rg.name, 'Microsoft.KeyVault/vaults', keyVaultName)
-        groupId: 'vault'
-      }
-      {
-        name: 'blob-${outputsAccountName}'
-        target: resourceId(subscription().subscriptionId, outputsResourceGroupName, 'Microsoft.Storage/storageAccounts', outputsAccountName)
-        groupId: 'blob'
-      }
-    ]
-  : []
+var privateEndpoints = vnetEnabled ? [
+  {
+    name: 'blob-${appStorageName}'
+    target: resourceId(subscription().subscriptionId, rg.name, 'Microsoft.Storage/storageAccounts', appStorageName)
+    groupId: 'blob'
+  }
+  {
+    name: 'table-${appStorageName}'
+    target: resourceId(subscription().subscriptionId, rg.name, 'Microsoft.Storage/storageAccounts', appStorageName)
+    groupId: 'table'
+  }
+  {
+    name: 'vault-${keyVaultName}'
+    target: resourceId(subscription().subscriptionId, rg.name, 'Microsoft.KeyVault/vaults', keyVaultName)
+    groupId: 'vault'
+  }
+  {
+    name: 'blob-${outputsAccountName}'
+    target: resourceId(subscription().subscriptionId, outputsResourceGroupName, 'Microsoft.Storage/storageAccounts', outputsAccountName)
+    groupId: 'blob'
+  }
+] : []
 
 module privateEndpoint 'app/private-endpoint.bicep' = [
   for endpoint in privateEndpoints: {

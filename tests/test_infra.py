@@ -185,6 +185,58 @@ def test_every_module_path_exists() -> None:
             assert (path.parent / target).is_file(), f"{path.name}: module {name} -> {target}"
 
 
+def undefined_symbols(path: Path) -> list[str]:
+    """Identifiers used in expressions that nothing in the file declares (typos, stale names)."""
+    root = parse(path).root_node
+    declared: set[str] = set()
+    for node in walk(root):
+        if node.type.endswith("_declaration"):
+            names = [c for c in node.children if c.type == "identifier"]
+            if names:
+                declared.add(text(names[0]))
+        elif node.type in ("loop_variable", "loop_enumerator"):
+            declared.add(text(node))
+        elif node.type == "for_statement":
+            kids = node.children
+            declared |= {text(kids[i + 1]) for i, c in enumerate(kids[:-1])
+                         if c.type == "for" and kids[i + 1].type == "identifier"}
+        elif node.type == "lambda_expression":
+            declared.add(text(node.children[0]))
+    undefined = []
+    for node in walk(root):
+        parent = node.parent
+        if node.type != "identifier" or parent is None:
+            continue
+        if parent.type.endswith("_declaration") and next(
+            c for c in parent.children if c.type == "identifier"
+        ) == node:
+            continue  # the name being declared
+        if parent.type in ("object_property", "call_expression") and parent.children[0] == node:
+            continue  # a property key or a function name
+        if parent.type == "resource_expression" and parent.children[0] != node:
+            continue  # nested resource after '::'
+        if text(node) not in declared:
+            undefined.append(f"{text(node)} (line {node.start_point[0] + 1})")
+    return undefined
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=[str(p.relative_to(INFRA)) for p in BICEP_FILES])
+def test_every_symbol_used_is_declared(path: Path) -> None:
+    assert undefined_symbols(path) == []
+
+
+def test_modules_are_called_with_the_parameters_they_declare() -> None:
+    for path in BICEP_FILES:
+        for name, module in declarations(path, "module").items():
+            target = path.parent / string_literal(next(c for c in module.children if c.type == "string"))  # type: ignore[operator]
+            body = next(c for c in walk(module) if c.type == "object")
+            passed = set(object_properties(object_at(body, "params")))
+            declared = declarations(target, "parameter")
+            required = {n for n, d in declared.items() if value_of(d) is None}
+            assert passed <= set(declared), f"{path.name}: module {name} passes unknown {passed - set(declared)}"
+            assert required <= passed, f"{path.name}: module {name} misses {required - passed}"
+
+
 def test_parameters_file_names_only_main_bicep_parameters() -> None:
     parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))
     declared = set(declarations(MAIN_BICEP, "parameter"))

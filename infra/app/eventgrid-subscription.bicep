@@ -26,7 +26,7 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' existing = {
   name: systemTopicName
 }
 
-resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {
+resource eventSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {
   parent: systemTopic
   name: subscriptionName
   properties: {
@@ -70,4 +70,4 @@ resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-
   }
 }
 
-output name string = subscription.name
+output name string = eventSubscription.name

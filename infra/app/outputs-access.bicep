@@ -16,14 +16,14 @@ var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 // Needed to request the user delegation key that signs downloadUrl SAS tokens.
 var storageBlobDelegator = 'db58b8e5-c6ad-4a2a-8342-4190687cbf4a'
 
-resource outputs 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+resource outputsAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
 
 // Account scope, not container scope: Batch creates one container per job, at run time.
 resource blobReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(outputs.id, appPrincipalId, storageBlobDataReader)
-  scope: outputs
+  name: guid(outputsAccount.id, appPrincipalId, storageBlobDataReader)
+  scope: outputsAccount
   properties: {
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
@@ -32,8 +32,8 @@ resource blobReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 resource blobDelegator 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(outputs.id, appPrincipalId, storageBlobDelegator)
-  scope: outputs
+  name: guid(outputsAccount.id, appPrincipalId, storageBlobDelegator)
+  scope: outputsAccount
   properties: {
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
@@ -44,19 +44,19 @@ resource blobDelegator 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   name: systemTopicName
   // A system topic lives where its source lives.
-  location: outputs.location
+  location: outputsAccount.location
   tags: tags
   identity: {
     // Used by the subscription to write dead letters; holds no other role.
     type: 'SystemAssigned'
   }
   properties: {
-    source: outputs.id
+    source: outputsAccount.id
     topicType: 'Microsoft.Storage.StorageAccounts'
   }
 }
 
-output storageAccountId string = outputs.id
-output blobEndpoint string = outputs.properties.primaryEndpoints.blob
+output storageAccountId string = outputsAccount.id
+output blobEndpoint string = outputsAccount.properties.primaryEndpoints.blob
 output systemTopicName string = systemTopic.name
 output systemTopicPrincipalId string = systemTopic.identity.principalId
