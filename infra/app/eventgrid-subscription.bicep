@@ -1,0 +1,73 @@
+metadata description = 'The Event Grid subscription on the outputs account\'s system topic: BlobCreated and BlobDeleted under job-* containers, delivered to the index_blob_event function one event at a time, with retries and dead-lettering. Deploy only once the function exists (see the postdeploy hook).'
+
+param systemTopicName string
+
+@description('Resource ID of the function app.')
+param functionAppId string
+
+@description('The Event Grid trigger function registered by function_app.py.')
+param functionName string = 'index_blob_event'
+
+@description('Resource ID of the storage account that receives dead letters.')
+param deadLetterStorageAccountId string
+param deadLetterContainerName string
+
+param subscriptionName string = 'index-batch-outputs'
+
+@minValue(1)
+@maxValue(30)
+param maxDeliveryAttempts int = 30
+
+@minValue(1)
+@maxValue(1440)
+param eventTimeToLiveInMinutes int = 1440
+
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' existing = {
+  name: systemTopicName
+}
+
+resource eventSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {
+  parent: systemTopic
+  name: subscriptionName
+  properties: {
+    destination: {
+      endpointType: 'AzureFunction'
+      properties: {
+        resourceId: '${functionAppId}/functions/${functionName}'
+        // The Python trigger takes one event per invocation.
+        maxEventsPerBatch: 1
+        preferredBatchSizeInKilobytes: 64
+      }
+    }
+    eventDeliverySchema: 'EventGridSchema'
+    filter: {
+      includedEventTypes: [
+        'Microsoft.Storage.BlobCreated'
+        'Microsoft.Storage.BlobDeleted'
+      ]
+      // Batch File Conventions containers are named job-...; everything else is not ours.
+      subjectBeginsWith: '/blobServices/default/containers/job-'
+      isSubjectCaseSensitive: false
+    }
+    // At-least-once with exponential backoff; the trigger raises on a transient storage
+    // failure so the event comes back, and what never succeeds lands in the dead-letter container.
+    retryPolicy: {
+      maxDeliveryAttempts: maxDeliveryAttempts
+      eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
+    }
+    deadLetterWithResourceIdentity: {
+      identity: {
+        type: 'SystemAssigned'
+      }
+      deadLetterDestination: {
+        endpointType: 'StorageBlob'
+        properties: {
+          resourceId: deadLetterStorageAccountId
+          blobContainerName: deadLetterContainerName
+        }
+      }
+    }
+  }
+}
+
+output name string = eventSubscription.name
