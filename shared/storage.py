@@ -13,7 +13,7 @@ from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.pipeline import PipelineResponse
-from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.data.tables.aio import TableClient
 from azure.storage.blob import ExponentialRetry
 from azure.storage.blob.aio import BlobServiceClient
 
@@ -85,10 +85,12 @@ def table_client(settings: Settings, limiter: AdaptiveLimiter | None = None) -> 
 
         kwargs["raw_response_hook"] = on_response
     if conn.connection_string:
-        service = TableServiceClient.from_connection_string(
-            _development_storage(conn.connection_string), **kwargs
+        # A client of its own (not get_table_client), so closing it closes its transport.
+        return _add_jitter(
+            TableClient.from_connection_string(
+                _development_storage(conn.connection_string), table_name=settings.index_table, **kwargs
+            )
         )
-        return _add_jitter(service.get_table_client(settings.index_table))
     return _add_jitter(
         TableClient(
             endpoint=conn.service_uri or "",

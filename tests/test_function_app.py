@@ -1,0 +1,82 @@
+"""What the Functions host reads from function_app.py: functions, triggers, routes, auth levels."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+
+import azure.functions as func
+import pytest
+
+import function_app
+from functions.blob_events import event_payload
+from shared.events import BlobEvent, parse_event
+
+
+@functools.cache
+def bindings() -> dict[str, list]:
+    # The host indexes the app once; get_functions() refuses a second call on the same app.
+    return {f.get_function_name(): f.get_bindings() for f in function_app.app.get_functions()}
+
+
+def test_registered_functions() -> None:
+    assert set(bindings()) == {"http_app_func", "index_blob_event", "health"}
+
+
+def test_api_is_one_asgi_function_guarded_by_function_keys() -> None:
+    trigger = bindings()["http_app_func"][0]
+    assert trigger.type == "httpTrigger"
+    assert trigger.route == "/{*route}"
+    assert trigger.auth_level == func.AuthLevel.FUNCTION
+
+
+def test_health_is_anonymous_under_the_host() -> None:
+    trigger = bindings()["health"][0]
+    assert (trigger.type, trigger.route, trigger.auth_level) == ("httpTrigger", "api/health", func.AuthLevel.ANONYMOUS)
+
+
+def test_event_grid_trigger() -> None:
+    (trigger,) = bindings()["index_blob_event"]
+    assert trigger.type == "eventGridTrigger"
+
+
+def test_host_json_routes_match_the_app() -> None:
+    host = json.loads(open("host.json", encoding="utf-8").read())
+    assert host["extensions"]["http"]["routePrefix"] == ""  # the app's routes carry /api
+    assert host["version"] == "2.0"
+
+
+def test_trigger_event_is_parsed_by_the_same_core() -> None:
+    event = func.EventGridEvent(
+        id="1", data={"api": "PutBlob", "url": "https://a/b", "sequencer": "0001", "contentLength": 3},
+        topic="/t", subject="/blobServices/default/containers/job-x/blobs/t1/$TaskOutput/a b.txt",
+        event_type="Microsoft.Storage.BlobCreated", event_time=None, data_version="1",
+    )
+    parsed = parse_event(event_payload(event))
+    assert isinstance(parsed, BlobEvent)
+    assert (parsed.container, parsed.blob_name, parsed.size) == ("job-x", "t1/$TaskOutput/a b.txt", 3)
+
+
+def test_trigger_indexes_through_the_shared_service(azurite, settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calls the registered trigger function the way the worker does, against Azurite."""
+    from functions import blob_events
+    from shared.service import ServiceHolder
+
+    holder = ServiceHolder(settings)
+    monkeypatch.setattr(blob_events, "services", holder)
+    event = func.EventGridEvent(
+        id="2", data={"api": "PutBlob", "url": "https://a/b", "sequencer": "0002", "contentLength": 5},
+        topic="/t", subject="/blobServices/default/containers/job-trig/blobs/t1/$TaskLog/out.txt",
+        event_type="Microsoft.Storage.BlobCreated", event_time=None, data_version="1",
+    )
+
+    async def run() -> tuple:
+        await blob_events.index_blob_event(event)
+        service = await holder.get()
+        page = await service.query.task_outputs("trig", "t1", None, "", 10, None)
+        await holder.close()
+        return page.items
+
+    (item,) = asyncio.run(run())
+    assert (item["kind"], item["path"], item["size"]) == ("TaskLog", "out.txt", 5)
