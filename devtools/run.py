@@ -23,6 +23,7 @@ APP_PORT = 7071
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every request at INFO
     log = logging.getLogger("make-run")
     settings = Settings.load()
     values = json.loads(LOCAL_SETTINGS_FILE.read_text(encoding="utf-8")).get("Values", {})
