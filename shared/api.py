@@ -7,6 +7,7 @@ paths are the same under both hosts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 from typing import Annotated, Any
@@ -119,7 +120,14 @@ def page_body(request: Request, page: Page) -> dict[str, Any]:
 def create_app(settings: Settings | None = None, *, check_keys: bool = True) -> FastAPI:
     """The API. ``check_keys=False`` under the Functions host, which checks function keys itself."""
     holder = ServiceHolder(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+        yield
+        await holder.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Batch Output Index",
         version="1.0.0",
         description="Finds the outputs of Azure Batch jobs (Batch File Conventions) in one indexed query.",
@@ -131,10 +139,6 @@ def create_app(settings: Settings | None = None, *, check_keys: bool = True) -> 
 
     async def service() -> Service:
         return await holder.get()
-
-    @app.on_event("shutdown")
-    async def _close() -> None:  # pragma: no cover - exercised by server shutdown
-        await holder.close()
 
     if check_keys:
         keys = (settings or Settings.load()).api_keys

@@ -9,7 +9,8 @@ decides nothing; ``shared.index`` does. Every request takes a slot of the instan
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -89,6 +90,17 @@ def _busy(exc: HttpResponseError) -> StorageBusyError:
     return StorageBusyError(f"storage answered {exc.status_code}: {exc.reason}", exc.status_code)
 
 
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Map what the SDK raises once its retries are spent to the index store's errors."""
+    try:
+        yield
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise StorageUnavailableError(f"index storage unreachable: {exc}") from exc
+    except HttpResponseError as exc:
+        raise _busy(exc) from exc
+
+
 class TableStore:
     """Async adapter over one table."""
 
@@ -104,26 +116,20 @@ class TableStore:
         await self._client.close()
 
     async def ensure_table(self) -> None:
-        try:
-            async with self._limiter:
-                await self._client.create_table()
-        except ResourceExistsError:
-            pass
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise StorageUnavailableError(f"index storage unreachable: {exc}") from exc
-        except HttpResponseError as exc:
-            raise _busy(exc) from exc
+        with _translated():
+            try:
+                async with self._limiter:
+                    await self._client.create_table()
+            except ResourceExistsError:
+                pass
 
     async def get(self, partition: str, row: str) -> Entity | None:
-        try:
-            async with self._limiter:
-                entity = await self._client.get_entity(partition, row)
-        except ResourceNotFoundError:
-            return None
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise StorageUnavailableError(f"index storage unreachable: {exc}") from exc
-        except HttpResponseError as exc:
-            raise _busy(exc) from exc
+        with _translated():
+            try:
+                async with self._limiter:
+                    entity = await self._client.get_entity(partition, row)
+            except ResourceNotFoundError:
+                return None
         return _plain(entity)
 
     async def get_many(self, partition: str, rows: Iterable[str]) -> dict[str, Entity]:
@@ -169,16 +175,13 @@ class TableStore:
         ).by_page()
         returned = 0
         while True:
-            try:
-                async with self._limiter:
-                    page = await pages.__anext__()
-                    entities = [_plain(entity) async for entity in page]
-            except StopAsyncIteration:
-                return
-            except (ServiceRequestError, ServiceResponseError) as exc:
-                raise StorageUnavailableError(f"index storage unreachable: {exc}") from exc
-            except HttpResponseError as exc:
-                raise _busy(exc) from exc
+            with _translated():
+                try:
+                    async with self._limiter:
+                        page = await pages.__anext__()
+                        entities = [_plain(entity) async for entity in page]
+                except StopAsyncIteration:
+                    return
             for entity in entities:
                 yield entity
                 returned += 1
@@ -232,25 +235,18 @@ class TableStore:
 
     async def insert_if_absent(self, entity: Entity) -> bool:
         """Create a row unless it exists; True when this call created it."""
-        try:
-            async with self._limiter:
-                await self._client.create_entity({k: v for k, v in entity.items() if k != "__etag"})
-        except ResourceExistsError:
-            return False
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise StorageUnavailableError(f"index storage unreachable: {exc}") from exc
-        except HttpResponseError as exc:
-            raise _busy(exc) from exc
+        with _translated():
+            try:
+                async with self._limiter:
+                    await self._client.create_entity({k: v for k, v in entity.items() if k != "__etag"})
+            except ResourceExistsError:
+                return False
         return True
 
     async def merge(self, entity: Entity) -> None:
         """Upsert-merge one row (properties not given are kept)."""
-        try:
+        with _translated():
             async with self._limiter:
                 await self._client.upsert_entity(
                     {k: v for k, v in entity.items() if k != "__etag"}, mode=UpdateMode.MERGE
                 )
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise StorageUnavailableError(f"index storage unreachable: {exc}") from exc
-        except HttpResponseError as exc:
-            raise _busy(exc) from exc
