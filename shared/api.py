@@ -326,7 +326,9 @@ def create_app(settings: Settings | None = None, *, check_keys: bool = True) -> 
         return JSONResponse(await quota_body(svc, job_id))
 
     # Imported here: these routers build on this module's checks and error helpers.
+    from .job_routes import job_router
     from .output_routes import output_router
 
     app.include_router(output_router(service))
+    app.include_router(job_router(service))
     return app
