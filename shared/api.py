@@ -329,4 +329,10 @@ def create_app(settings: Settings | None = None, *, check_keys: bool = True) -> 
         await svc.indexer.set_limits(container_name(job_id), given)
         return JSONResponse(await quota_body(svc, job_id))
 
+    # Imported here: these routers build on this module's checks and error helpers.
+    from .job_routes import job_router
+    from .output_routes import output_router
+
+    app.include_router(output_router(service))
+    app.include_router(job_router(service))
     return app

@@ -39,6 +39,13 @@ class OutputItem(_Model):
     downloadUrl: str | None = Field(default=None, description="read-only SAS for this blob (single outputs only)")
 
 
+class Output(OutputItem):
+    """One output, with a link to read it."""
+
+    downloadUrl: str = Field(description="read-only SAS URL for this one blob, expiring within SAS_TTL_MINUTES")
+    downloadUrlExpiresAt: str = Field(description="when downloadUrl expires (ISO 8601)")
+
+
 class OutputList(_Model):
     value: list[OutputItem]
     nextLink: str | None = None
@@ -98,6 +105,15 @@ class TaskItem(_Model):
 class TaskList(_Model):
     value: list[TaskItem]
     nextLink: str | None = None
+
+
+class ReindexResult(_Model):
+    jobId: str
+    container: str
+    added: int = Field(description="convention blobs the index lacked")
+    fixed: int = Field(description="rows whose size, ETag or name differed from the blob")
+    removed: int = Field(description="rows whose blob is gone")
+    unchanged: int
 
 
 class IngestResult(_Model):

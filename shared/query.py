@@ -84,6 +84,9 @@ class QueryService:
     async def _page(self, container: str, listing: _Listing, page_size: int, token: str | None) -> tuple[list[Entity], str | None]:
         position = self.codec.decode(listing.scope, token) if token else Position()
         part, after = position.part, position.after
+        if after is not None:
+            # A task's kinds (hence its parts) may change between pages: resume by the key.
+            part = next((i for i, (low, high) in enumerate(listing.parts) if low <= after < high), part)
         rows: list[tuple[int, Entity]] = []
         while part < len(listing.parts) and len(rows) <= page_size:
             low, high = listing.parts[part]
@@ -166,6 +169,15 @@ class QueryService:
         container = container_name(job_id)
         rows, next_token = await self._page(container, listing, page_size, token)
         return Page([self.output_item(container, job_id, row) for row in rows], next_token)
+
+    async def output(self, job_id: str, task_id: str | None, kind: str, path: str) -> dict[str, Any] | None:
+        """One live output by its ID (a point read of its row); ``None`` if absent, deleted or rejected."""
+        container = container_name(job_id)
+        row_key = keys.task_output_key(kind, task_id, path) if task_id else keys.job_output_key(kind, path)
+        row = await self.store.get(container, row_key)
+        if row is None or row.get("State") != LIVE:
+            return None
+        return self.output_item(container, job_id, row)
 
     async def job_outputs(self, job_id: str, kind: str | None, prefix: str, page_size: int, token: str | None) -> Page:
         keep = None
