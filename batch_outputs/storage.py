@@ -192,21 +192,26 @@ class _OutputStorage:
         return True
 
     def save(self, kind: str, source: str | os.PathLike[str], destination: str | None = None,
-             *, content_type: str | None = None) -> OutputFile:
-        """Upload a file as an output of ``kind`` (``SaveAsync``); returns what was stored."""
+             *, content_type: str | None = None, progress_hook: Any = None) -> OutputFile:
+        """Upload a file as an output of ``kind`` (``SaveAsync``); returns what was stored.
+
+        ``progress_hook(current, total)`` is called as the upload proceeds.
+        """
         path = Path(source)
         target = destination or default_destination(path)
         with open(path, "rb") as handle:
-            return self._upload(kind, target, handle, content_type)
+            return self._upload(kind, target, handle, content_type, progress_hook)
 
     def save_text(self, kind: str, text: str, destination: str, *, content_type: str | None = "text/plain; charset=utf-8") -> OutputFile:
         """Store ``text`` (UTF-8) as an output of ``kind`` (``SaveTextAsync``)."""
         return self._upload(kind, destination, text.encode("utf-8"), content_type)
 
-    def _upload(self, kind: str, destination: str, data: bytes | BinaryIO, content_type: str | None) -> OutputFile:
+    def _upload(self, kind: str, destination: str, data: bytes | BinaryIO, content_type: str | None,
+                progress_hook: Any = None) -> OutputFile:
         name = self.blob_name(kind, destination)
         try:
-            self.container.upload_blob(name, data, overwrite=True, content_settings=_content_settings(destination, content_type))
+            self.container.upload_blob(name, data, overwrite=True, progress_hook=progress_hook,
+                                       content_settings=_content_settings(destination, content_type))
         except ResourceNotFoundError as exc:
             raise OutputStorageError(f"container {self.container.container_name} does not exist: prepare the job first") from exc
         return self.get(kind, destination)
