@@ -11,7 +11,7 @@ from azure.storage.blob import BlobServiceClient
 from shared.conventions import container_name, parse_blob_path
 
 from .conftest import RunningApp, settings_for
-from .helpers import blob_event
+from .helpers import blob_event, real_blob_event
 
 BLOBS = {
     **{f"task-{n % 4}/$TaskOutput/frames/{n:02d}.png": n + 1 for n in range(12)},
@@ -36,14 +36,6 @@ def upload_all(blob_service: BlobServiceClient, container: str, blobs: dict[str,
         client.create_container()
     for name, size in blobs.items():
         client.upload_blob(name, b"x" * size, overwrite=True)
-
-
-def real_event(blob_service: BlobServiceClient, container: str, name: str, sequencer: int) -> dict:
-    """The BlobCreated event Event Grid would send for the blob as it is now."""
-    props = blob_service.get_blob_client(container, name).get_blob_properties()
-    event = blob_event(container, name, size=props.size, sequencer=sequencer)
-    event["data"]["eTag"] = props.etag.strip('"')
-    return event
 
 
 def truth(blob_service: BlobServiceClient, container: str) -> dict[str, int]:
@@ -91,7 +83,7 @@ def test_reindex_repairs_lost_phantom_resized_and_wrongly_deleted_entries(app: R
     events = []
     for name in names[4:]:
         seq += 1
-        events.append(real_event(blob_service, container, name, seq))
+        events.append(real_blob_event(blob_service, container, name, seq))
     events.append(blob_event(container, "task-9/$TaskOutput/ghost.bin", size=500, sequencer=seq + 1))  # phantom
     events.append(blob_event(container, resized, size=999, sequencer=seq + 2))  # wrong size
     events.append(blob_event(container, wrongly_deleted, deleted=True, sequencer=seq + 3))  # blob still there
@@ -143,7 +135,7 @@ def test_reindex_while_events_keep_arriving_ends_exact(app: RunningApp, blob_ser
     for name in names:
         seq += 1
         if blob_service.get_blob_client(container, name).exists():
-            later.append(real_event(blob_service, container, name, seq))
+            later.append(real_blob_event(blob_service, container, name, seq))
         else:
             later.append(blob_event(container, name, deleted=True, sequencer=seq))
     failures: list[str] = []
@@ -176,7 +168,7 @@ def test_reindex_of_unknown_or_invalid_jobs(app: RunningApp) -> None:
 def test_reindex_of_a_deleted_container_removes_every_entry(app: RunningApp, blob_service: BlobServiceClient) -> None:
     job, container = new_job()
     upload_all(blob_service, container, {"t1/$TaskOutput/a": 5, "$JobOutput/b": 6})
-    app.post_events([real_event(blob_service, container, n, i + 1) for i, n in enumerate(["t1/$TaskOutput/a", "$JobOutput/b"])])
+    app.post_events([real_blob_event(blob_service, container, n, i + 1) for i, n in enumerate(["t1/$TaskOutput/a", "$JobOutput/b"])])
     blob_service.delete_container(container)
     report = reindex(app, job)
     assert (report["added"], report["removed"]) == (0, 2)
