@@ -21,7 +21,7 @@ _HASHED_CONTAINER = re.compile(r"^job-[a-z0-9-]{1,15}-[0-9a-f]{40}$")
 #: Batch IDs: 1-64 letters, digits, hyphens, underscores; a job made by a job schedule is
 #: named ``{scheduleId}:job-{n}``.
 _TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}(?::job-[0-9]{1,19})?$")
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}(?::[jJ][oO][bB]-[0-9]{1,19})?$")
 
 
 class ConventionError(ValueError):

@@ -55,6 +55,8 @@ def test_hashed_names_cut_the_readable_part_to_15_characters() -> None:
 
 def test_job_schedule_ids_with_a_colon() -> None:
     assert is_valid_job_id("nightly:job-7")
+    assert is_valid_job_id("NIGHTLY:JOB-7")  # Batch IDs are case-insensitive
+    assert container_name("NIGHTLY:JOB-7") == container_name("nightly:job-7")
     name = container_name("nightly:job-7")
     assert name == "job-nightly-job-7-" + hashlib.sha1(b"nightly:job-7").hexdigest()
 
