@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from azure.storage.blob.aio import BlobServiceClient
 
+from . import keys
 from .index import Indexer
+from .notifications import QuotaExceededPublisher
 from .paging import TokenCodec
 from .query import QueryService
 from .settings import Settings
@@ -30,6 +32,7 @@ class Service:
     indexer: Indexer
     query: QueryService
     blobs: BlobServiceClient
+    publisher: QuotaExceededPublisher | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> Service:
@@ -41,11 +44,21 @@ class Service:
         query = QueryService(store, indexer, TokenCodec(settings.token_signing_key), blobs.url)
         if not settings.token_signing_key:
             log.warning("TOKEN_SIGNING_KEY is not set: continuation tokens work only within this process")
-        return cls(settings, store, indexer, query, blobs)
+
+        async def job_id_of(container: str) -> str | None:
+            row = await store.get(keys.JOBS_PARTITION, container)
+            return (row or {}).get("JobId")
+
+        publisher = QuotaExceededPublisher.from_settings(settings, job_id_of)
+        if publisher is not None:
+            indexer.crossing_listeners.append(publisher)
+        return cls(settings, store, indexer, query, blobs, publisher)
 
     async def close(self) -> None:
         await self.store.close()
         await self.blobs.close()
+        if self.publisher is not None:
+            await self.publisher.close()
 
 
 class ServiceHolder:
