@@ -83,7 +83,7 @@ class Sender:
 
     app: RunningApp
     statuses: Counter[int] = field(default_factory=Counter)
-    max_attempts: int = 200
+    max_attempts: int = 100
 
     def send(self, batch: list[dict]) -> dict:
         for attempt in range(self.max_attempts):
