@@ -94,6 +94,8 @@ def decode_body(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EventPayloadError(f"body is not JSON: {exc}") from exc
+    except RecursionError as exc:  # e.g. '[' * 5000: no delivery nests that deep
+        raise EventPayloadError("body nests too deeply to be a delivery") from exc
 
 
 def parse_events(payload: Any) -> EventBatch:
@@ -155,7 +157,8 @@ def parse_event(item: Mapping[str, Any]) -> BlobEvent | SkippedEvent:
     if not isinstance(sequencer, str) or not sequencer:
         return SkippedEvent(SkipReason.MALFORMED, event_id, "data.sequencer is missing")
     size = data.get("contentLength")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+    # No blob is larger than Table storage's Int64 (the size column) can hold.
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 2**63):
         return SkippedEvent(SkipReason.MALFORMED, event_id, f"data.contentLength {size!r}")
     if not isinstance(when, datetime):
         when = datetime.now(timezone.utc)

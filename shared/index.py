@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import random
+import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from azure.data.tables import EdmType, EntityProperty
 from . import keys
 from .conventions import OutputPath, OutputScope, is_convention_container, job_id_from_container, parse_blob_path
 from .events import BlobAction, BlobEvent, SkipReason
-from .quotas import OVERRIDE_PROPERTIES, Limits, RejectReason, admission
+from .quotas import OVERRIDE_PROPERTIES, Limits, QuotaCrossing, RejectReason, admission
 from .settings import QuotaDefaults
 from .table_store import (
     MAX_BATCH_OPERATIONS,
@@ -55,7 +56,11 @@ LIVE, DELETED, REJECTED = "live", "deleted", "rejected"
 MAX_ATTEMPTS = 12
 _TASK_CACHE_SIZE = 20_000
 
-CrossingListener = Callable[[str, RejectReason], Awaitable[None]]
+#: Called once per job and crossing; raising means "not published", retried on the next crossing.
+CrossingListener = Callable[[QuotaCrossing], Awaitable[None]]
+#: An unpublished crossing claimed by an instance that then died is retried after this long.
+CROSSING_CLAIM_SECONDS = 60.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class ContentionError(StorageBusyError):
@@ -263,7 +268,7 @@ def change_from_row(container: str, row: Mapping[str, Any], *, readmit: bool = F
 class _Plan:
     operations: list[Operation]
     report: IngestReport
-    crossings: set[RejectReason]
+    crossings: dict[RejectReason, str]  # limit crossed -> first blob it rejected
     row_keys: list[str]
 
 
@@ -284,7 +289,7 @@ def plan_chunk(
     job-wide limits, where the caller guarantees those shards cannot move meanwhile.
     """
     report = IngestReport()
-    crossings: set[RejectReason] = set()
+    crossings: dict[RejectReason, str] = {}
     shard = Usage.of(shard_row)
     task_usage = {key: Usage.of(row) for key, row in tasks.items()}
     ops: list[Operation] = []
@@ -335,7 +340,7 @@ def plan_chunk(
             shard.add_rejected(change.size, +1)
             if task is not None:
                 task.add_rejected(change.size, +1)
-            crossings.add(reason)  # type: ignore[arg-type]
+            crossings.setdefault(reason, change.output.blob_name)  # type: ignore[arg-type]
             report.rejected += 1
         if state != REJECTED:
             report.indexed += 1
@@ -601,7 +606,7 @@ class Indexer:
                 continue
             self._remember(container, plan, etags)
             if plan.crossings:
-                await self._announce(container, plan.crossings)
+                await self._announce(container, plan.crossings, limits)
             return plan.report
         raise ContentionError(f"chunk of {container} lost {MAX_ATTEMPTS} optimistic races")
 
@@ -625,18 +630,58 @@ class Indexer:
                 others = others.plus(Usage.of(row))
         return first, others
 
-    async def _announce(self, container: str, reasons: set[RejectReason]) -> None:
-        """Tell listeners about a limit crossed for the first time (once per crossing)."""
-        for reason in reasons:
-            created = await self.store.insert_if_absent(
-                {"PartitionKey": container, "RowKey": keys.quota_crossing_key(reason.value), "At": utcnow()}
-            )
-            if created:
-                for listener in self.crossing_listeners:
-                    try:
-                        await listener(container, reason)
-                    except Exception:  # a notification must never fail indexing
-                        log.exception("quota crossing listener failed for %s", container)
+    async def _announce(self, container: str, crossings: Mapping[RejectReason, str], limits: Limits) -> None:
+        """Tell listeners about limits crossed for the first time: once per job and crossing.
+
+        The ``Q|limit`` marker is written *before* publishing, with ``Published`` false, and
+        set true after; a crossing whose publication failed (or whose publisher died, after
+        ``CROSSING_CLAIM_SECONDS``) is retried by the next rejection of that job, with the
+        same CloudEvent ID. The outputs are indexed already: a failure here is logged, never
+        handed back (a redelivery would find nothing new to reject and announce nothing).
+        """
+        for reason, blob_name in crossings.items():
+            try:
+                await self._announce_one(container, reason, blob_name, limits)
+            except StorageBusyError as exc:
+                log.warning("quota crossing %s of %s not recorded (retried on the next): %s", reason.value, container, exc)
+
+    async def _announce_one(self, container: str, reason: RejectReason, blob_name: str, limits: Limits) -> None:
+        row_key = keys.quota_crossing_key(reason.value)
+        now = utcnow()
+        marker: Entity = {"PartitionKey": container, "RowKey": row_key, "At": now,
+                          "EventId": str(uuid.uuid4()), "Published": not self.crossing_listeners}
+        if not await self.store.insert_if_absent(marker):
+            row = await self.store.get(container, row_key)
+            if row is None or row.get("Published", True) or not self.crossing_listeners:
+                return
+            claimed_at = row.get("At") or _EPOCH
+            if (now - claimed_at).total_seconds() < CROSSING_CLAIM_SECONDS:
+                return  # another instance is publishing it right now
+            marker = {k: v for k, v in row.items() if k != "__etag"} | {"At": now}
+            try:
+                await self.store.submit(container, [Operation(Op.REPLACE, marker, row["__etag"])])
+            except ConflictError:
+                return  # another instance claimed it first
+        elif not self.crossing_listeners:
+            return
+        crossing = QuotaCrossing(container, reason, limits, marker["EventId"], now, blob_name)
+        published = True
+        for listener in self.crossing_listeners:
+            try:
+                await listener(crossing)
+            except Exception:  # a notification must never fail indexing
+                published = False
+                log.exception("quota crossing listener failed for %s", container)
+        row = await self.store.get(container, row_key)
+        if row is None or row.get("EventId") != marker["EventId"]:
+            return
+        update = {k: v for k, v in row.items() if k != "__etag"}
+        # Published, or released at once (At = epoch) so the next crossing attempt retries.
+        update.update({"Published": True} if published else {"At": _EPOCH})
+        try:
+            await self.store.submit(container, [Operation(Op.REPLACE, update, row["__etag"])])
+        except ConflictError:
+            pass
 
     # -- quotas ----------------------------------------------------------------------------
 

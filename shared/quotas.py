@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -75,3 +76,19 @@ def admission(
     if task_outputs is not None and limits.max_outputs_per_task and task_outputs + 1 > limits.max_outputs_per_task:
         return RejectReason.MAX_OUTPUTS_PER_TASK
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaCrossing:
+    """A job crossed a limit for the first time: what ``Batch.Outputs.QuotaExceeded`` says.
+
+    ``event_id`` is fixed when the crossing is first recorded, so every attempt to publish
+    it carries the same CloudEvent ID.
+    """
+
+    container: str
+    reason: RejectReason
+    limits: Limits
+    event_id: str
+    detected_at: datetime
+    blob_name: str | None = None

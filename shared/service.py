@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from azure.storage.blob.aio import BlobServiceClient
 
+from . import keys
 from .index import Indexer
+from .notifications import QuotaExceededPublisher
 from .paging import TokenCodec
 from .query import QueryService
 from .sas import SasIssuer
@@ -32,6 +34,7 @@ class Service:
     query: QueryService
     blobs: BlobServiceClient
     sas: SasIssuer
+    publisher: QuotaExceededPublisher | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> Service:
@@ -44,11 +47,21 @@ class Service:
         if not settings.token_signing_key:
             log.warning("TOKEN_SIGNING_KEY is not set: continuation tokens work only within this process")
         sas = SasIssuer(blobs, settings.sas_ttl_minutes, identity_based=settings.outputs_storage.identity_based)
-        return cls(settings, store, indexer, query, blobs, sas)
+
+        async def job_id_of(container: str) -> str | None:
+            row = await store.get(keys.JOBS_PARTITION, container)
+            return (row or {}).get("JobId")
+
+        publisher = QuotaExceededPublisher.from_settings(settings, job_id_of)
+        if publisher is not None:
+            indexer.crossing_listeners.append(publisher)
+        return cls(settings, store, indexer, query, blobs, sas, publisher)
 
     async def close(self) -> None:
         await self.store.close()
         await self.blobs.close()
+        if self.publisher is not None:
+            await self.publisher.close()
 
 
 class ServiceHolder:

@@ -1,0 +1,163 @@
+"""Property tests of bad input (hypothesis): malformed, oversized, wrongly typed and hostile.
+
+The parser either decodes or refuses with ``EventPayloadError``; the webhook and the API
+answer a clean 4xx or a deliberate skip (200 with the event counted as skipped), never a 5xx,
+and never change the index entries of a job the input did not name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from urllib.parse import quote
+
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from shared.conventions import container_name
+from shared.events import EventBatch, EventPayloadError, decode_body, parse_events
+
+from .conftest import RunningApp
+from .helpers import blob_event
+from .workload import index_state
+
+SENTINEL = "sentinel-job"
+SENTINEL_CONTAINER = container_name(SENTINEL)
+TARGET = "target-job"
+
+HOSTILE_TEXT = st.sampled_from([
+    "x' or '1'='1", "' or PartitionKey ne '", "x') or (true", "%27%20or%201%20eq%201", "../", "..%2F..%2F",
+    "/blobServices/default/containers/" + SENTINEL_CONTAINER + "/blobs/$JobOutput/a", SENTINEL_CONTAINER,
+    "a\x00b", "\u202e", "🙂", "%", "#?", "|", "S|00", "Q|maxOutputs", "U|t1", "~jobs", " ", "", "$JobOutput",
+    "T|TaskOutput|t1|x", "a" * 1100,
+])
+TEXT = st.one_of(HOSTILE_TEXT, st.text(max_size=80))
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4),
+    max_leaves=20,
+)
+WRONG = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**80), max_value=2**80), st.floats(), TEXT,
+                  st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+CONTAINERS = st.one_of(
+    st.just(container_name(TARGET)), st.just(container_name("job:with-colon")), TEXT,
+    st.builds(lambda s: "job-" + s, st.text(alphabet="abc-_:'./", max_size=20)),
+)
+BLOB_NAMES = st.one_of(
+    TEXT,
+    st.builds(lambda t, k, p: f"{t}/${k}/{p}", TEXT, TEXT, TEXT),
+    st.builds(lambda k, p: f"${k}/{p}", TEXT, TEXT),
+)
+
+
+@st.composite
+def hostile_events(draw: st.DrawFn) -> dict:
+    event = blob_event(draw(CONTAINERS), draw(BLOB_NAMES), deleted=draw(st.booleans()),
+                       sequencer=draw(st.integers(min_value=0, max_value=10**20)),
+                       schema=draw(st.sampled_from(["eventgrid", "cloudevents"])))
+    for _ in range(draw(st.integers(0, 3))):
+        where = draw(st.sampled_from(["top", "data"]))
+        target = event["data"] if where == "data" and isinstance(event.get("data"), dict) else event
+        key = draw(st.sampled_from(sorted(target) + ["extra"]))
+        if draw(st.booleans()):
+            target[key] = draw(WRONG)
+        else:
+            target.pop(key, None)
+    if draw(st.booleans()):
+        event["subject"] = draw(st.one_of(TEXT, st.builds(lambda c, b: f"/blobServices/default/containers/{c}/blobs/{b}", TEXT, TEXT)))
+    return event
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.one_of(JSON, st.lists(hostile_events(), max_size=5), hostile_events()))
+def test_parser_decodes_or_refuses_cleanly(payload: object) -> None:
+    try:
+        batch = parse_events(payload)
+    except EventPayloadError:
+        return
+    assert isinstance(batch, EventBatch)
+    for event in batch.blob_events:
+        assert isinstance(event.container, str) and isinstance(event.blob_name, str)
+        assert isinstance(event.sequencer, str) and event.sequencer
+        assert event.size is None or (isinstance(event.size, int) and event.size >= 0)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_body_decoder_refuses_non_json_cleanly(body: bytes) -> None:
+    try:
+        decode_body(body)
+    except EventPayloadError:
+        pass
+
+
+def seed_sentinel(app: RunningApp) -> tuple:
+    events = [blob_event(SENTINEL_CONTAINER, f"t{i}/$TaskOutput/keep-{i}.txt", sequencer=i + 1, size=i) for i in range(5)]
+    events.append(blob_event(SENTINEL_CONTAINER, "$JobOutput/x' or '1'='1", sequencer=9, size=3))
+    assert app.post_events(events).status_code == 200
+    assert app.client.put(f"/api/jobs/{SENTINEL}/quota", json={"maxOutputs": 100}).status_code == 200
+    return index_state(app, SENTINEL)
+
+
+def test_webhook_never_answers_5xx_to_hostile_deliveries(serve: Callable[..., RunningApp], settings) -> None:
+    app = serve(settings)
+    before = seed_sentinel(app)
+    seen: set[int] = set()
+
+    @hsettings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(st.lists(hostile_events(), min_size=1, max_size=8), hostile_events(), JSON))
+    def deliver(payload: object) -> None:
+        response = app.client.post("/api/events", content=json.dumps(payload), headers={"content-type": "application/json"})
+        seen.add(response.status_code)
+        assert response.status_code in (200, 400), response.text
+        if response.status_code == 400:
+            assert response.json()["error"]["code"] == "InvalidEvents"
+        else:
+            body = response.json()
+            if "received" in body:
+                assert body["received"] == body["indexed"] + body["unchanged"] + body["rejected"] + body["skipped"]
+
+    deliver()
+    assert seen >= {200, 400}, "the strategies never reached both outcomes"
+    for raw in (b"", b"{", b"\xff\xfe", b"[]", b"null", b"1e999999", b"[" * 5000 + b"]" * 5000, b'"' + b"x" * 100 + b'"'):
+        response = app.client.post("/api/events", content=raw, headers={"content-type": "application/json"})
+        assert response.status_code == 400, (raw[:20], response.status_code, response.text)
+    for size in (2**63, 2**70, -1, 1.5, "12", True):
+        event = blob_event(container_name(TARGET), "$JobOutput/huge.bin", sequencer=7)
+        event["data"]["contentLength"] = size
+        response = app.post_events([event])
+        assert response.status_code == 200, (size, response.text)
+        assert response.json()["skipped"] == 1, (size, response.text)
+    response = app.client.post("/api/events", content=b"[" + b",".join([b"{}"] * 10_001) + b"]")
+    assert response.status_code in (400, 413)
+    assert index_state(app, SENTINEL) == before
+
+
+def test_api_never_answers_5xx_to_hostile_ids_and_filters(serve: Callable[..., RunningApp], settings) -> None:
+    app = serve(settings)
+    before = seed_sentinel(app)
+    sentinel_names = set(before[0])
+
+    @hsettings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(job=TEXT, task=TEXT, kind=TEXT, prefix=TEXT,
+           route=st.sampled_from(["", "/outputs", "/tasks", "/task-outputs", "/rejections", "/quota", "/tasks/{task}/outputs",
+                                  "/outputs/{kind}/{prefix}", "/tasks/{task}/outputs/{kind}/{prefix}"]),
+           token=st.one_of(st.none(), TEXT))
+    def query(job: str, task: str, kind: str, prefix: str, route: str, token: str | None) -> None:
+        path = f"/api/jobs/{quote(job, safe='')}" + route.format(task=quote(task, safe=""), kind=quote(kind, safe=""),
+                                                                 prefix=quote(prefix, safe=""))
+        params = {"kind": kind, "prefix": prefix}
+        if token is not None:
+            params["continuationToken"] = token
+        response = app.client.get(path, params=params)
+        assert response.status_code < 500, (path, response.text)
+        if response.status_code == 200 and job.lower() != SENTINEL:
+            for item in response.json().get("value", []):
+                assert item["blobName"] not in sentinel_names or item["container"] != container_name(SENTINEL)
+        put = app.client.put(f"/api/jobs/{quote(job, safe='')}/quota", json={"maxOutputs": 1})
+        assert put.status_code in (200, 400, 404, 405), put.text
+
+    query()
+    assert index_state(app, SENTINEL) == before
