@@ -138,8 +138,8 @@ def parse_event(item: Mapping[str, Any]) -> BlobEvent | SkippedEvent:
         else:
             grid = EventGridEvent.from_dict(dict(item))
             event_type, subject, data, when = grid.event_type, grid.subject, grid.data, grid.event_time
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        return SkippedEvent(SkipReason.MALFORMED, event_id, f"bad envelope: {exc}")
+    except Exception as exc:  # noqa: BLE001 - the SDK models raise many kinds on hostile input
+        return SkippedEvent(SkipReason.MALFORMED, event_id, f"bad envelope: {type(exc).__name__}: {exc}")
 
     if event_type == BLOB_CREATED:
         action = BlobAction.CREATED

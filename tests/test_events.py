@@ -85,3 +85,11 @@ def test_raw_event_is_kept_for_logging() -> None:
     raw = blob_event("job-x", "t/$TaskOutput/a")
     (event,) = parse_events(json.loads(json.dumps([raw]))).blob_events
     assert isinstance(event, BlobEvent) and event.raw["id"] == raw["id"]
+
+
+@pytest.mark.parametrize("when", ["", "Z", "1", "2017-06-26T18:41:00+0", "not a time"])
+def test_unparseable_times_are_malformed_not_errors(when: str) -> None:
+    event = load_events("cloudevents_blob_created.json")[0]
+    event["time"] = when
+    outcome = parse_events([event])
+    assert len(outcome.blob_events) + len(outcome.skipped) == 1
