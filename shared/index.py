@@ -57,6 +57,16 @@ MAX_ATTEMPTS = 12
 _TASK_CACHE_SIZE = 20_000
 
 #: Called once per job and crossing; raising means "not published", retried on the next crossing.
+#: What planning needs of an existing output row (its ETag comes with it).
+_ROW_STATE = ("RowKey", "State", "Seq", "Size", "Kind")
+
+
+def _failed_row(plan: _Plan, index: int | None) -> str | None:
+    if index is None or not 0 <= index < len(plan.operations):
+        return None
+    return plan.operations[index].entity["RowKey"]
+
+
 CrossingListener = Callable[[QuotaCrossing], Awaitable[None]]
 #: An unpublished crossing claimed by an instance that then died is retried after this long.
 CROSSING_CLAIM_SECONDS = 60.0
@@ -528,20 +538,20 @@ class Indexer:
         return row
 
     async def _task_rows(self, container: str, task_rows: set[str], fresh: bool) -> dict[str, Entity]:
-        found: dict[str, Entity] = {}
-        missing: list[str] = []
+        """Task usage rows as this process last saw them; ``fresh`` reads them from the table.
+
+        A task not seen yet is assumed new (its row is created); if another writer made it
+        first, the create fails the batch and the rows are read fresh.
+        """
+        if not fresh:
+            return {k: row for k in task_rows if (row := self._tasks.get((container, k))) is not None}
+        read = await self.store.get_many(container, task_rows)
         for row_key in task_rows:
-            cached = None if fresh else self._tasks.get((container, row_key))
-            if cached is not None:
-                found[row_key] = cached
+            if row_key in read:
+                self._remember_task(container, row_key, read[row_key])
             else:
-                missing.append(row_key)
-        if missing:
-            read = await self.store.get_many(container, missing)
-            for row_key, row in read.items():
-                found[row_key] = row
-                self._remember_task(container, row_key, row)
-        return found
+                self._tasks.pop((container, row_key), None)
+        return read
 
     def _remember_task(self, container: str, row_key: str, row: Entity) -> None:
         self._tasks[(container, row_key)] = row
@@ -563,25 +573,28 @@ class Indexer:
 
     async def _commit(self, container: str, changes: list[Change], shard: int, *, limited: bool) -> IngestReport:
         task_keys = {c.task_row for c in changes if c.task_row}
-        optimistic = not limited and not any(c.readmit for c in changes)
-        fresh = False
+        # Creates assume their rows are new (one round trip when they are); deletes and
+        # re-admissions expect rows to exist, so those chunks read them first.
+        rows: dict[str, Entity] | None = (
+            None if limited or any(c.readmit or c.action is BlobAction.DELETED for c in changes) else {}
+        )
+        refresh_shard, refresh_tasks = False, False
         for attempt in range(MAX_ATTEMPTS):
             others = Usage()
             if limited:
                 shard_row, others = await self._all_shards(container)
             else:
-                shard_row = await self._shard_row(container, shard, fresh=fresh)
+                shard_row = await self._shard_row(container, shard, fresh=refresh_shard)
             limits = Limits.effective(shard_row, self.quota_defaults)
             if limits.limits_job and not limited:
                 # The job got a job-wide limit since the cache was filled: go the exact way.
                 lock = self._limited_locks.setdefault(container, asyncio.Lock())
                 async with lock:
                     return await self._commit(container, changes, 0, limited=True)
-            if optimistic:
-                rows: dict[str, Entity] = {}
-            else:
-                rows = await self.store.get_many(container, [c.row_key for c in changes])
-            tasks = await self._task_rows(container, task_keys, fresh=fresh)
+            if rows is None:
+                rows = await self.store.get_rows(container, [c.row_key for c in changes], select=_ROW_STATE)
+            tasks = await self._task_rows(container, task_keys, fresh=refresh_tasks)
+            refresh_shard, refresh_tasks = False, False
             plan = plan_chunk(
                 changes,
                 rows=rows,
@@ -596,18 +609,29 @@ class Indexer:
                 return plan.report
             try:
                 etags = await self.store.submit(container, plan.operations)
-            except (ConflictError, StorageUnavailableError) as exc:
-                # Somebody moved first, or we cannot know whether our batch landed: re-read
-                # everything and plan again. Conditions make a landed batch a no-op now.
-                log.info("chunk of %s re-planned after %s (attempt %d)", container, type(exc).__name__, attempt + 1)
-                optimistic, fresh = False, True
-                if attempt >= 1:
-                    await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
-                continue
-            self._remember(container, plan, etags)
-            if plan.crossings:
-                await self._announce(container, plan.crossings, limits)
-            return plan.report
+            except ConflictError as exc:
+                # Somebody moved first. Re-read what lost the race: a counter shard or the task
+                # rows alone when one of those failed its ETag, everything when an output did.
+                failed = _failed_row(plan, exc.index)
+                if failed is not None and failed.startswith(keys.shard_prefix()):
+                    refresh_shard = True
+                elif failed is not None and failed.startswith(keys.task_usage_prefix()):
+                    refresh_tasks = True
+                else:
+                    rows, refresh_shard, refresh_tasks = None, True, True
+                log.debug("chunk of %s re-planned after a conflict on %s (attempt %d)", container, failed, attempt + 1)
+            except StorageUnavailableError:
+                # We cannot know whether the batch landed: re-read everything. The create and
+                # ETag conditions make an already-landed batch a no-op now.
+                rows, refresh_shard, refresh_tasks = None, True, True
+                log.info("chunk of %s re-planned after a dropped connection (attempt %d)", container, attempt + 1)
+            else:
+                self._remember(container, plan, etags)
+                if plan.crossings:
+                    await self._announce(container, plan.crossings, limits)
+                return plan.report
+            if attempt >= 1:
+                await asyncio.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
         raise ContentionError(f"chunk of {container} lost {MAX_ATTEMPTS} optimistic races")
 
     def _remember(self, container: str, plan: _Plan, etags: Sequence[str | None]) -> None:

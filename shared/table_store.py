@@ -138,6 +138,33 @@ class TableStore:
         found = await asyncio.gather(*(self.get(partition, row) for row in keys))
         return {row: entity for row, entity in zip(keys, found, strict=True) if entity is not None}
 
+    async def get_rows(
+        self, partition: str, rows: Iterable[str], *, select: Sequence[str] | None = None
+    ) -> dict[str, Entity]:
+        """Read several rows of one partition (absent rows are left out).
+
+        Keys that differ only in their last segment (one task's outputs of one kind) are read
+        with one key-range query each, instead of a point read per row.
+        """
+        wanted = sorted(set(rows))
+        groups: dict[str, list[str]] = {}
+        for row in wanted:
+            groups.setdefault(row.rsplit("|", 1)[0], []).append(row)
+        found: dict[str, Entity] = {}
+
+        async def read(group: list[str]) -> None:
+            if len(group) <= 2:
+                found.update(await self.get_many(partition, group))
+                return
+            members = set(group)
+            # No key lies between k and k + " ": keys hold no control characters.
+            async for entity in self.query_range(partition, group[0], group[-1] + " ", select=select):
+                if entity["RowKey"] in members:
+                    found[entity["RowKey"]] = entity
+
+        await asyncio.gather(*(read(group) for group in groups.values()))
+        return found
+
     async def query_range(
         self,
         partition: str,
