@@ -29,5 +29,9 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# Benchmarks (SPEC §9), never part of make test: own Azurite, the app as make run serves it.
+bench: setup
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf $(VENV) node_modules azurite-data .pytest_cache test-artifacts

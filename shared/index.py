@@ -37,6 +37,7 @@ from . import keys
 from .conventions import OutputPath, OutputScope, is_convention_container, job_id_from_container, parse_blob_path
 from .events import BlobAction, BlobEvent, SkipReason
 from .quotas import OVERRIDE_PROPERTIES, Limits, QuotaCrossing, RejectReason, admission
+from .row_locks import RowLocks
 from .settings import QuotaDefaults
 from .table_store import (
     MAX_BATCH_OPERATIONS,
@@ -434,6 +435,9 @@ class Indexer:
         self._known_jobs: set[str] = set()
         self._free_shards: dict[str, list[int]] = {}
         self._limited_locks: dict[str, asyncio.Lock] = {}
+        # Hot path: chunks of this process never race each other for a task row or a shard.
+        self._task_locks = RowLocks()
+        self._shard_slots: dict[str, asyncio.Semaphore] = {}
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -560,6 +564,14 @@ class Indexer:
             self._tasks.popitem(last=False)
 
     async def _apply_chunk(self, container: str, changes: list[Change]) -> IngestReport:
+        task_rows = {(container, c.task_row) for c in changes if c.task_row}
+        slots = self._shard_slots.setdefault(container, asyncio.Semaphore(self.shard_count))
+        # Task locks first, then a shard slot: a chunk waiting for a shard holds no lock
+        # another chunk of this process needs to finish, so they cannot deadlock.
+        async with self._task_locks.hold(task_rows), slots:
+            return await self._apply_chunk_locked(container, changes)
+
+    async def _apply_chunk_locked(self, container: str, changes: list[Change]) -> IngestReport:
         shard = self._checkout_shard(container)
         try:
             probe = await self._shard_row(container, shard, fresh=False)

@@ -26,6 +26,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
+from .table_batch import submit_fast
 from .throttle import AdaptiveLimiter
 
 Entity = dict[str, Any]
@@ -245,6 +246,13 @@ class TableStore:
                                                  "match_condition": MatchConditions.IfNotModified}))
         try:
             async with self._limiter:
+                status, etags = await submit_fast(self._client, batch)
+                if etags is not None:
+                    return etags
+                if status in _BUSY_STATUSES:  # the pipeline already spent the retry budget
+                    raise StorageBusyError(f"storage answered {status} to a batch", status)
+                # Not a full success: nothing was committed, so the SDK may send it again
+                # and raise its own, detailed error (which operation failed, and why).
                 results = await self._client.submit_transaction(batch)
         except TableTransactionError as exc:
             if exc.status_code in (404, 409, 412):

@@ -1,0 +1,367 @@
+"""``make bench``: the SPEC §9 figures, side by side on one Azurite, as ratios.
+
+Run: ``.venv/bin/python -m bench.run`` (``--small`` for a quick smoke run, ``--profile FILE``
+to record the app with py-spy). Prints a table and writes ``bench/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import httpx
+from azure.data.tables import TableClient as SyncTableClient
+from azure.data.tables.aio import TableClient
+from azure.storage.blob import BlobServiceClient, generate_container_sas
+from rich.console import Console
+from rich.table import Table
+
+from bench.stack import API_KEY, INDEX_TABLE, Stack, azurite_version, rss_mb
+from bench.workload import EventFactory, Job, batches, make_job
+from shared import keys
+from shared.conventions import parse_blob_path
+from shared.events import parse_events
+from shared.index import LIVE, Change, output_entity, utcnow
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+EVENTS_PER_REQUEST = 500
+#: Storage requests in flight, for the app (its STORAGE_MAX_CONCURRENCY default) and baselines.
+CONCURRENCY = 16
+#: Webhook deliveries in flight: enough that the app's 16 storage slots stay busy.
+DELIVERIES_IN_FLIGHT = 4
+UPLOADS_IN_FLIGHT = 64
+PREVIEW = "TaskPreview"
+AZURITE_FILTER_WINDOW = 5000
+
+console = Console(width=130)
+
+
+def median_of(runs: int, measure: Callable[[], Any]) -> tuple[float, list[float], Any]:
+    """Median wall time of ``runs`` calls (after one warm-up), the samples and the last result."""
+    result = measure()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = measure()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), samples, result
+
+
+async def bounded(limit: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(job: Callable[[], Awaitable[Any]]) -> Any:
+        async with semaphore:
+            return await job()
+
+    return await asyncio.gather(*(one(job) for job in jobs))
+
+
+# -- setup -------------------------------------------------------------------------------
+
+
+async def upload(connection: str, jobs: list[Job]) -> float:
+    """Create every blob (empty, tagged with its kind and task) as Batch tasks would.
+
+    Plain PUTs with a container SAS: the SDK's per-request pipeline costs more CPU than
+    Azurite does per blob, and this is setup, not a measured figure.
+    """
+    start = time.perf_counter()
+    service = BlobServiceClient.from_connection_string(connection)
+    account, key = service.credential.account_name, service.credential.account_key
+    expiry = datetime.now(timezone.utc) + timedelta(hours=2)
+    sas = {}
+    for job in jobs:
+        service.create_container(job.container)
+        sas[job.container] = generate_container_sas(account, job.container, account_key=key,
+                                                    permission="cwt", expiry=expiry)
+    base = service.url.rstrip("/")
+    service.close()
+    headers = {"x-ms-blob-type": "BlockBlob", "x-ms-version": "2023-11-03", "Content-Length": "0"}
+    connector = aiohttp.TCPConnector(limit=UPLOADS_IN_FLIGHT)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        def put(blob: Any) -> Callable[[], Awaitable[None]]:
+            url = f"{base}/{blob.container}/{quote(blob.name)}?{sas[blob.container]}"
+            tags = urlencode({"kind": blob.kind, "task": blob.task_id or "-"})
+
+            async def run() -> None:
+                async with session.put(url, data=b"", headers={**headers, "x-ms-tags": tags}) as response:
+                    if response.status != 201:
+                        raise RuntimeError(f"upload of {blob.name} answered {response.status}: {await response.text()}")
+
+            return run
+
+        await bounded(UPLOADS_IN_FLIGHT, [put(b) for job in jobs for b in job.blobs])
+    return time.perf_counter() - start
+
+
+# -- ingest ------------------------------------------------------------------------------
+
+
+async def ingest_api(url: str, bodies: list[bytes], events: int) -> dict[str, Any]:
+    headers = {"x-functions-key": API_KEY, "content-type": "application/json"}
+    limits = httpx.Limits(max_connections=DELIVERIES_IN_FLIGHT)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as client:
+
+        def post(body: bytes) -> Callable[[], Awaitable[httpx.Response]]:
+            return lambda: client.post("/api/events", content=body)
+
+        start = time.perf_counter()
+        responses = await bounded(DELIVERIES_IN_FLIGHT, [post(b) for b in bodies])
+        elapsed = time.perf_counter() - start
+    failed = [r for r in responses if r.status_code != 200]
+    if failed:
+        raise RuntimeError(f"{len(failed)} deliveries failed, first: {failed[0].status_code} {failed[0].text[:300]}")
+    indexed = sum(r.json()["indexed"] for r in responses)
+    if indexed != events:
+        raise RuntimeError(f"the app indexed {indexed} of {events} events")
+    return {"events": events, "seconds": elapsed, "events_per_s": events / elapsed}
+
+
+async def ingest_raw(connection: str, table: str, entities: list[dict[str, Any]], *, batched: bool) -> dict[str, Any]:
+    """The same rows written straight to Table storage: batches of 100 (ceiling) or one by one (naive)."""
+    async with TableClient.from_connection_string(connection, table) as client:
+        await client.create_table()
+        if batched:
+            groups: dict[str, list[dict[str, Any]]] = {}
+            for entity in entities:
+                groups.setdefault(entity["PartitionKey"], []).append(entity)
+            work = [
+                (lambda chunk=chunk: client.submit_transaction([("create", e) for e in chunk]))
+                for group in groups.values() for chunk in batches(group, 100)
+            ]
+        else:
+            work = [(lambda e=e: client.upsert_entity(e)) for e in entities]
+        start = time.perf_counter()
+        await bounded(CONCURRENCY, work)
+        elapsed = time.perf_counter() - start
+    return {"events": len(entities), "seconds": elapsed, "events_per_s": len(entities) / elapsed}
+
+
+def equivalent_entities(payloads: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The output rows the index writes for these events (same properties, same sizes)."""
+    now = utcnow()
+    rows = []
+    for payload in payloads:
+        for event in parse_events(payload).blob_events:
+            change = Change.from_event(event, parse_blob_path(event.blob_name))
+            rows.append({"PartitionKey": event.container, **output_entity(change, LIVE, None, now)})
+    return rows
+
+
+# -- listings ----------------------------------------------------------------------------
+
+
+def api_pages(client: httpx.Client, path: str, **params: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    response = client.get(path, params=params)
+    while True:
+        response.raise_for_status()
+        body = response.json()
+        items.extend(body["value"])
+        if "nextLink" not in body:
+            return items
+        response = client.get(body["nextLink"])
+
+
+def cross_task(client: httpx.Client, blobs: BlobServiceClient, connection: str, job: Job, runs: int) -> dict[str, Any]:
+    container = blobs.get_container_client(job.container)
+    expected = sorted(b.name for b in job.of_kind(PREVIEW))
+    marker = f"/${PREVIEW}/"
+
+    def api() -> list[str]:
+        return [i["blobName"] for i in api_pages(client, f"/api/jobs/{job.job_id}/task-outputs", kind=PREVIEW)]
+
+    def listing() -> list[str]:
+        return [b.name for b in container.list_blobs() if marker in b.name]
+
+    # Azurite 3.37's Filter Blobs scans only the first 5,000 blobs after the marker and then
+    # returns no NextMarker, so its own paging stops early. The markers Azure would hand back
+    # (every 5,000th name) are given explicitly: the same requests and the same scan.
+    ordered = sorted(b.name for b in job.blobs)
+    markers = [None] + [ordered[i] for i in range(AZURITE_FILTER_WINDOW - 1, len(ordered) - 1, AZURITE_FILTER_WINDOW)]
+
+    def tags() -> list[str]:
+        names = []
+        for marker in markers:
+            pages = container.find_blobs_by_tags(f"\"kind\"='{PREVIEW}'").by_page(continuation_token=marker)
+            names += [b.name for b in next(pages)]
+        return names
+
+    index = SyncTableClient.from_connection_string(connection, INDEX_TABLE)
+
+    def raw_query() -> int:
+        # The API's own Table query, straight from the SDK: what storage alone costs.
+        low, high = keys.prefix_range(keys.task_outputs_prefix(PREVIEW))
+        return sum(1 for _ in index.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi and State eq 'live'",
+            parameters={"pk": job.container, "lo": low, "hi": high}, results_per_page=1000))
+
+    api_s, api_samples, api_names = median_of(runs, api)
+    raw_s, raw_samples, _ = median_of(max(3, runs // 2), raw_query)
+    index.close()
+    list_s, list_samples, list_names = median_of(max(3, runs // 2), listing)
+    tags_s, tags_samples, tag_names = median_of(max(3, runs // 2), tags)
+    for name, found in (("api", api_names), ("list", list_names), ("tags", tag_names)):
+        if sorted(found) != expected:
+            raise RuntimeError(f"{name} found {len(found)} previews of {job.job_id}, expected {len(expected)}")
+    return {
+        "blobs": len(job.blobs), "tasks": job.tasks, "previews": len(expected),
+        "api_s": api_s, "list_s": list_s, "tags_s": tags_s, "raw_table_query_s": raw_s,
+        "speedup_vs_list": list_s / api_s, "speedup_vs_tags": tags_s / api_s,
+        "samples": {"api": api_samples, "list": list_samples, "tags": tags_samples, "raw_table_query": raw_samples},
+    }
+
+
+def single_task(client: httpx.Client, blobs: BlobServiceClient, job: Job, task_id: str, runs: int) -> dict[str, Any]:
+    container = blobs.get_container_client(job.container)
+    expected = sorted(b.name for b in job.of_task(task_id))
+
+    def api() -> list[str]:
+        return [i["blobName"] for i in api_pages(client, f"/api/jobs/{job.job_id}/tasks/{task_id}/outputs")]
+
+    def prefix() -> list[str]:
+        return [b.name for b in container.list_blobs(name_starts_with=f"{task_id}/")]
+
+    api_s, api_samples, api_names = median_of(runs, api)
+    prefix_s, prefix_samples, prefix_names = median_of(runs, prefix)
+    for name, found in (("api", api_names), ("prefix", prefix_names)):
+        if sorted(found) != expected:
+            raise RuntimeError(f"{name} found {len(found)} outputs of {task_id}, expected {len(expected)}")
+    return {
+        "job_blobs": len(job.blobs), "task": task_id, "outputs": len(expected),
+        "api_s": api_s, "prefix_s": prefix_s, "time_ratio_vs_prefix": api_s / prefix_s,
+        "samples": {"api": api_samples, "prefix": prefix_samples},
+    }
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu_count": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "platform": platform.platform(), "azurite": azurite_version()}
+
+
+def report(results: dict[str, Any]) -> Table:
+    ing, mem, one = results["ingest"], results["memory"], results["single_task"]
+    table = Table(title="Batch Output Index — SPEC §9 benchmarks")
+    for column in ("figure", "measured", "baseline", "ratio", "target", "met"):
+        table.add_column(column, justify="right" if column in ("measured", "baseline", "ratio") else "left")
+
+    def row(figure: str, measured: str, baseline: str, ratio: float | None, target: str, met: bool) -> None:
+        table.add_row(figure, measured, baseline, "" if ratio is None else f"{ratio:.2f}×", target,
+                      "[green]yes[/]" if met else "[red]NO[/]")
+
+    row("ingest vs raw ceiling", f"{ing['api']['events_per_s']:,.0f} ev/s", f"{ing['ceiling']['events_per_s']:,.0f} ev/s",
+        ing["ratio_vs_ceiling"], "≥ 0.8×", ing["ratio_vs_ceiling"] >= 0.8)
+    row("ingest vs naive upserts", f"{ing['api']['events_per_s']:,.0f} ev/s", f"{ing['naive']['events_per_s']:,.0f} ev/s",
+        ing["ratio_vs_naive"], "≥ 4×", ing["ratio_vs_naive"] >= 4)
+    for size, target in (("10000", 10), ("50000", 30)):
+        figures = results["cross_task"][size]
+        label = f"{int(size):,} blobs: {figures['previews']:,} previews"
+        row(f"cross-task, {label} vs list+filter", f"{figures['api_s'] * 1000:,.0f} ms", f"{figures['list_s'] * 1000:,.0f} ms",
+            figures["speedup_vs_list"], f"≥ {target}× faster", figures["speedup_vs_list"] >= target)
+        row(f"cross-task, {label} vs find-by-tags", f"{figures['api_s'] * 1000:,.0f} ms", f"{figures['tags_s'] * 1000:,.0f} ms",
+            figures["speedup_vs_tags"], "> 1× faster", figures["speedup_vs_tags"] > 1)
+    row(f"one task ({one['outputs']} outputs) vs prefix listing", f"{one['api_s'] * 1000:,.1f} ms", f"{one['prefix_s'] * 1000:,.1f} ms",
+        one["time_ratio_vs_prefix"], "time ≤ 2×", one["time_ratio_vs_prefix"] <= 2)
+    row("app RSS after ingest", f"{mem['app_rss_mb']:,.0f} MB", "", None, "≤ 200 MB", mem["app_rss_mb"] <= 200)
+    return table
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--small", action="store_true", help="a quick smoke run (jobs of 1,000 and 5,000 blobs)")
+    parser.add_argument("--profile", type=Path, help="record the app with py-spy into this file (collapsed stacks, for flamegraph.pl or speedscope)")
+    parser.add_argument("--runs", type=int, default=7, help="repetitions of each fast figure (median)")
+    args = parser.parse_args()
+    sizes = (1_000, 5_000) if args.small else (10_000, 50_000)
+    started = time.perf_counter()
+    jobs = [make_job(f"render-{size // 1000}k", size, seed=size) for size in sizes]
+    stack = Stack(profile=args.profile).start()
+    connection = stack.azurite.connection_string
+    results: dict[str, Any] = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load_average_at_start": os.getloadavg(),
+        "settings": {"events_per_request": EVENTS_PER_REQUEST, "storage_concurrency": CONCURRENCY,
+                     "deliveries_in_flight": DELIVERIES_IN_FLIGHT, "runs": args.runs,
+                     "azurite": "in-memory", "blobs_per_task": 20, "previews_per_task": 1},
+    }
+    try:
+        console.print(f"[bold]Uploading {sum(len(j.blobs) for j in jobs):,} tagged blobs[/] (setup)…")
+        results["setup"] = {"upload_s": asyncio.run(upload(connection, jobs))}
+        console.print(f"  {results['setup']['upload_s']:.1f} s")
+
+        blobs = BlobServiceClient.from_connection_string(connection)
+        blob_endpoint = blobs.url
+        factory = EventFactory(blob_endpoint)
+        payloads = [batch for job in jobs for batch in batches([factory.created(b) for b in job.blobs], EVENTS_PER_REQUEST)]
+        bodies = [json.dumps(p).encode("utf-8") for p in payloads]
+        events = sum(len(p) for p in payloads)
+        entities = equivalent_entities(payloads)
+
+        console.print(f"[bold]Ingest[/]: {events:,} events, {len(bodies)} deliveries of {EVENTS_PER_REQUEST}…")
+        ceiling = asyncio.run(ingest_raw(connection, "benchceiling", entities, batched=True))
+        console.print(f"  raw ceiling   {ceiling['events_per_s']:,.0f} ev/s")
+        api = asyncio.run(ingest_api(stack.url, bodies, events))
+        console.print(f"  through API   {api['events_per_s']:,.0f} ev/s")
+        app_rss = rss_mb(stack.server_pid())
+        naive_sample = entities[: min(len(entities), 10_000)]
+        naive = asyncio.run(ingest_raw(connection, "benchnaive", naive_sample, batched=False))
+        console.print(f"  naive upserts {naive['events_per_s']:,.0f} ev/s ({len(naive_sample):,} events)")
+        results["ingest"] = {
+            "ratio_vs_ceiling": api["events_per_s"] / ceiling["events_per_s"],
+            "ratio_vs_naive": api["events_per_s"] / naive["events_per_s"],
+            "api": api, "ceiling": ceiling, "naive": naive,
+        }
+        results["memory"] = {"app_rss_mb": app_rss}
+
+        console.print("[bold]Listings[/]…")
+        with httpx.Client(base_url=stack.url, headers={"x-functions-key": API_KEY}, timeout=120) as client:
+            results["cross_task"] = {
+                str(size if not args.small else {1_000: 10_000, 5_000: 50_000}[size]): cross_task(client, blobs, connection, job, args.runs)
+                for size, job in zip(sizes, jobs, strict=True)
+            }
+            big = jobs[-1]
+            middle = sorted({b.task_id for b in big.blobs if b.task_id})[big.tasks // 2]
+            results["single_task"] = single_task(client, blobs, big, middle, args.runs * 2)
+        results["memory"]["app_rss_mb_end"] = rss_mb(stack.server_pid())
+        blobs.close()
+    finally:
+        stack.stop()
+    results["total_s"] = time.perf_counter() - started
+    if args.small:
+        results["note"] = "--small: jobs of 1,000 and 5,000 blobs reported under the 10000/50000 keys"
+    RESULTS.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    console.print(report(results))
+    console.print(f"total {results['total_s']:.0f} s; results in {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
