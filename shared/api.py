@@ -325,4 +325,8 @@ def create_app(settings: Settings | None = None, *, check_keys: bool = True) -> 
         await svc.indexer.set_limits(container_name(job_id), given)
         return JSONResponse(await quota_body(svc, job_id))
 
+    # Imported here: these routers build on this module's checks and error helpers.
+    from .output_routes import output_router
+
+    app.include_router(output_router(service))
     return app

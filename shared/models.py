@@ -39,6 +39,13 @@ class OutputItem(_Model):
     downloadUrl: str | None = Field(default=None, description="read-only SAS for this blob (single outputs only)")
 
 
+class Output(OutputItem):
+    """One output, with a link to read it."""
+
+    downloadUrl: str = Field(description="read-only SAS URL for this one blob, expiring within SAS_TTL_MINUTES")
+    downloadUrlExpiresAt: str = Field(description="when downloadUrl expires (ISO 8601)")
+
+
 class OutputList(_Model):
     value: list[OutputItem]
     nextLink: str | None = None

@@ -167,6 +167,15 @@ class QueryService:
         rows, next_token = await self._page(container, listing, page_size, token)
         return Page([self.output_item(container, job_id, row) for row in rows], next_token)
 
+    async def output(self, job_id: str, task_id: str | None, kind: str, path: str) -> dict[str, Any] | None:
+        """One live output by its ID (a point read of its row); ``None`` if absent, deleted or rejected."""
+        container = container_name(job_id)
+        row_key = keys.task_output_key(kind, task_id, path) if task_id else keys.job_output_key(kind, path)
+        row = await self.store.get(container, row_key)
+        if row is None or row.get("State") != LIVE:
+            return None
+        return self.output_item(container, job_id, row)
+
     async def job_outputs(self, job_id: str, kind: str | None, prefix: str, page_size: int, token: str | None) -> Page:
         keep = None
         if kind is None and prefix:

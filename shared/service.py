@@ -15,6 +15,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from .index import Indexer
 from .paging import TokenCodec
 from .query import QueryService
+from .sas import SasIssuer
 from .settings import Settings
 from .storage import blob_service_client, table_client
 from .table_store import TableStore
@@ -30,6 +31,7 @@ class Service:
     indexer: Indexer
     query: QueryService
     blobs: BlobServiceClient
+    sas: SasIssuer
 
     @classmethod
     async def create(cls, settings: Settings) -> Service:
@@ -41,7 +43,8 @@ class Service:
         query = QueryService(store, indexer, TokenCodec(settings.token_signing_key), blobs.url)
         if not settings.token_signing_key:
             log.warning("TOKEN_SIGNING_KEY is not set: continuation tokens work only within this process")
-        return cls(settings, store, indexer, query, blobs)
+        sas = SasIssuer(blobs, settings.sas_ttl_minutes, identity_based=settings.outputs_storage.identity_based)
+        return cls(settings, store, indexer, query, blobs, sas)
 
     async def close(self) -> None:
         await self.store.close()
