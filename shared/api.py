@@ -80,8 +80,9 @@ class QuotaUpdate(BaseModel):
     maxOutputsPerTask: int | None = Field(default=None, ge=0, le=2**53, description="0 = no limit")
 
 
-JobId = Annotated[str, Path(description="Batch job ID (schedule jobs: {scheduleId}:job-{n})", max_length=200)]
-TaskId = Annotated[str, Path(description="Batch task ID", max_length=200)]
+JobId = Annotated[str, Path(description="Batch job ID (schedule jobs: {scheduleId}:job-{n})", max_length=200,
+                              examples=["nightly:job-7"])]
+TaskId = Annotated[str, Path(description="Batch task ID", max_length=200, examples=["t1"])]
 Kind = Annotated[str | None, Query(description="output kind, e.g. TaskPreview", max_length=256)]
 Prefix = Annotated[str, Query(description="path prefix", max_length=1024)]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="items per page (1-5000)")]
@@ -329,9 +330,13 @@ def create_app(settings: Settings | None = None, *, check_keys: bool = True) -> 
         return JSONResponse(await quota_body(svc, job_id))
 
     # Imported here: these routers build on this module's checks and error helpers.
+    from .api_document import document_security
+    from .job_routes import job_router
     from .output_routes import output_router
     from .ui import ui_router
 
     app.include_router(output_router(service))
+    app.include_router(job_router(service))
     app.include_router(ui_router())
+    document_security(app, PUBLIC_PATHS)
     return app

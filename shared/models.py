@@ -107,6 +107,15 @@ class TaskList(_Model):
     nextLink: str | None = None
 
 
+class ReindexResult(_Model):
+    jobId: str
+    container: str
+    added: int = Field(description="convention blobs the index lacked")
+    fixed: int = Field(description="rows whose size, ETag or name differed from the blob")
+    removed: int = Field(description="rows whose blob is gone")
+    unchanged: int
+
+
 class IngestResult(_Model):
     received: int
     indexed: int

@@ -20,8 +20,9 @@ from .query import iso
 from .sas import SasError
 from .service import Service
 
-OutputKind = Annotated[str, Path(description="output kind, e.g. TaskPreview", max_length=256)]
-OutputPathParam = Annotated[str, Path(description="the output's path within its kind (may hold '/')", max_length=1024)]
+OutputKind = Annotated[str, Path(description="output kind, e.g. TaskPreview", max_length=256, examples=["TaskPreview"])]
+OutputPathParam = Annotated[str, Path(description="the output's path within its kind (may hold '/')", max_length=1024,
+                                             examples=["thumb.png"])]
 TailBytes = Annotated[int, Query(alias="maxBytes", ge=1, le=MAX_TAIL_BYTES, description="read at most this many bytes from the end")]
 
 

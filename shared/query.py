@@ -84,6 +84,9 @@ class QueryService:
     async def _page(self, container: str, listing: _Listing, page_size: int, token: str | None) -> tuple[list[Entity], str | None]:
         position = self.codec.decode(listing.scope, token) if token else Position()
         part, after = position.part, position.after
+        if after is not None:
+            # A task's kinds (hence its parts) may change between pages: resume by the key.
+            part = next((i for i, (low, high) in enumerate(listing.parts) if low <= after < high), part)
         rows: list[tuple[int, Entity]] = []
         while part < len(listing.parts) and len(rows) <= page_size:
             low, high = listing.parts[part]

@@ -16,6 +16,7 @@ from azure.core.pipeline import PipelineResponse
 from azure.data.tables.aio import TableClient
 from azure.storage.blob import ExponentialRetry
 from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.blob.aio import ExponentialRetry as AsyncExponentialRetry
 
 from .settings import RetrySettings, Settings, StorageConnection
 from .throttle import THROTTLE_STATUSES, AdaptiveLimiter
@@ -54,9 +55,13 @@ def _add_jitter(client: TableClient) -> TableClient:
     return client
 
 
-def blob_retry_policy(retry: RetrySettings) -> ExponentialRetry:
-    # The blob SDK's own exponential policy: initial * base**n, plus random jitter.
-    return ExponentialRetry(
+def blob_retry_policy(retry: RetrySettings, *, asynchronous: bool = True) -> ExponentialRetry | AsyncExponentialRetry:
+    """The blob SDK's own exponential policy: initial * base**n, plus random jitter.
+
+    An async client needs the async policy class (the sync one cannot await responses).
+    """
+    policy_class = AsyncExponentialRetry if asynchronous else ExponentialRetry
+    return policy_class(
         initial_backoff=retry.backoff_seconds,
         increment_base=2,
         retry_total=retry.total,

@@ -40,3 +40,12 @@ def blob_event(
         data["contentLength"] = size
         data["eTag"] = f"0x{uuid.uuid4().hex[:15].upper()}"
     return event
+
+
+def real_blob_event(blob_service: Any, container: str, name: str, sequencer: int) -> dict[str, Any]:
+    """The BlobCreated event Event Grid would send for the blob as it is now (its real size and ETag)."""
+    props = blob_service.get_blob_client(container, name).get_blob_properties()
+    event = blob_event(container, name, size=props.size, sequencer=sequencer,
+                       content_type=props.content_settings.content_type or "application/octet-stream")
+    event["data"]["eTag"] = props.etag.strip('"')
+    return event

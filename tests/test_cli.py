@@ -1,0 +1,148 @@
+"""The real `batch-outputs` CLI (a subprocess) against the live app and Azurite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from devtools.azurite import Azurite, free_port
+from shared.conventions import container_name
+
+from .conftest import TEST_KEY, RunningApp
+from .helpers import real_blob_event
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB = "nightly:job-7"
+C = container_name(JOB)
+
+
+class Cli:
+    def __init__(self, app: RunningApp, azurite: Azurite, cwd: Path) -> None:
+        self.cwd = cwd
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AZ_BATCH_", "BATCH_OUTPUTS_"))},
+            "PYTHONPATH": str(ROOT),
+            "BATCH_OUTPUTS_API": app.url,
+            "BATCH_OUTPUTS_KEY": TEST_KEY,
+            "BATCH_OUTPUTS_STORAGE": azurite.connection_string,
+            "COLUMNS": "200",
+        }
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-c", "from batch_outputs.cli import main; main()", *args]
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(self.command(*args), cwd=self.cwd, env={**self.env, **(env or {})},
+                                capture_output=True, text=True, timeout=120)
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
+
+    def ok(self, *args: str, **kwargs) -> str:
+        result = self(*args, **kwargs)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result.stdout
+
+
+@pytest.fixture
+def cli(app: RunningApp, azurite: Azurite, tmp_path: Path, blob_service: BlobServiceClient) -> Cli:
+    container = blob_service.get_container_client(C)
+    if container.exists():
+        container.delete_container()
+    return Cli(app, azurite, tmp_path)
+
+
+def test_prepare_save_ls_get_summary_quota_reindex(cli: Cli, app: RunningApp, blob_service: BlobServiceClient) -> None:
+    assert "created" in cli.ok("prepare", JOB)
+    assert blob_service.get_container_client(C).exists()
+
+    thumb = cli.cwd / "thumb.png"
+    thumb.write_bytes(bytes(range(256)) * 40)
+    saved = json.loads(cli.ok("save", "--job", JOB, "--task", "t1", "--kind", "TaskPreview", "thumb.png", "--json"))
+    assert saved["blobName"] == "t1/$TaskPreview/thumb.png" and saved["container"] == C
+    # the event feed's part: Event Grid would now deliver BlobCreated for the new blob
+    assert app.post_events([real_blob_event(blob_service, C, "t1/$TaskPreview/thumb.png", 1)]).status_code == 200
+
+    (item,) = json.loads(cli.ok("ls", JOB, "--kind", "TaskPreview", "--json"))
+    assert (item["jobId"], item["taskId"], item["kind"], item["path"], item["size"]) == (JOB, "t1", "TaskPreview", "thumb.png", 10240)
+    table = cli.ok("ls", JOB)
+    assert "thumb.png" in table and "TaskPreview" in table
+
+    cli.ok("get", JOB, "--task", "t1", "--kind", "TaskPreview", "thumb.png", "-o", "copy.png")
+    assert (cli.cwd / "copy.png").read_bytes() == thumb.read_bytes()
+
+    summary = json.loads(cli.ok("summary", JOB, "--json"))
+    assert summary["jobId"] == JOB and summary["usage"] == {"outputs": 1, "bytes": 10240}
+    assert "TaskPreview" in cli.ok("summary", JOB)
+
+    assert json.loads(cli.ok("quota", JOB, "--max-outputs-per-task", "5", "--json"))["maxOutputsPerTask"] == 5
+    assert json.loads(cli.ok("quota", JOB, "--json")) == {"maxOutputs": 0, "maxBytes": 0, "maxOutputsPerTask": 5}
+
+    blob_service.get_container_client(C).upload_blob("t2/$TaskLog/stdout.txt", b"lost event")
+    report = json.loads(cli.ok("reindex", JOB, "--json"))
+    assert (report["added"], report["removed"]) == (1, 0)
+    assert "unchanged 2" in cli.ok("reindex", JOB)
+
+
+def test_job_and_task_default_to_the_batch_environment(cli: Cli, blob_service: BlobServiceClient) -> None:
+    cli.ok("prepare", JOB)
+    (cli.cwd / "out").mkdir()
+    (cli.cwd / "out" / "result.txt").write_text("42")
+    cli.ok("save", "--kind", "TaskOutput", "out/result.txt", env={"AZ_BATCH_JOB_ID": JOB, "AZ_BATCH_TASK_ID": "task-3"})
+    cli.ok("save", "--kind", "JobOutput", "out/result.txt", "--as", "final/answer.txt", env={"AZ_BATCH_JOB_ID": JOB})
+    names = {b.name for b in blob_service.get_container_client(C).list_blobs()}
+    assert names == {"task-3/$TaskOutput/out/result.txt", "$JobOutput/final/answer.txt"}
+
+
+def test_save_tracked_follows_until_terminated(cli: Cli, blob_service: BlobServiceClient) -> None:
+    cli.ok("prepare", JOB)
+    log = cli.cwd / "stdout.txt"
+    log.write_text("start\n")
+    follower = subprocess.Popen(
+        cli.command("save", "--job", JOB, "--task", "t1", "--kind", "TaskLog", "--tracked", "--interval", "0.1", "stdout.txt"),
+        cwd=cli.cwd, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    blob = blob_service.get_blob_client(C, "t1/$TaskLog/stdout.txt")
+    for _ in range(600):  # bounded wait for the first append
+        if blob.exists() and blob.get_blob_properties().size:
+            break
+        time.sleep(0.05)
+    with open(log, "a") as handle:
+        for n in range(500):
+            handle.write(f"line {n}\n")
+    follower.send_signal(signal.SIGTERM)
+    stdout, stderr = follower.communicate(timeout=60)
+    assert follower.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert blob.download_blob().readall() == log.read_bytes()
+    assert "t1/$TaskLog/stdout.txt" in stdout
+
+
+def test_errors_are_one_line_with_distinct_exit_codes(cli: Cli) -> None:
+    bad = cli("ls", "bad job id!")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [bad.stderr.strip()] and "invalid job ID 'bad job id!'" in bad.stderr
+
+    assert cli("ls", "never-seen-job").returncode == 3
+    cli.ok("prepare", JOB)
+    missing = cli("get", JOB, "--task", "t1", "--kind", "TaskPreview", "nope.png")
+    assert missing.returncode == 3 and "OutputNotFound" in missing.stderr
+
+    wrong_key = cli("ls", JOB, "--key", "wrong-key")
+    assert wrong_key.returncode == 4 and "refused the key" in wrong_key.stderr
+    assert cli("summary", JOB, env={"BATCH_OUTPUTS_KEY": "wrong"}).returncode == 4
+
+    unreachable = cli("ls", JOB, "--api", f"http://127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 5 and "cannot reach the API" in unreachable.stderr
+
+    assert cli("save", "--job", JOB, "--kind", "TaskLog", "missing.txt").returncode == 2
+    assert cli("get", JOB, "x").returncode == 2  # --kind is required
+    for result in (bad, missing, wrong_key, unreachable):
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
