@@ -182,6 +182,9 @@
 
   // -- page furniture ----------------------------------------------------------------------
 
+  // Replaces the page's content; null and false stand for "nothing here".
+  const show = (...nodes) => main.replaceChildren(...nodes.flat().filter(Boolean));
+
   function setCrumbs(parts) {
     const nodes = [];
     parts.forEach(([label, href], i) => {
@@ -231,7 +234,8 @@
     const rows = items.map((job) => {
       const id = job.jobId;
       return h('tr', {},
-        h('td', {}, id ? h('a', { href: jobHref(id) }, id) : h('span', { title: 'Register the job ID (PUT /api/jobs/{jobId}) to browse a hashed container' }, job.container)),
+        h('td', {}, id ? h('a', { href: jobHref(id) }, id)
+          : h('span', { class: 'sub', title: 'A hashed container: register its job ID (PUT /api/jobs/{jobId}, or batch-outputs prepare), or open /ui/jobs/{jobId}' }, 'job ID not registered')),
         h('td', { class: 'path' }, job.container),
         h('td', { class: 'num' }, num(job.tasks)),
         h('td', { class: 'num' }, num(job.outputs)),
@@ -239,7 +243,7 @@
         h('td', { class: 'num' }, job.rejections ? h('span', { class: 'chip', style: 'color:var(--bad)' }, num(job.rejections)) : '0'),
         when(job.lastIndexedAt));
     });
-    main.replaceChildren(
+    show(
       h('div', { class: 'page-head' }, h('div', {}, h('h1', {}, 'Jobs'), h('div', { class: 'sub' }, 'Azure Batch jobs with indexed outputs'))),
       panel('Indexed jobs', `${num(items.length)}${more ? '+' : ''}`,
         table([['Job'], ['Container'], ['Tasks', 'num'], ['Outputs', 'num'], ['Size', 'num'], ['Rejected', 'num'], ['Last indexed']], rows,
@@ -255,7 +259,7 @@
       summary = await api(base);
     } catch (error) {
       if (!(error instanceof NotFound)) throw error;
-      main.replaceChildren(h('div', { class: 'page-head' }, h('h1', {}, jobId)),
+      show(h('div', { class: 'page-head' }, h('h1', {}, jobId)),
         h('div', { class: 'panel empty', id: 'not-indexed' }, `No output of job ${jobId} is indexed yet. This page updates as soon as one is.`));
       state.fingerprint = null;
       return;
@@ -276,7 +280,7 @@
     const biggest = Math.max(1, ...kinds.map(([, k]) => k.bytes));
     const jobPreviews = jobOutputs.items.filter((o) => o.kind === 'JobPreview' && isImage(o));
 
-    main.replaceChildren(
+    show(
       h('div', { class: 'page-head' },
         h('div', {}, h('h1', {}, summary.jobId || jobId),
           h('div', { class: 'sub' }, h('span', { class: 'mono' }, summary.container), ' · last indexed ', h('span', { title: summary.lastIndexedAt || '' }, ago(summary.lastIndexedAt))))),
@@ -352,7 +356,7 @@
 
     const total = items.reduce((sum, o) => sum + (o.size || 0), 0);
     const previews = items.filter((o) => o.kind === 'TaskPreview' && isImage(o));
-    main.replaceChildren(
+    show(
       h('div', { class: 'page-head' }, h('div', {},
         h('h1', {}, taskId),
         h('div', { class: 'sub' }, 'Task of ', h('a', { href: jobHref(jobId) }, jobId), ` · ${num(items.length)}${more ? '+' : ''} outputs · ${bytes(total)}`))),
@@ -401,7 +405,7 @@
       sessionStorage.setItem(KEY_STORAGE, input.value.trim());
       start();
     });
-    main.replaceChildren(form);
+    show(form);
     input.focus();
   }
 
@@ -441,7 +445,7 @@
         if (mine !== generation) return;
         if (error instanceof Unauthorized) { sessionStorage.removeItem(KEY_STORAGE); askForKey(error.message); return; }
         setStatus(false, `Retrying: ${error.message}`);
-        if (!main.firstChild) main.replaceChildren(h('div', { class: 'error' }, error.message));
+        if (!main.firstChild) show(h('div', { class: 'error' }, error.message));
       } finally {
         busy = false;
       }
