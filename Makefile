@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup browser run demo test bench clean
 
 setup: $(STAMP) $(NODE_STAMP) local.settings.json
 
@@ -26,7 +26,18 @@ local.settings.json:
 run: setup
 	$(BIN)/python -m devtools.run
 
-test: setup
+# Seeds the stack of a running `make run` with a 240-task rendering job; prints the page to open.
+demo: setup
+	$(BIN)/python -m devtools.demo
+
+# The browser tests drive Debian's Chromium through chromedriver (no download at test time).
+# Installed when missing; as root (CI) directly, else through sudo.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium chromium-driver; }
+
+test: setup browser
 	$(BIN)/python -m pytest
 
 # Benchmarks (SPEC §9), never part of make test: own Azurite, the app as make run serves it.

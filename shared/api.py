@@ -37,7 +37,9 @@ WEBHOOK_DEADLINE_SECONDS = 20.0
 RETRY_AFTER_SECONDS = 10
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
-PUBLIC_PATHS = frozenset({"/api/health"})
+PUBLIC_PATHS = frozenset({"/api/health", "/ui"})
+#: The output browser's page: no data in it, its script sends the key with every API call.
+PUBLIC_PREFIXES = ("/ui/",)
 
 
 class ApiError(Exception):
@@ -64,7 +66,8 @@ class KeyAuthMiddleware:
         return any(hmac.compare_digest(p, key) for p in presented for key in self.keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or self._authorized(scope):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or self._authorized(scope):
             await self.app(scope, receive, send)
             return
         log.warning("401 for %s %s: missing or wrong key", scope.get("method"), scope["path"])
@@ -334,8 +337,10 @@ def create_app(settings: Settings | None = None, *, check_keys: bool = True) -> 
     from .api_document import document_security
     from .job_routes import job_router
     from .output_routes import output_router
+    from .ui import ui_router
 
     app.include_router(output_router(service))
     app.include_router(job_router(service))
+    app.include_router(ui_router())
     document_security(app, PUBLIC_PATHS)
     return app

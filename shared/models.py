@@ -131,3 +131,17 @@ class ValidationResponse(_Model):
 
 class Health(_Model):
     status: str
+
+
+class OutputTail(_Model):
+    """The end of one output (e.g. a TaskLog), cut to whole lines."""
+
+    jobId: str
+    taskId: str | None
+    kind: str
+    path: str
+    size: int = Field(description="the blob's size in bytes when read")
+    start: int = Field(description="byte offset of the first character of text")
+    truncated: bool = Field(description="true when text starts after the blob's beginning")
+    etag: str | None
+    text: str = Field(description="UTF-8 text; undecodable bytes are replaced")

@@ -35,6 +35,9 @@ SPEC_ROUTES = {
     ("post", "/api/events"),
     ("options", "/api/events"),
     ("get", "/api/health"),
+    # beyond SPEC §6: the last lines of a log, for the output browser (docs/ui.md)
+    ("get", "/api/jobs/{job_id}/tail/{kind}/{path}"),
+    ("get", "/api/jobs/{job_id}/tasks/{task_id}/tail/{kind}/{path}"),
 }
 
 
@@ -86,7 +89,7 @@ def seed(app: RunningApp, blob_service: BlobServiceClient) -> None:
 def known_good(operation: schemathesis.APIOperation) -> schemathesis.Case:
     """A request that reaches the seeded outputs (random inputs mostly answer 400 or 404)."""
     params = {p.name: KNOWN[p.name] for p in operation.path_parameters if p.name in KNOWN}
-    if operation.path == "/api/jobs/{job_id}/outputs/{kind}/{path}":
+    if operation.path in ("/api/jobs/{job_id}/outputs/{kind}/{path}", "/api/jobs/{job_id}/tail/{kind}/{path}"):
         params.update(kind="JobOutput", path="movie.mp4")
     if operation.path == "/api/events":
         return operation.Case(body=[blob_event(container_name(JOB), "t2/$TaskLog/stdout.txt", sequencer=9)],

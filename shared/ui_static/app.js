@@ -1,0 +1,461 @@
+// The output browser. Plain JavaScript, no build step, no third-party code.
+// It reads the API with the key kept in this tab's sessionStorage (sent as x-functions-key)
+// and never writes the key into a URL: download and image links are read-only SAS URLs.
+(() => {
+  'use strict';
+
+  const KEY_STORAGE = 'batchOutputs.key';
+  const POLL_MS = 3000;
+  const LOG_TAIL_BYTES = 8192;
+  const LINK_FETCHES = 6;           // SAS links fetched at once
+  const PAGE = { tasks: 100, previews: 60, outputs: 100 };
+
+  const main = document.getElementById('main');
+  const statusEl = document.getElementById('status');
+  const crumbsEl = document.getElementById('crumbs');
+  const signOut = document.getElementById('sign-out');
+
+  // -- the key -----------------------------------------------------------------------------
+
+  // A page opened with ?code=<key> keeps the key for this tab and drops it from the address bar.
+  function takeKeyFromAddress() {
+    const params = new URLSearchParams(location.search);
+    if (!params.has('code')) return;
+    const code = params.get('code');
+    if (code) sessionStorage.setItem(KEY_STORAGE, code);
+    params.delete('code');
+    const query = params.toString();
+    history.replaceState(history.state, '', location.pathname + (query ? `?${query}` : '') + location.hash);
+  }
+  const apiKey = () => sessionStorage.getItem(KEY_STORAGE);
+
+  // -- small helpers -----------------------------------------------------------------------
+
+  // Builds elements with text nodes only (blob names are untrusted: never innerHTML).
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === 'class') el.className = value;
+      else if (name === 'style') el.style.cssText = value;   // CSSOM: the CSP allows it, unlike a style attribute
+      else if (name.startsWith('on')) el.addEventListener(name.slice(2), value);
+      else el.setAttribute(name, value === true ? '' : value);
+    }
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return el;
+  }
+
+  const enc = encodeURIComponent;
+  const encPath = (path) => path.split('/').map(enc).join('/');
+  const jobHref = (job) => `/ui/jobs/${enc(job)}`;
+  const taskHref = (job, task) => `${jobHref(job)}/tasks/${enc(task)}`;
+  const num = (n) => Number(n || 0).toLocaleString('en-US');
+
+  function bytes(n) {
+    n = Number(n || 0);
+    if (n < 1024) return `${n} B`;
+    const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+    let i = -1;
+    do { n /= 1024; i += 1; } while (n >= 1024 && i < units.length - 1);
+    return `${n >= 100 ? n.toFixed(0) : n.toFixed(1)} ${units[i]}`;
+  }
+
+  function ago(iso) {
+    if (!iso) return '—';
+    const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+    if (seconds < 60) return `${Math.floor(seconds)} s ago`;
+    if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+    if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
+    return new Date(iso).toLocaleDateString(undefined, { year: 'numeric', month: 'short', day: 'numeric' });
+  }
+  const when = (iso) => h('td', { class: 'when', title: iso || '' }, ago(iso));
+  const chip = (kind, count) => h('span', { class: `chip k-${kind}` }, kind, count === undefined ? null : h('b', {}, num(count)));
+
+  // -- the API -----------------------------------------------------------------------------
+
+  class Unauthorized extends Error {}
+  class NotFound extends Error {}
+
+  async function api(path, params) {
+    const url = new URL(path, location.origin);
+    for (const [name, value] of Object.entries(params || {})) {
+      if (value !== undefined && value !== null) url.searchParams.set(name, value);
+    }
+    const response = await fetch(url.pathname + url.search, {
+      headers: { 'x-functions-key': apiKey() || '', accept: 'application/json' },
+      cache: 'no-store',
+    });
+    if (response.status === 401) throw new Unauthorized('The key was not accepted.');
+    let body = null;
+    try { body = await response.json(); } catch (_) { /* not JSON */ }
+    if (response.status === 404) throw new NotFound((body && body.error && body.error.message) || 'Not found');
+    if (!response.ok) throw new Error((body && body.error && body.error.message) || `HTTP ${response.status}`);
+    return body;
+  }
+
+  // Items of a listing, following nextLink until `limit` items; `more` tells if some are left.
+  async function listing(path, params, limit) {
+    const items = [];
+    let body = await api(path, { ...params, maxpagesize: Math.min(limit, 1000) });
+    for (;;) {
+      items.push(...body.value);
+      if (!body.nextLink || items.length >= limit) return { items: items.slice(0, limit), more: Boolean(body.nextLink) || items.length > limit };
+      const next = new URL(body.nextLink);       // same API, whatever host name it was built with
+      body = await api(next.pathname + next.search);
+    }
+  }
+
+  const outputPath = (item, verb = 'outputs') =>
+    `/api/jobs/${enc(item.jobId)}${item.taskId ? `/tasks/${enc(item.taskId)}` : ''}/${verb}/${enc(item.kind)}/${encPath(item.path)}`;
+  const outputKey = (item) => `${item.taskId || ''}\u0000${item.kind}\u0000${item.path}\u0000${item.etag}`;
+
+  // -- read-only SAS links, fetched lazily (when their element scrolls into view) -----------
+
+  const links = new Map();
+  let linkFetches = 0;
+  const linkQueue = [];
+
+  function runLinkQueue() {
+    while (linkFetches < LINK_FETCHES && linkQueue.length) {
+      const job = linkQueue.shift();
+      linkFetches += 1;
+      job().finally(() => { linkFetches -= 1; runLinkQueue(); });
+    }
+  }
+
+  function downloadUrl(item) {
+    const key = outputKey(item);
+    const cached = links.get(key);
+    if (cached && (!cached.expiresAt || cached.expiresAt - Date.now() > 60_000)) return cached.promise;
+    const entry = { expiresAt: null };
+    entry.promise = new Promise((resolve, reject) => {
+      linkQueue.push(() => api(outputPath(item)).then((output) => {
+        entry.expiresAt = Date.parse(output.downloadUrlExpiresAt);
+        resolve(output.downloadUrl);
+      }, (error) => { links.delete(key); reject(error); }));
+      runLinkQueue();
+    });
+    links.set(key, entry);
+    return entry.promise;
+  }
+
+  const observer = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      if (!entry.isIntersecting) continue;
+      observer.unobserve(entry.target);
+      entry.target.loadLink();
+    }
+  }, { rootMargin: '300px' });
+
+  function downloadLink(item, label = 'Download') {
+    const a = h('a', { class: 'dl pending', href: '#', target: '_blank', rel: 'noopener noreferrer',
+      title: `Download ${item.path} (${bytes(item.size)})` }, label);
+    a.loadLink = () => downloadUrl(item).then((url) => { a.href = url; a.classList.remove('pending'); }, () => {});
+    a.addEventListener('click', async (event) => {
+      const cached = links.get(outputKey(item));
+      if (!a.classList.contains('pending') && cached && cached.expiresAt - Date.now() > 60_000) return;
+      event.preventDefault();
+      const url = await downloadUrl(item);
+      a.href = url;
+      window.open(url, '_blank', 'noopener,noreferrer');
+    });
+    observer.observe(a);
+    return a;
+  }
+
+  // Thumbnails keep their element across refreshes, so a poll never reloads an image.
+  const thumbs = new Map();
+  function previewImage(item, className) {
+    const key = `${className}\u0000${outputKey(item)}`;
+    if (thumbs.has(key)) return thumbs.get(key);
+    const img = h('img', { alt: `${item.kind} ${item.path}${item.taskId ? ` of ${item.taskId}` : ''}`, decoding: 'async' });
+    const frame = h('div', { class: `frame ${className} loading` }, img);
+    img.addEventListener('load', () => frame.classList.remove('loading'));
+    frame.loadLink = () => downloadUrl(item).then((url) => { img.src = url; }, () => frame.classList.remove('loading'));
+    observer.observe(frame);
+    thumbs.set(key, frame);
+    return frame;
+  }
+
+  // -- page furniture ----------------------------------------------------------------------
+
+  // Replaces the page's content; null and false stand for "nothing here".
+  const show = (...nodes) => main.replaceChildren(...nodes.flat().filter(Boolean));
+
+  function setCrumbs(parts) {
+    const nodes = [];
+    parts.forEach(([label, href], i) => {
+      if (i) nodes.push(h('span', { class: 'sep' }, '/'));
+      nodes.push(href ? h('a', { href }, label) : h('span', { title: label }, label));
+    });
+    crumbsEl.replaceChildren(...nodes);
+  }
+
+  function setStatus(ok, text) {
+    statusEl.classList.toggle('stale', !ok);
+    statusEl.replaceChildren(h('span', { class: 'dot' }), text);
+  }
+
+  function panel(title, count, ...body) {
+    return h('section', { class: 'panel' }, h('h2', {}, title, count === null ? null : h('span', { class: 'count' }, count)), body);
+  }
+
+  function table(headers, rows, empty) {
+    if (!rows.length) return h('div', { class: 'empty' }, empty);
+    return h('table', {},
+      h('thead', {}, h('tr', {}, headers.map(([label, cls]) => h('th', { class: cls || null }, label)))),
+      h('tbody', {}, rows));
+  }
+
+  function moreButton(state, name, step, shown, more) {
+    if (!more) return null;
+    return h('div', { class: 'more' }, `Showing ${num(shown)}`,
+      h('button', { class: 'btn', type: 'button', onclick: () => { state.limits[name] += step; state.refreshNow(); } }, `Show ${step} more`));
+  }
+
+  function meter(label, used, limit, format) {
+    const share = limit ? Math.min(1, used / limit) : 0;
+    const cls = !limit ? 'none' : share >= 1 ? 'full' : share >= 0.8 ? 'warn' : '';
+    return h('div', { class: 'meter' },
+      h('div', { class: 'row' }, h('span', {}, label),
+        h('span', { class: 'of' }, limit ? `${format(used)} of ${format(limit)} · ${Math.round(share * 100)}%` : `${format(used)} · no limit`)),
+      h('div', { class: `bar ${cls}`, role: 'meter', 'aria-valuenow': used, 'aria-valuemax': limit || null, 'aria-label': label },
+        h('span', { style: limit ? `width:${(share * 100).toFixed(2)}%` : null })));
+  }
+
+  // -- pages -------------------------------------------------------------------------------
+
+  async function jobsPage(state) {
+    setCrumbs([['Jobs', null]]);
+    const { items, more } = await listing('/api/jobs', {}, state.limits.jobs);
+    const rows = items.map((job) => {
+      const id = job.jobId;
+      return h('tr', {},
+        h('td', {}, id ? h('a', { href: jobHref(id) }, id)
+          : h('span', { class: 'sub', title: 'A hashed container: register its job ID (PUT /api/jobs/{jobId}, or batch-outputs prepare), or open /ui/jobs/{jobId}' }, 'job ID not registered')),
+        h('td', { class: 'path' }, job.container),
+        h('td', { class: 'num' }, num(job.tasks)),
+        h('td', { class: 'num' }, num(job.outputs)),
+        h('td', { class: 'num' }, bytes(job.bytes)),
+        h('td', { class: 'num' }, job.rejections ? h('span', { class: 'chip', style: 'color:var(--bad)' }, num(job.rejections)) : '0'),
+        when(job.lastIndexedAt));
+    });
+    show(
+      h('div', { class: 'page-head' }, h('div', {}, h('h1', {}, 'Jobs'), h('div', { class: 'sub' }, 'Azure Batch jobs with indexed outputs'))),
+      panel('Indexed jobs', `${num(items.length)}${more ? '+' : ''}`,
+        table([['Job'], ['Container'], ['Tasks', 'num'], ['Outputs', 'num'], ['Size', 'num'], ['Rejected', 'num'], ['Last indexed']], rows,
+          'No job has indexed outputs yet. Outputs appear here as Batch tasks save them.'),
+        moreButton(state, 'jobs', 1000, items.length, more)));
+  }
+
+  async function jobPage(state, jobId) {
+    setCrumbs([['Jobs', '/ui/'], [jobId, null]]);
+    const base = `/api/jobs/${enc(jobId)}`;
+    let summary;
+    try {
+      summary = await api(base);
+    } catch (error) {
+      if (!(error instanceof NotFound)) throw error;
+      show(h('div', { class: 'page-head' }, h('h1', {}, jobId)),
+        h('div', { class: 'panel empty', id: 'not-indexed' }, `No output of job ${jobId} is indexed yet. This page updates as soon as one is.`));
+      state.fingerprint = null;
+      return;
+    }
+    const fingerprint = JSON.stringify([summary, state.limits]);
+    if (fingerprint === state.fingerprint) { refreshTimes(); return; }
+
+    const [jobOutputs, previews, tasks, rejections] = await Promise.all([
+      listing(`${base}/outputs`, {}, state.limits.outputs),
+      listing(`${base}/task-outputs`, { kind: 'TaskPreview' }, state.limits.previews),
+      listing(`${base}/tasks`, {}, state.limits.tasks),
+      summary.rejections.outputs ? listing(`${base}/rejections`, {}, 100) : Promise.resolve({ items: [], more: false }),
+    ]);
+    state.fingerprint = fingerprint;
+
+    const quota = summary.quota;
+    const kinds = Object.entries(summary.kinds);
+    const biggest = Math.max(1, ...kinds.map(([, k]) => k.bytes));
+    const jobPreviews = jobOutputs.items.filter((o) => o.kind === 'JobPreview' && isImage(o));
+
+    show(
+      h('div', { class: 'page-head' },
+        h('div', {}, h('h1', {}, summary.jobId || jobId),
+          h('div', { class: 'sub' }, h('span', { class: 'mono' }, summary.container), ' · last indexed ', h('span', { title: summary.lastIndexedAt || '' }, ago(summary.lastIndexedAt))))),
+      h('div', { class: 'stats' },
+        stat('Outputs', num(summary.usage.outputs)), stat('Size', bytes(summary.usage.bytes)),
+        stat('Tasks', num(summary.tasks)), stat('Rejected', num(summary.rejections.outputs), summary.rejections.outputs > 0)),
+      h('div', { class: 'grid-2 section' },
+        panel('Quota', null,
+          meter('Outputs', summary.usage.outputs, quota.maxOutputs, num),
+          meter('Bytes', summary.usage.bytes, quota.maxBytes, bytes),
+          h('div', { class: 'sub' }, quota.maxOutputsPerTask ? `At most ${num(quota.maxOutputsPerTask)} outputs per task.` : 'No per-task limit.',
+            summary.rejections.outputs ? ` ${num(summary.rejections.outputs)} outputs (${bytes(summary.rejections.bytes)}) rejected.` : '')),
+        panel('Outputs by kind', null, table([['Kind'], ['Outputs', 'num'], ['Size', 'num'], ['']],
+          kinds.map(([kind, k]) => h('tr', {}, h('td', {}, chip(kind)), h('td', { class: 'num' }, num(k.outputs)), h('td', { class: 'num' }, bytes(k.bytes)),
+            h('td', { style: 'width:30%' }, h('span', { class: 'kindbar', style: `width:${Math.max(2, 100 * k.bytes / biggest).toFixed(1)}%` })))),
+          'Nothing indexed.'))),
+      panel('Job outputs', `${num(jobOutputs.items.length)}${jobOutputs.more ? '+' : ''}`,
+        jobPreviews.length ? h('div', { class: 'hero section' }, jobPreviews.map((o) => h('figure', {}, previewImage(o, 'hero-frame'),
+          h('figcaption', {}, h('span', { class: 'mono' }, o.path), bytes(o.size), downloadLink(o))))) : null,
+        outputsTable(jobOutputs.items, false, 'The job has no job outputs yet (JobOutput, JobPreview).'),
+        moreButton(state, 'outputs', PAGE.outputs, jobOutputs.items.length, jobOutputs.more)),
+      panel('Task previews', `${num(summary.kinds.TaskPreview ? summary.kinds.TaskPreview.outputs : 0)}`,
+        previews.items.length ? h('div', { class: 'thumbs', id: 'previews' }, previews.items.map((o) =>
+          h('a', { class: 'thumb', href: taskHref(jobId, o.taskId), title: `${o.taskId}: ${o.path}` }, previewImage(o, 'thumb-frame'),
+            h('div', { class: 'caption' }, h('span', { class: 'name' }, o.taskId), h('span', { class: 'size' }, bytes(o.size))))))
+          : h('div', { class: 'empty' }, 'No TaskPreview yet.'),
+        moreButton(state, 'previews', PAGE.previews, previews.items.length, previews.more)),
+      panel('Tasks', num(summary.tasks),
+        table([['Task'], ['Outputs by kind'], ['Outputs', 'num'], ['Size', 'num'], ['Last indexed']],
+          tasks.items.map((t) => h('tr', { 'data-task': t.taskId },
+            h('td', {}, h('a', { href: taskHref(jobId, t.taskId) }, t.taskId)),
+            h('td', {}, Object.entries(t.kinds).map(([kind, k]) => chip(kind, k.outputs))),
+            h('td', { class: 'num' }, num(t.outputs)), h('td', { class: 'num' }, bytes(t.bytes)), when(t.lastIndexedAt))),
+          'No task has saved an output yet.'),
+        moreButton(state, 'tasks', PAGE.tasks, tasks.items.length, tasks.more)),
+      rejections.items.length ? panel('Rejected by quota', num(summary.rejections.outputs),
+        table([['Task'], ['Kind'], ['Path'], ['Size', 'num'], ['Limit crossed'], ['Event']],
+          rejections.items.map((o) => h('tr', {}, h('td', {}, o.taskId ? h('a', { href: taskHref(jobId, o.taskId) }, o.taskId) : '(job)'),
+            h('td', {}, chip(o.kind)), h('td', { class: 'path' }, o.path), h('td', { class: 'num' }, bytes(o.size)),
+            h('td', {}, o.reason || ''), when(o.createdAt))), '')) : null);
+  }
+
+  const isImage = (o) => /^image\//.test(o.contentType || '') || /\.(png|jpe?g|gif|webp|bmp|svg)$/i.test(o.path);
+
+  function stat(label, value, bad) {
+    return h('div', { class: 'stat' }, h('div', { class: 'label' }, label), h('div', { class: `value${bad ? ' bad' : ''}` }, value));
+  }
+
+  function outputsTable(items, withTask, empty) {
+    return table([['Kind'], ['Path'], ['Size', 'num'], ['Saved'], ['']],
+      items.map((o) => h('tr', { 'data-output': `${o.kind}/${o.path}` }, h('td', {}, chip(o.kind)), h('td', { class: 'path' }, o.path),
+        h('td', { class: 'num' }, bytes(o.size)), when(o.createdAt), h('td', { class: 'num' }, downloadLink(o)))),
+      empty);
+  }
+
+  // Refresh "n s ago" cells between data changes.
+  function refreshTimes() {
+    for (const cell of main.querySelectorAll('td.when[title]')) {
+      if (cell.title) cell.textContent = ago(cell.title);
+    }
+  }
+
+  const tails = new Map();   // path -> { etag, size, pre }
+
+  async function taskPage(state, jobId, taskId) {
+    setCrumbs([['Jobs', '/ui/'], [jobId, jobHref(jobId)], [taskId, null]]);
+    const { items, more } = await listing(`/api/jobs/${enc(jobId)}/tasks/${enc(taskId)}/outputs`, {}, state.limits.outputs * 10);
+    const logs = items.filter((o) => o.kind === 'TaskLog');
+    const fingerprint = JSON.stringify([items.map((o) => [o.kind, o.path, o.etag, o.size]), state.limits]);
+    const logViews = await Promise.all(logs.map((o) => logView(o)));
+    if (fingerprint === state.fingerprint) { refreshTimes(); return; }
+    state.fingerprint = fingerprint;
+
+    const total = items.reduce((sum, o) => sum + (o.size || 0), 0);
+    const previews = items.filter((o) => o.kind === 'TaskPreview' && isImage(o));
+    show(
+      h('div', { class: 'page-head' }, h('div', {},
+        h('h1', {}, taskId),
+        h('div', { class: 'sub' }, 'Task of ', h('a', { href: jobHref(jobId) }, jobId), ` · ${num(items.length)}${more ? '+' : ''} outputs · ${bytes(total)}`))),
+      items.length ? null : h('div', { class: 'panel empty' }, `Task ${taskId} has no indexed outputs yet. This page updates as soon as it has.`),
+      previews.length ? panel('Previews', num(previews.length), h('div', { class: 'hero' }, previews.map((o) => h('figure', {}, previewImage(o, 'hero-frame'),
+        h('figcaption', {}, h('span', { class: 'mono' }, o.path), bytes(o.size), downloadLink(o)))))) : null,
+      logs.length ? panel('Logs', num(logs.length), logViews) : null,
+      items.length ? panel('Outputs', num(items.length), outputsTable(items, false, ''),
+        moreButton(state, 'outputs', PAGE.outputs * 10, items.length, more)) : null);
+    for (const view of logViews) { const pre = view.querySelector('pre'); pre.scrollTop = pre.scrollHeight; }
+  }
+
+  // The last lines of a log, read by the API (a bounded range read): re-read when the blob changes.
+  async function logView(item) {
+    const key = `${item.path}`;
+    let view = tails.get(key);
+    if (view && view.etag === item.etag && view.size === item.size) return view.element;
+    const tail = await api(outputPath(item, 'tail'), { maxBytes: LOG_TAIL_BYTES });
+    const pre = h('pre', { class: 'tail', 'data-log': item.path, tabindex: '0' },
+      tail.truncated ? h('span', { class: 'cut' }, `… ${bytes(tail.start)} earlier not shown\n`) : null, tail.text || '(empty)');
+    const element = h('div', { class: 'log' },
+      h('div', { class: 'log-head' }, h('span', { class: 'name' }, item.path),
+        h('span', { class: 'meta' }, tail.truncated ? `last ${bytes(tail.size - tail.start)} of ${bytes(tail.size)}` : bytes(tail.size),
+          h('span', { title: item.createdAt || '' }, ago(item.createdAt)), downloadLink(item, 'Full log'))),
+      pre);
+    tails.set(key, { etag: item.etag, size: item.size, element });
+    return element;
+  }
+
+  // -- the key form ------------------------------------------------------------------------
+
+  function askForKey(message) {
+    stopPolling();
+    setCrumbs([]);
+    statusEl.replaceChildren();
+    signOut.hidden = true;
+    const input = h('input', { id: 'key', name: 'key', type: 'password', autocomplete: 'off', required: true, spellcheck: 'false' });
+    const form = h('form', { class: 'keyform panel', id: 'key-form' },
+      h('h1', {}, 'Open the output browser'),
+      h('p', {}, 'Enter an API key (one of the app\u2019s API_KEYS, or a function key under Azure Functions). It is kept for this browser tab only.'),
+      message ? h('div', { class: 'error', role: 'alert' }, message) : null,
+      h('label', { for: 'key' }, 'API key'), input,
+      h('button', { class: 'btn primary', type: 'submit' }, 'Open'));
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      sessionStorage.setItem(KEY_STORAGE, input.value.trim());
+      start();
+    });
+    show(form);
+    input.focus();
+  }
+
+  // -- polling -----------------------------------------------------------------------------
+
+  let timer = null;
+  let generation = 0;
+  const stopPolling = () => { generation += 1; clearTimeout(timer); };
+
+  function route() {
+    const path = location.pathname;
+    const job = path.match(/^\/ui\/jobs\/([^/]+)\/?$/);
+    const task = path.match(/^\/ui\/jobs\/([^/]+)\/tasks\/([^/]+)\/?$/);
+    if (task) return (state) => taskPage(state, decodeURIComponent(task[1]), decodeURIComponent(task[2]));
+    if (job) return (state) => jobPage(state, decodeURIComponent(job[1]));
+    return (state) => jobsPage(state);
+  }
+
+  function start() {
+    if (!apiKey()) { askForKey(); return; }
+    stopPolling();
+    signOut.hidden = false;
+    const mine = generation;
+    const render = route();
+    const state = { limits: { jobs: 1000, tasks: PAGE.tasks, previews: PAGE.previews, outputs: PAGE.outputs }, fingerprint: null };
+    let busy = false;
+    const tick = async () => {
+      clearTimeout(timer);
+      if (mine !== generation || busy) return;
+      busy = true;
+      try {
+        if (!document.hidden) {
+          await render(state);
+          setStatus(true, `Live · updated ${new Date().toLocaleTimeString()}`);
+        }
+      } catch (error) {
+        if (mine !== generation) return;
+        if (error instanceof Unauthorized) { sessionStorage.removeItem(KEY_STORAGE); askForKey(error.message); return; }
+        setStatus(false, `Retrying: ${error.message}`);
+        if (!main.firstChild) show(h('div', { class: 'error' }, error.message));
+      } finally {
+        busy = false;
+      }
+      if (mine === generation) timer = setTimeout(tick, POLL_MS);
+    };
+    state.refreshNow = () => { state.fingerprint = null; clearTimeout(timer); timer = setTimeout(tick, 0); };
+    tick();
+  }
+
+  signOut.addEventListener('click', () => { sessionStorage.removeItem(KEY_STORAGE); askForKey(); });
+  takeKeyFromAddress();
+  start();
+})();
