@@ -22,7 +22,10 @@ from typing import Any
 from wsgiref.handlers import format_date_time
 
 from azure.core.rest import HttpRequest
-from azure.data.tables._table_batch import TableBatchOperations
+try:  # the SDK's own sub-request builder (private: pinned azure-data-tables==12.7.0)
+    from azure.data.tables._table_batch import TableBatchOperations
+except ImportError:  # pragma: no cover - another SDK version: every batch takes the SDK path
+    TableBatchOperations = None
 from azure.data.tables.aio import TableClient
 
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3})", re.MULTILINE)
@@ -77,7 +80,13 @@ def decode(body: bytes, expected: int) -> list[str | None] | None:
 
 
 async def submit_fast(client: TableClient, operations: Sequence[Any]) -> tuple[int, list[str | None] | None]:
-    """Send a transaction: the answer's status and, on full success, every new ETag."""
+    """Send a transaction: the answer's status and, on full success, every new ETag.
+
+    ``(0, None)`` when this SDK version offers no request builder: the caller sends the
+    transaction through ``submit_transaction`` as usual.
+    """
+    if TableBatchOperations is None:
+        return 0, None
     builder = TableBatchOperations(
         config=client._client._config,  # noqa: SLF001 - the SDK's own request builder
         endpoint=f"{client.scheme}://{client._primary_hostname}",  # noqa: SLF001
