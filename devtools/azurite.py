@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -87,7 +86,3 @@ class Azurite:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def wipe(self) -> None:
-        self.stop()
-        shutil.rmtree(self.location, ignore_errors=True)

@@ -45,10 +45,6 @@ class SasIssuer:
         self._delegation_expiry: datetime | None = None
         self._lock = asyncio.Lock()
 
-    @property
-    def ttl(self) -> timedelta:
-        return self._ttl
-
     def _account_key(self) -> str | None:
         return getattr(self._blobs.credential, "account_key", None)
 

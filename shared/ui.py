@@ -17,8 +17,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 STATIC_DIR = Path(__file__).resolve().parent / "ui_static"
 #: Paths the key check lets through: the page and nothing else (it carries no data).
-UI_PREFIX = "/ui"
-
 
 @cache
 def _assets() -> tuple[str, str, str]:
