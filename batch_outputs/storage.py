@@ -29,7 +29,7 @@ from shared.conventions import (
     parse_blob_path,
 )
 from shared.settings import RetrySettings
-from shared.storage import _development_storage, blob_retry_policy
+from shared.store.clients import development_storage, blob_retry_policy
 
 #: An append blob takes at most 4 MiB per block.
 MAX_APPEND_BLOCK = 4 * 1024 * 1024
@@ -62,7 +62,7 @@ def container_client(storage: str, job_id: str, *, retry: RetrySettings | None =
 
             credential = DefaultAzureCredential()
         return ContainerClient(storage.rstrip("/"), name, credential=credential, retry_policy=policy)
-    return ContainerClient.from_connection_string(_development_storage(storage), name, retry_policy=policy)
+    return ContainerClient.from_connection_string(development_storage(storage), name, retry_policy=policy)
 
 
 @dataclass(frozen=True, slots=True)

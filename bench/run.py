@@ -29,10 +29,11 @@ from rich.table import Table
 
 from bench.stack import API_KEY, INDEX_TABLE, Stack, azurite_version, rss_mb
 from bench.workload import EventFactory, Job, batches, make_job
-from shared import keys
+from shared.domain import keys
 from shared.conventions import parse_blob_path
-from shared.events import parse_events
-from shared.index import LIVE, Change, output_entity, utcnow
+from shared.store.envelopes import parse_events
+from shared.domain.rows import LIVE, Change, output_entity
+from shared.store.table import sdk_entity
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 EVENTS_PER_REQUEST = 500
@@ -152,12 +153,12 @@ async def ingest_raw(connection: str, table: str, entities: list[dict[str, Any]]
 
 def equivalent_entities(payloads: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """The output rows the index writes for these events (same properties, same sizes)."""
-    now = utcnow()
+    now = datetime.now(timezone.utc)
     rows = []
     for payload in payloads:
         for event in parse_events(payload).blob_events:
             change = Change.from_event(event, parse_blob_path(event.blob_name))
-            rows.append({"PartitionKey": event.container, **output_entity(change, LIVE, None, now)})
+            rows.append({"PartitionKey": event.container, **sdk_entity(output_entity(change, LIVE, None, now))})
     return rows
 
 

@@ -38,7 +38,7 @@ def rss_mb(pid: int) -> float:
 
 @dataclass
 class Stack:
-    """In-memory Azurite on free ports plus a uvicorn process running ``shared.api:create_app``."""
+    """In-memory Azurite on free ports plus a uvicorn process running ``shared.http.app:create_app``."""
 
     profile: Path | None = None
     azurite: Azurite = field(init=False)
@@ -68,7 +68,7 @@ class Stack:
             "API_KEYS": API_KEY,
             "TOKEN_SIGNING_KEY": "bench-signing-key",
         }
-        command = [sys.executable, "-m", "uvicorn", "shared.api:create_app", "--factory",
+        command = [sys.executable, "-m", "uvicorn", "shared.http.app:create_app", "--factory",
                    "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         if self.profile is not None:
             # py-spy starts the app as its child, so no ptrace permission is needed.

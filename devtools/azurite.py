@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.settings import PROJECT_ROOT
-from shared.storage import azurite_connection_string
+from shared.store.clients import azurite_connection_string
 
 AZURITE_BIN = PROJECT_ROOT / "node_modules" / ".bin" / "azurite"
 

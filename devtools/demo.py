@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from devtools.frames import frame_png
 from shared.conventions import blob_name, container_name
 from shared.settings import Settings
-from shared.storage import _development_storage
+from shared.store.clients import development_storage
 
 APP = "http://127.0.0.1:7071"
 JOB_ID = "render-shot-042"
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     uploads, extra = job_uploads()
     total = len(uploads) + len(extra)
     blobs = BlobServiceClient.from_connection_string(
-        _development_storage(settings.outputs_storage.connection_string or ""), max_single_put_size=8 * 1024 * 1024)
+        development_storage(settings.outputs_storage.connection_string or ""), max_single_put_size=8 * 1024 * 1024)
     container = blobs.get_container_client(container_name(JOB_ID))
     if not container.exists():
         container.create_container()

@@ -16,7 +16,7 @@ from azure.storage.blob import BlobServiceClient
 from devtools.azurite import Azurite, AzuriteError, port_open
 from devtools.event_feed import EventFeed
 from shared.settings import LOCAL_SETTINGS_FILE, PROJECT_ROOT, Settings
-from shared.storage import _development_storage
+from shared.store.clients import development_storage
 
 APP_PORT = 7071
 
@@ -39,14 +39,14 @@ def main() -> int:
     log.info("Azurite up: blob 10000, queue 10001, table 10002 (data in azurite-data/)")
     env = {**os.environ, **{k: str(v) for k, v in values.items() if k not in os.environ}}
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "shared.api:create_app", "--factory",
+        [sys.executable, "-m", "uvicorn", "shared.http.app:create_app", "--factory",
          "--host", "127.0.0.1", "--port", str(APP_PORT), "--log-level", "info"],
         cwd=PROJECT_ROOT, env=env,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     key = settings.api_keys[0] if settings.api_keys else None
-    blobs = BlobServiceClient.from_connection_string(_development_storage(settings.outputs_storage.connection_string or ""))
+    blobs = BlobServiceClient.from_connection_string(development_storage(settings.outputs_storage.connection_string or ""))
     feed = EventFeed(blobs, f"http://127.0.0.1:{APP_PORT}/api/events", key)
     feed_thread = threading.Thread(target=feed.run, args=(stop,), daemon=True, name="event-feed")
     feed_thread.start()

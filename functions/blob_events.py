@@ -11,8 +11,9 @@ import logging
 
 import azure.functions as func
 
-from shared.events import BlobEvent, parse_event
-from shared.table_store import StorageBusyError
+from shared.domain.events import BlobEvent
+from shared.store.envelopes import parse_event
+from shared.store.errors import StorageBusyError
 
 from .http_app import services
 

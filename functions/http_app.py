@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.api import create_app
+from shared.http.app import create_app
 
 #: Under the host, function keys (auth level ``function``) guard every route but health.
 http_app = create_app(check_keys=False)

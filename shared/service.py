@@ -10,18 +10,18 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from azure.storage.blob.aio import BlobServiceClient
-
-from . import keys
-from .index import Indexer
-from .notifications import QuotaExceededPublisher
-from .paging import TokenCodec
-from .query import QueryService
-from .sas import SasIssuer
-from .settings import Settings
-from .storage import blob_service_client, table_client
-from .table_store import TableStore
-from .throttle import AdaptiveLimiter
+from shared.ingest.indexer import Indexer
+from shared.ingest.quota_admin import QuotaAdministration
+from shared.ingest.reindex import Reindexer
+from shared.read.paging import TokenCodec
+from shared.read.query import QueryService
+from shared.settings import Settings
+from shared.store.blobs import OutputsAccount
+from shared.store.clients import blob_service_client, table_client
+from shared.store.publisher import QuotaExceededPublisher
+from shared.store.sas import SasIssuer
+from shared.store.table import TableStore
+from shared.store.throttle import AdaptiveLimiter
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,9 @@ class Service:
     settings: Settings
     store: TableStore
     indexer: Indexer
+    quotas: QuotaAdministration
     query: QueryService
-    blobs: BlobServiceClient
+    blobs: OutputsAccount
     sas: SasIssuer
     publisher: QuotaExceededPublisher | None = None
 
@@ -43,19 +44,17 @@ class Service:
         await store.ensure_table()
         indexer = Indexer(store, settings.quota)
         blobs = blob_service_client(settings)
-        query = QueryService(store, indexer, TokenCodec(settings.token_signing_key), blobs.url)
+        query = QueryService(store, settings.quota, TokenCodec(settings.token_signing_key), blobs.url)
         if not settings.token_signing_key:
             log.warning("TOKEN_SIGNING_KEY is not set: continuation tokens work only within this process")
         sas = SasIssuer(blobs, settings.sas_ttl_minutes, identity_based=settings.outputs_storage.identity_based)
-
-        async def job_id_of(container: str) -> str | None:
-            row = await store.get(keys.JOBS_PARTITION, container)
-            return (row or {}).get("JobId")
-
-        publisher = QuotaExceededPublisher.from_settings(settings, job_id_of)
+        publisher = QuotaExceededPublisher.from_settings(settings, indexer.registry.job_id_of)
         if publisher is not None:
-            indexer.crossing_listeners.append(publisher)
-        return cls(settings, store, indexer, query, blobs, sas, publisher)
+            indexer.crossings.listeners.append(publisher)
+        return cls(settings, store, indexer, QuotaAdministration(indexer), query, blobs, sas, publisher)
+
+    def reindexer(self) -> Reindexer:
+        return Reindexer(self.indexer, self.quotas, self.blobs)
 
     async def close(self) -> None:
         await self.store.close()

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.domain.quotas import QuotaDefaults
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_SETTINGS_FILE = PROJECT_ROOT / "local.settings.json"
 
@@ -73,15 +75,6 @@ class RetrySettings:
     total: int = 6
     backoff_seconds: float = 0.5
     max_backoff_seconds: float = 8.0
-
-
-@dataclass(frozen=True)
-class QuotaDefaults:
-    """Default per-job limits; ``0`` means no limit."""
-
-    max_outputs_per_job: int = 0
-    max_bytes_per_job: int = 0
-    max_outputs_per_task: int = 0
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import uvicorn
 from azure.storage.blob import BlobServiceClient
 
 from devtools.azurite import Azurite, free_port
-from shared.api import create_app
+from shared.http.app import create_app
 from shared.settings import Settings
 
 TEST_KEY = "test-key-1"

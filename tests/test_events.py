@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from shared.events import BlobAction, BlobEvent, EventPayloadError, SkipReason, decode_body, parse_events
+from shared.domain.events import BlobAction, BlobEvent, EventPayloadError, SkipReason, decode_body
+from shared.store.envelopes import parse_events
 
 from .helpers import blob_event, load_events
 

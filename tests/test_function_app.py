@@ -11,7 +11,8 @@ import pytest
 
 import function_app
 from functions.blob_events import event_payload
-from shared.events import BlobEvent, parse_event
+from shared.domain.events import BlobEvent
+from shared.store.envelopes import parse_event
 
 
 @functools.cache

@@ -16,7 +16,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from shared.conventions import container_name
-from shared.events import EventBatch, EventPayloadError, decode_body, parse_events
+from shared.domain.events import EventBatch, EventPayloadError, decode_body
+from shared.store.envelopes import parse_events
 
 from .conftest import RunningApp
 from .helpers import blob_event

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared import keys
+from shared.domain import keys
 
 
 def test_encoded_keys_hold_no_forbidden_characters() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.log_tail import tail_text
+from shared.store.log_tail import tail_text
 
 
 def test_a_tail_from_the_start_keeps_everything() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from shared.conventions import container_name
-from shared.notifications import QUOTA_EXCEEDED
+from shared.store.publisher import QUOTA_EXCEEDED
 from shared.settings import Settings
 
 from .conftest import RunningApp, settings_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from shared.row_locks import RowLocks
+from shared.store.row_locks import RowLocks
 
 
 def test_holders_of_a_shared_row_take_turns_and_others_do_not_wait() -> None:

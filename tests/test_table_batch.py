@@ -10,10 +10,10 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from devtools.azurite import Azurite
-from shared import keys
-from shared.table_batch import submit_fast
-from shared.table_store import ConflictError, Op, Operation, TableStore
-from shared.throttle import AdaptiveLimiter
+from shared.domain import keys
+from shared.store.batch_encoder import submit_fast
+from shared.store.table import ConflictError, Op, Operation, TableStore
+from shared.store.throttle import AdaptiveLimiter
 
 
 def run_with_table(azurite: Azurite, name: str, scenario) -> object:

@@ -8,8 +8,8 @@ import pytest
 
 from devtools.azurite import Azurite
 from shared.service import Service
-from shared.table_store import StorageBusyError
-from shared.throttle import AdaptiveLimiter
+from shared.store.errors import StorageBusyError
+from shared.store.throttle import AdaptiveLimiter
 
 from .conftest import settings_for
 from .faultproxy import FaultProxy

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from . import keys
-from .conventions import container_name
-from .index import LIVE, Indexer, Usage, as_int
-from .paging import Position, TokenCodec
-from .quotas import Limits
-from .table_store import Entity, TableStore
+from shared.domain import keys
+from shared.domain.conventions import container_name
+from shared.domain.quotas import Limits, QuotaDefaults
+from shared.domain.rows import LIVE, OUTPUT_FIELDS, REJECTED, Entity, Usage, as_int
+from shared.store.table import TableStore
 
-OUTPUT_FIELDS = (
-    "RowKey", "TaskId", "Kind", "Path", "BlobName", "Size", "ContentType",
-    "BlobETag", "EventTime", "IndexedAt", "State", "Reason", "Seq",
-)
+from .paging import Position, TokenCodec
 #: Key ranges of one listing read at once (a task has one range per kind it wrote).
 PARALLEL_PARTS = 8
 
@@ -51,9 +46,9 @@ class _Listing:
 
 
 class QueryService:
-    def __init__(self, store: TableStore, indexer: Indexer, codec: TokenCodec, blob_base_url: str) -> None:
+    def __init__(self, store: TableStore, quota_defaults: QuotaDefaults, codec: TokenCodec, blob_base_url: str) -> None:
         self.store = store
-        self.indexer = indexer
+        self.quota_defaults = quota_defaults
         self.codec = codec
         self.blob_base_url = blob_base_url.rstrip("/")
 
@@ -77,7 +72,7 @@ class QueryService:
             "createdAt": iso(row.get("EventTime")),
             "indexedAt": iso(row.get("IndexedAt")),
         }
-        if row.get("State") == "rejected":
+        if row.get("State") == REJECTED:
             item["reason"] = row.get("Reason")
         return item
 
@@ -128,22 +123,37 @@ class QueryService:
 
     # -- jobs ------------------------------------------------------------------------------
 
+    async def usage(self, container: str) -> tuple[Usage, Entity | None, datetime | None]:
+        """The job's usage summed over its shards, the shard carrying overrides, last index time."""
+        low, high = keys.prefix_range(keys.shard_prefix())
+        total = Usage()
+        carrier: Entity | None = None
+        last: datetime | None = None
+        async for row in self.store.query_range(container, low, high):
+            total = total.plus(Usage.of(row))
+            carrier = carrier or row
+            at = row.get("LastIndexedAt")
+            if at is not None and (last is None or at > last):
+                last = at
+        return total, carrier, last
+
+    async def limits(self, job_id: str) -> Limits:
+        """The job's limits: its overrides, else the settings' defaults."""
+        _, carrier, _ = await self.usage(container_name(job_id))
+        return Limits.effective(carrier, self.quota_defaults)
+
     async def job_row(self, container: str) -> Entity | None:
         return await self.store.get(keys.JOBS_PARTITION, container)
 
     def _summary(self, container: str, job_row: Entity | None, usage: Usage, carrier: Entity | None, last: datetime | None) -> dict[str, Any]:
-        limits = Limits.effective(carrier, self.indexer.quota_defaults)
+        limits = Limits.effective(carrier, self.quota_defaults)
         return {
             "jobId": (job_row or {}).get("JobId"),
             "container": container,
             "tasks": usage.tasks,
-            "kinds": {k: {"outputs": n, "bytes": b} for k, (n, b) in sorted(usage.kinds.items())},
+            "kinds": usage.kinds_wire(),
             "usage": {"outputs": usage.outputs, "bytes": usage.bytes},
-            "quota": {
-                "maxOutputs": limits.max_outputs,
-                "maxBytes": limits.max_bytes,
-                "maxOutputsPerTask": limits.max_outputs_per_task,
-            },
+            "quota": limits.as_wire(),
             "rejections": {"outputs": usage.rejected_outputs, "bytes": usage.rejected_bytes},
             "lastIndexedAt": iso(last),
         }
@@ -151,7 +161,7 @@ class QueryService:
     async def job_summary(self, job_id: str) -> dict[str, Any] | None:
         container = container_name(job_id)
         job_row, (usage, carrier, last) = await asyncio.gather(
-            self.job_row(container), self.indexer.usage(container)
+            self.job_row(container), self.usage(container)
         )
         if job_row is None and carrier is None:
             return None
@@ -166,7 +176,7 @@ class QueryService:
 
         async def item(row: Entity) -> dict[str, Any]:
             container = row["RowKey"]
-            usage, carrier, last = await self.indexer.usage(container)
+            usage, carrier, last = await self.usage(container)
             summary = self._summary(container, row, usage, carrier, last)
             return {
                 "jobId": summary["jobId"],
@@ -190,8 +200,7 @@ class QueryService:
     async def output(self, job_id: str, task_id: str | None, kind: str, path: str) -> dict[str, Any] | None:
         """One live output by its ID (a point read of its row); ``None`` if absent, deleted or rejected."""
         container = container_name(job_id)
-        row_key = keys.task_output_key(kind, task_id, path) if task_id else keys.job_output_key(kind, path)
-        row = await self.store.get(container, row_key)
+        row = await self.store.get(container, keys.output_key(kind, path, task_id))
         if row is None or row.get("State") != LIVE:
             return None
         return self.output_item(container, job_id, row)
@@ -216,8 +225,7 @@ class QueryService:
         if kind is not None:
             kinds = [kind]
         else:
-            row = await self.store.get(container, keys.task_usage_key(task_id))
-            kinds = sorted(json.loads((row or {}).get("Kinds") or "{}"))
+            kinds = Usage.kinds_of(await self.store.get(container, keys.task_usage_key(task_id)))
         listing = _Listing(
             scope=f"task-outputs|{container}|{task_id.lower()}|{kind}|{prefix}",
             parts=[keys.prefix_range(keys.task_outputs_prefix(k, task_id, prefix)) for k in kinds],
@@ -241,8 +249,8 @@ class QueryService:
         container = container_name(job_id)
         listing = _Listing(
             scope=f"rejections|{container}",
-            parts=[(keys.JOB_OUTPUT + keys.SEPARATOR, keys.prefix_range(keys.TASK_OUTPUT + keys.SEPARATOR)[1])],
-            where={"State": "rejected"},
+            parts=[keys.outputs_span()],
+            where={"State": REJECTED},
             select=OUTPUT_FIELDS,
         )
         return await self._outputs(job_id, listing, page_size, token)
@@ -264,7 +272,7 @@ class QueryService:
                     "taskId": row.get("TaskId"),
                     "outputs": usage.outputs,
                     "bytes": usage.bytes,
-                    "kinds": {k: {"outputs": n, "bytes": b} for k, (n, b) in sorted(usage.kinds.items())},
+                    "kinds": usage.kinds_wire(),
                     "lastIndexedAt": iso(row.get("LastIndexedAt")),
                 }
             )

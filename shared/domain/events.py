@@ -1,9 +1,10 @@
 """Typed, read-only views of Storage blob events in the Event Grid and CloudEvents 1.0 schemas.
 
-The envelope is decoded with the SDK's own models (``azure.eventgrid.EventGridEvent``,
-``azure.core.messaging.CloudEvent``), except that an Event Grid event of the documented shape
-is read directly (the hot path of a batched delivery); this module adds the blob-specific view: container and
-blob name decoded once from ``subject``, the ``data`` fields typed, the raw event kept for logs.
+An envelope reader (``shared.store.envelopes`` decodes with the SDK's own models; an Event Grid
+event of the documented shape is read directly by ``grid_envelope``, the hot path of a batched
+delivery) yields type, subject, data and time; this module adds the blob-specific view:
+container and blob name decoded once from ``subject``, the ``data`` fields typed, the raw
+event kept for logs.
 
 Classification follows the webhook contract (SPEC §3): a body that is not an event or an
 array of events raises ``EventPayloadError`` (answered 400, so Event Grid dead-letters it);
@@ -15,14 +16,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
-
-from azure.core.messaging import CloudEvent
-from azure.eventgrid import EventGridEvent
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 BLOB_DELETED = "Microsoft.Storage.BlobDeleted"
@@ -87,6 +85,20 @@ class EventBatch:
     validation_code: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the blob view needs of any event envelope, whichever schema it came in."""
+
+    event_type: Any
+    subject: Any
+    data: Any
+    time: Any
+
+
+#: Decodes one event dict's envelope; raises (anything) when it is not a valid envelope.
+EnvelopeReader = Callable[[Mapping[str, Any]], Envelope]
+
+
 def decode_body(body: bytes) -> Any:
     """Parse a webhook body as JSON, refusing anything that cannot be a delivery."""
     if len(body) > MAX_PAYLOAD_BYTES:
@@ -99,7 +111,7 @@ def decode_body(body: bytes) -> Any:
         raise EventPayloadError("body nests too deeply to be a delivery") from exc
 
 
-def parse_events(payload: Any) -> EventBatch:
+def parse_events(payload: Any, read_envelope: EnvelopeReader) -> EventBatch:
     """Decode one event or an array of events (either schema) into an ``EventBatch``."""
     items: Sequence[Any] = payload if isinstance(payload, list) else [payload]
     if not items:
@@ -123,12 +135,12 @@ def parse_events(payload: Any) -> EventBatch:
             if not isinstance(code, str) or not code:
                 raise EventPayloadError("validation event without data.validationCode")
             return EventBatch(validation_code=code)
-        outcome = parse_event(item)
+        outcome = parse_event(item, read_envelope)
         (blob_events if isinstance(outcome, BlobEvent) else skipped).append(outcome)
     return EventBatch(blob_events=tuple(blob_events), skipped=tuple(skipped))
 
 
-def _grid_envelope(item: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], datetime] | None:
+def grid_envelope(item: Mapping[str, Any]) -> Envelope | None:
     """The Event Grid envelope read directly when it has the documented shape.
 
     A webhook delivery holds hundreds of events and the SDK's model deserializer costs more
@@ -143,24 +155,23 @@ def _grid_envelope(item: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], d
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return event_type, subject, data, when
+    return Envelope(event_type, subject, data, when)
 
 
-def parse_event(item: Mapping[str, Any]) -> BlobEvent | SkippedEvent:
+def parse_event(item: Mapping[str, Any], read_envelope: EnvelopeReader) -> BlobEvent | SkippedEvent:
     """Decode one event dict into a ``BlobEvent``, or say why it is skipped."""
     raw_id = item.get("id")
     event_id = raw_id if isinstance(raw_id, str) else None
     try:
-        if isinstance(item.get("specversion"), str):
-            cloud = CloudEvent.from_dict(dict(item))
-            event_type, subject, data, when = cloud.type, cloud.subject, cloud.data, cloud.time
-        elif (fast := _grid_envelope(item)) is not None:
-            event_type, subject, data, when = fast
-        else:
-            grid = EventGridEvent.from_dict(dict(item))
-            event_type, subject, data, when = grid.event_type, grid.subject, grid.data, grid.event_time
-    except Exception as exc:  # noqa: BLE001 - the SDK models raise many kinds on hostile input
+        envelope = read_envelope(item)
+    except Exception as exc:  # noqa: BLE001 - envelope models raise many kinds on hostile input
         return SkippedEvent(SkipReason.MALFORMED, event_id, f"bad envelope: {type(exc).__name__}: {exc}")
+    return blob_event(item, event_id, envelope)
+
+
+def blob_event(item: Mapping[str, Any], event_id: str | None, envelope: Envelope) -> BlobEvent | SkippedEvent:
+    """The blob view of one decoded envelope, or why it is skipped."""
+    event_type, subject, data, when = envelope.event_type, envelope.subject, envelope.data, envelope.time
 
     if event_type == BLOB_CREATED:
         action = BlobAction.CREATED

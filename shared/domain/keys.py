@@ -74,6 +74,25 @@ def task_output_key(kind: str, task_id: str, path: str) -> str:
     return SEPARATOR.join((TASK_OUTPUT, encode(kind), task_key(task_id), _path_key(path)))
 
 
+def output_key(kind: str, path: str, task_id: str | None = None) -> str:
+    """The row of an output: a task output when ``task_id`` is given, else a job output."""
+    return task_output_key(kind, task_id, path) if task_id else job_output_key(kind, path)
+
+
+def output_ranges() -> tuple[tuple[str, str], tuple[str, str]]:
+    """The key ranges of every job output and of every task output."""
+    return prefix_range(JOB_OUTPUT + SEPARATOR), prefix_range(TASK_OUTPUT + SEPARATOR)
+
+
+def outputs_span() -> tuple[str, str]:
+    """One range from the first job output to the last task output.
+
+    It spans the quota and counter rows (``Q|``, ``S|``) too: query it only with a filter
+    on ``State``, which those rows do not carry.
+    """
+    return JOB_OUTPUT + SEPARATOR, prefix_range(TASK_OUTPUT + SEPARATOR)[1]
+
+
 def task_usage_key(task_id: str) -> str:
     return f"{TASK_USAGE}{SEPARATOR}{task_key(task_id)}"
 

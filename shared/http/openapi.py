@@ -1,11 +1,12 @@
-"""The OpenAPI document's parts FastAPI cannot infer: how a caller presents the key."""
+"""``GET /api/openapi.json`` (under the key, like every route but health), and the document's
+parts FastAPI cannot infer: how a caller presents the key."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
 #: The Functions convention: a function key as a header or as ``?code=``.
@@ -32,3 +33,12 @@ def document_security(app: FastAPI, public_paths: Iterable[str]) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/api/openapi.json")
+async def openapi_document(request: Request) -> dict[str, Any]:
+    """The OpenAPI document of every route."""
+    return request.app.openapi()  # type: ignore[no-any-return]

@@ -4,7 +4,7 @@ Published with azure-eventgrid's async publisher client to the custom topic in
 ``EVENTS_TOPIC_ENDPOINT``: with ``EVENTS_TOPIC_KEY`` when set, else with the app's managed
 identity (the index account's client ID, else the outputs account's). Not published when the
 endpoint is unset. The indexer decides *when* (once per job and crossing, see
-``Indexer._announce``); this module only says it. The CloudEvent ``id`` is the crossing's own
+``shared.ingest.crossings``); this module only says it. The CloudEvent ``id`` is the crossing's own
 ID, so a retried publication carries the same ID and subscribers can drop the repeat.
 """
 
@@ -19,8 +19,8 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.messaging import CloudEvent
 from azure.eventgrid.aio import EventGridPublisherClient
 
-from .quotas import QuotaCrossing
-from .settings import Settings
+from shared.domain.quotas import QuotaCrossing
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

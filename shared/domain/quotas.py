@@ -8,7 +8,6 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from .settings import QuotaDefaults
 
 #: Where a job's limit overrides live on its counter rows (absent = the settings' default).
 OVERRIDE_PROPERTIES = {
@@ -16,6 +15,15 @@ OVERRIDE_PROPERTIES = {
     "max_bytes": "MaxBytes",
     "max_outputs_per_task": "MaxOutputsPerTask",
 }
+
+
+@dataclass(frozen=True)
+class QuotaDefaults:
+    """Default per-job limits from the settings; ``0`` means no limit."""
+
+    max_outputs_per_job: int = 0
+    max_bytes_per_job: int = 0
+    max_outputs_per_task: int = 0
 
 
 class RejectReason(str, Enum):
@@ -38,6 +46,14 @@ class Limits:
     def limits_job(self) -> bool:
         """Job-wide limits need one consistent view of the job's usage to be exact."""
         return self.max_outputs > 0 or self.max_bytes > 0
+
+    def as_wire(self) -> dict[str, int]:
+        """The limits under the API's field names (the ``RejectReason`` values)."""
+        return {
+            RejectReason.MAX_OUTPUTS.value: self.max_outputs,
+            RejectReason.MAX_BYTES.value: self.max_bytes,
+            RejectReason.MAX_OUTPUTS_PER_TASK.value: self.max_outputs_per_task,
+        }
 
     @classmethod
     def effective(cls, row: Mapping[str, Any] | None, defaults: QuotaDefaults) -> Limits:

@@ -1,10 +1,16 @@
-"""The API's JSON shapes, as pydantic models: they document the OpenAPI schema.
+"""The API's JSON shapes, as pydantic models: the one wire schema.
 
-Handlers return plain dicts of exactly these shapes (skipping per-item validation keeps large
-pages fast); the OpenAPI test checks live answers against the schema these models produce.
+Handlers return these models, and the OpenAPI document is generated from them. Routes are
+declared with ``response_model_exclude_unset``: a field a handler did not set (``nextLink``
+on the last page, ``reason`` outside rejections) is left out, not sent as null. Items of a
+large page are built with ``model_construct`` from rows the index already validated: it
+skips per-item validation, which would cost more than the query.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,6 +56,11 @@ class OutputList(_Model):
     value: list[OutputItem]
     nextLink: str | None = None
 
+    @classmethod
+    def page(cls, items: Iterable[dict[str, Any]], next_link: str | None) -> OutputList:
+        values = [OutputItem.model_construct(**item) for item in items]
+        return cls.model_construct(value=values, **({"nextLink": next_link} if next_link else {}))
+
 
 class KindCount(_Model):
     outputs: int
@@ -92,6 +103,10 @@ class JobList(_Model):
     value: list[JobItem]
     nextLink: str | None = None
 
+    @classmethod
+    def page(cls, items: Iterable[dict[str, Any]], next_link: str | None) -> JobList:
+        return cls.model_validate({"value": list(items), **({"nextLink": next_link} if next_link else {})})
+
 
 class TaskItem(_Model):
     jobId: str
@@ -105,6 +120,10 @@ class TaskItem(_Model):
 class TaskList(_Model):
     value: list[TaskItem]
     nextLink: str | None = None
+
+    @classmethod
+    def page(cls, items: Iterable[dict[str, Any]], next_link: str | None) -> TaskList:
+        return cls.model_validate({"value": list(items), **({"nextLink": next_link} if next_link else {})})
 
 
 class ReindexResult(_Model):
@@ -123,6 +142,12 @@ class IngestResult(_Model):
     rejected: int
     skipped: int
     skippedByReason: dict[str, int]
+
+
+class QuotaUpdate(_Model):
+    maxOutputs: int | None = Field(default=None, ge=0, le=2**53, description="0 = no limit")
+    maxBytes: int | None = Field(default=None, ge=0, le=2**53, description="0 = no limit")
+    maxOutputsPerTask: int | None = Field(default=None, ge=0, le=2**53, description="0 = no limit")
 
 
 class ValidationResponse(_Model):

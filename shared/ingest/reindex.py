@@ -25,14 +25,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
-from azure.storage.blob.aio import BlobServiceClient
+from shared.domain import keys
+from shared.domain.conventions import parse_blob_path
+from shared.domain.events import BlobAction, BlobEvent
+from shared.domain.rows import DELETED, Entity, as_int
+from shared.store.blobs import ContainerNotFoundError, ListedBlob, OutputsAccount, bare_etag, list_container
 
-from . import keys
-from .conventions import parse_blob_path
-from .events import BlobAction, BlobEvent
-from .index import DELETED, Indexer, as_int
-from .table_store import Entity, StorageBusyError, StorageUnavailableError, TableStore
+from .indexer import Indexer
+from .quota_admin import QuotaAdministration
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,6 @@ _ROW_FIELDS = ("RowKey", "State", "Seq", "Size", "BlobETag", "BlobName")
 
 class JobNotFoundError(LookupError):
     """Neither a container nor index rows exist for the job."""
-
-
-@dataclass(frozen=True, slots=True)
-class ListedBlob:
-    name: str
-    size: int
-    etag: str | None
-    content_type: str | None
-    blob_type: str | None
-    last_modified: datetime | None
 
 
 @dataclass(slots=True)
@@ -66,25 +56,21 @@ class ReindexReport:
         return {"added": self.added, "fixed": self.fixed, "removed": self.removed, "unchanged": self.unchanged}
 
 
-def _bare_etag(etag: str | None) -> str | None:
-    return etag.strip('"') if etag else None
-
-
 def _after(sequencer: str) -> str:
     """A sequencer just after ``sequencer`` and before any longer-running real one."""
     return sequencer + "0"
 
 
 class Reindexer:
-    def __init__(self, store: TableStore, indexer: Indexer, blobs: BlobServiceClient) -> None:
-        self.store = store
+    def __init__(self, indexer: Indexer, quotas: QuotaAdministration, blobs: OutputsAccount) -> None:
+        self.store = indexer.store
         self.indexer = indexer
+        self.quotas = quotas
         self.blobs = blobs
 
     async def _index_rows(self, container: str) -> dict[str, Entity]:
         rows: dict[str, Entity] = {}
-        for prefix in (keys.JOB_OUTPUT + keys.SEPARATOR, keys.TASK_OUTPUT + keys.SEPARATOR):
-            low, high = keys.prefix_range(prefix)
+        for low, high in keys.output_ranges():
             async for row in self.store.query_range(container, low, high, select=_ROW_FIELDS):
                 rows[row["RowKey"]] = row
         return rows
@@ -92,32 +78,13 @@ class Reindexer:
     async def _convention_blobs(self, container: str) -> dict[str, ListedBlob] | None:
         """The container's convention blobs by row key; ``None`` when the container is absent."""
         listed: dict[str, ListedBlob] = {}
-        client = self.blobs.get_container_client(container)
         try:
-            async for blob in client.list_blobs():
+            async for blob in list_container(self.blobs, container):
                 output = parse_blob_path(blob.name)
-                if output is None:
-                    continue
-                row_key = (
-                    keys.task_output_key(output.kind, output.task_id, output.path)
-                    if output.task_id
-                    else keys.job_output_key(output.kind, output.path)
-                )
-                blob_type = getattr(blob.blob_type, "value", blob.blob_type)
-                listed[row_key] = ListedBlob(
-                    name=blob.name,
-                    size=blob.size or 0,
-                    etag=_bare_etag(blob.etag),
-                    content_type=blob.content_settings.content_type if blob.content_settings else None,
-                    blob_type=str(blob_type) if blob_type else None,
-                    last_modified=blob.last_modified,
-                )
-        except ResourceNotFoundError:
+                if output is not None:
+                    listed[keys.output_key(output.kind, output.path, output.task_id)] = blob
+        except ContainerNotFoundError:
             return None
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise StorageUnavailableError(f"outputs storage unreachable: {exc}") from exc
-        except HttpResponseError as exc:
-            raise StorageBusyError(f"listing {container} failed: {exc.status_code} {exc.reason}", exc.status_code) from exc
         return listed
 
     def _event(self, container: str, action: BlobAction, name: str, sequencer: str, blob: ListedBlob | None) -> BlobEvent:
@@ -153,7 +120,7 @@ class Reindexer:
             elif row.get("State") == DELETED:
                 added.append(self._event(container, BlobAction.CREATED, blob.name, _after(row["Seq"]), blob))
             elif as_int(row.get("Size")) != blob.size or (
-                blob.etag and _bare_etag(row.get("BlobETag")) not in (None, blob.etag)
+                blob.etag and bare_etag(row.get("BlobETag")) not in (None, blob.etag)
             ) or row.get("BlobName") != blob.name:
                 fixed.append(self._event(container, BlobAction.CREATED, blob.name, _after(row["Seq"]), blob))
             else:
@@ -173,6 +140,6 @@ class Reindexer:
             report.unchanged += result.unchanged
         if removed:
             # Freed room: rejected outputs may fit now, as after a raised limit.
-            await self.indexer.readmit_rejected(container)
+            await self.quotas.readmit_rejected(container)
         log.info("reindexed %s: %s", container, report.as_dict())
         return report

@@ -18,7 +18,7 @@ from azure.storage.blob import ExponentialRetry
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.blob.aio import ExponentialRetry as AsyncExponentialRetry
 
-from .settings import RetrySettings, Settings, StorageConnection
+from shared.settings import RetrySettings, Settings, StorageConnection
 from .throttle import THROTTLE_STATUSES, AdaptiveLimiter
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -93,7 +93,7 @@ def table_client(settings: Settings, limiter: AdaptiveLimiter | None = None) -> 
         # A client of its own (not get_table_client), so closing it closes its transport.
         return _add_jitter(
             TableClient.from_connection_string(
-                _development_storage(conn.connection_string), table_name=settings.index_table, **kwargs
+                development_storage(conn.connection_string), table_name=settings.index_table, **kwargs
             )
         )
     return _add_jitter(
@@ -112,7 +112,7 @@ def blob_service_client(settings: Settings) -> BlobServiceClient:
     policy = blob_retry_policy(settings.retry)
     if conn.connection_string:
         return BlobServiceClient.from_connection_string(
-            _development_storage(conn.connection_string), retry_policy=policy
+            development_storage(conn.connection_string), retry_policy=policy
         )
     return BlobServiceClient(
         account_url=conn.service_uri or "", credential=credential_for(conn), retry_policy=policy
@@ -124,7 +124,7 @@ DEVSTORE_ACCOUNT = "devstoreaccount1"
 DEVSTORE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
-def _development_storage(connection_string: str) -> str:
+def development_storage(connection_string: str) -> str:
     """Expand ``UseDevelopmentStorage=true`` to Azurite's full connection string."""
     if connection_string.replace(" ", "").lower() != "usedevelopmentstorage=true":
         return connection_string

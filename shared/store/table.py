@@ -2,7 +2,7 @@
 
 It translates: entities in and out, OData filters built only from parameters (never by pasting
 input), batch transactions, and the SDK's exceptions mapped to the project's own errors. It
-decides nothing; ``shared.index`` does. Every request takes a slot of the instance's
+decides nothing; ``shared.ingest`` and ``shared.read`` do. Every request takes a slot of the instance's
 ``AdaptiveLimiter`` so concurrency against storage stays bounded.
 """
 
@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from azure.core import MatchConditions
@@ -23,57 +21,21 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
-from .table_batch import submit_fast
+from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation
+from shared.domain.rows import Entity, Int64
+
+from .batch_encoder import submit_fast
+from .errors import ConflictError, StorageBusyError, StorageUnavailableError
 from .throttle import AdaptiveLimiter
 
-Entity = dict[str, Any]
+__all__ = ["ConflictError", "Entity", "Op", "Operation", "StorageBusyError", "StorageUnavailableError", "TableStore"]
 
 #: Table storage returns at most 1,000 entities per query page.
 MAX_QUERY_PAGE = 1000
-#: A batch transaction holds at most 100 operations, all of one partition.
-MAX_BATCH_OPERATIONS = 100
 _BUSY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-
-
-class IndexStoreError(Exception):
-    """Base of the index store's errors."""
-
-
-class ConflictError(IndexStoreError):
-    """An ETag or existence condition failed: someone changed the rows first."""
-
-    def __init__(self, message: str, index: int | None = None) -> None:
-        super().__init__(message)
-        self.index = index
-
-
-class StorageBusyError(IndexStoreError):
-    """Storage stayed throttled or failing after the retry budget was spent."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class StorageUnavailableError(StorageBusyError):
-    """The connection failed (dropped, refused, timed out) after the retry budget."""
-
-
-class Op(str, Enum):
-    CREATE = "create"
-    REPLACE = "replace"  # with the ETag the row was read with
-    UPSERT = "upsert"
-    DELETE = "delete"
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    op: Op
-    entity: Entity
-    etag: str | None = None
 
 
 def etag_of(entity: Mapping[str, Any]) -> str | None:
@@ -82,9 +44,22 @@ def etag_of(entity: Mapping[str, Any]) -> str | None:
 
 
 def _plain(entity: Any) -> Entity:
-    plain = dict(entity)
+    """An SDK entity as the core sees it: Int64 values as ``Int64``, the ETag under ``__etag``."""
+    plain = {
+        name: Int64(value.value) if isinstance(value, EntityProperty) and value.edm_type == EdmType.INT64 else value
+        for name, value in entity.items()
+    }
     plain["__etag"] = etag_of(entity)
     return plain
+
+
+def sdk_entity(entity: Entity) -> dict[str, Any]:
+    """A core entity for the SDK: ``Int64`` values typed Edm.Int64, the ETag key left out."""
+    return {
+        name: EntityProperty(int(value), EdmType.INT64) if isinstance(value, Int64) else value
+        for name, value in entity.items()
+        if name != "__etag"
+    }
 
 
 def _busy(exc: HttpResponseError) -> StorageBusyError:
@@ -230,7 +205,7 @@ class TableStore:
             raise ValueError(f"{len(operations)} operations exceed a batch of {MAX_BATCH_OPERATIONS}")
         batch: list[Any] = []
         for item in operations:
-            entity = {k: v for k, v in item.entity.items() if k != "__etag"}
+            entity = sdk_entity(item.entity)
             entity["PartitionKey"] = partition
             if item.op is Op.CREATE:
                 batch.append(("create", entity))
@@ -273,7 +248,7 @@ class TableStore:
         with _translated():
             try:
                 async with self._limiter:
-                    await self._client.create_entity({k: v for k, v in entity.items() if k != "__etag"})
+                    await self._client.create_entity(sdk_entity(entity))
             except ResourceExistsError:
                 return False
         return True
@@ -282,6 +257,4 @@ class TableStore:
         """Upsert-merge one row (properties not given are kept)."""
         with _translated():
             async with self._limiter:
-                await self._client.upsert_entity(
-                    {k: v for k, v in entity.items() if k != "__etag"}, mode=UpdateMode.MERGE
-                )
+                await self._client.upsert_entity(sdk_entity(entity), mode=UpdateMode.MERGE)

@@ -15,8 +15,8 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-STATIC_DIR = Path(__file__).resolve().parent / "ui_static"
-#: Paths the key check lets through: the page and nothing else (it carries no data).
+STATIC_DIR = Path(__file__).resolve().parent.parent / "ui_static"
+
 
 @cache
 def _assets() -> tuple[str, str, str]:
@@ -51,24 +51,23 @@ def _page() -> HTMLResponse:
     })
 
 
-def ui_router() -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+#: Served without a key: the page and nothing else (it carries no data).
+router = APIRouter(include_in_schema=False)
 
-    @router.get("/ui")
-    async def ui_root(request: Request) -> RedirectResponse:
-        query = request.url.query
-        return RedirectResponse("/ui/" + (f"?{query}" if query else ""), status_code=307)
 
-    @router.get("/ui/")
-    async def jobs_page() -> HTMLResponse:
-        return _page()
+@router.get("/ui")
+async def ui_root(request: Request) -> RedirectResponse:
+    query = request.url.query
+    return RedirectResponse("/ui/" + (f"?{query}" if query else ""), status_code=307)
 
-    @router.get("/ui/jobs/{job_id}")
-    async def job_page(job_id: str) -> HTMLResponse:
-        return _page()
+@router.get("/ui/")
+async def jobs_page() -> HTMLResponse:
+    return _page()
 
-    @router.get("/ui/jobs/{job_id}/tasks/{task_id}")
-    async def task_page(job_id: str, task_id: str) -> HTMLResponse:
-        return _page()
+@router.get("/ui/jobs/{job_id}")
+async def job_page(job_id: str) -> HTMLResponse:
+    return _page()
 
-    return router
+@router.get("/ui/jobs/{job_id}/tasks/{task_id}")
+async def task_page(job_id: str, task_id: str) -> HTMLResponse:
+    return _page()

@@ -1,0 +1,1 @@
+"""The write side: turning blob events into index rows, quota administration, reindex."""

@@ -1,0 +1,66 @@
+"""Quota administration: a job's limit overrides, and re-admitting what they rejected (SPEC §4)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+from shared.domain import keys
+from shared.domain.planning import IngestReport, Operation, write
+from shared.domain.quotas import OVERRIDE_PROPERTIES
+from shared.domain.rows import REJECTED, Entity, Int64
+from shared.store.errors import ConflictError, StorageUnavailableError
+
+from .indexer import MAX_ATTEMPTS, ContentionError, Indexer
+
+
+class QuotaAdministration:
+    def __init__(self, indexer: Indexer) -> None:
+        self.indexer = indexer
+        self.store = indexer.store
+
+    async def set_limits(self, container: str, limits: Mapping[str, int]) -> None:
+        """Store a job's limit overrides on every counter shard, atomically.
+
+        Touching every shard makes any writer that decided on the old limits fail its ETag
+        condition and decide again. Rejected outputs are then re-admitted up to the limits.
+        """
+        await self.indexer.registry.register(container)
+        for attempt in range(MAX_ATTEMPTS):
+            low, high = keys.prefix_range(keys.shard_prefix())
+            existing = {row["RowKey"]: row async for row in self.store.query_range(container, low, high)}
+            ops: list[Operation] = []
+            for shard in range(self.indexer.shard_count):
+                row_key = keys.shard_key(shard)
+                row = existing.get(row_key)
+                entity = {k: v for k, v in (row or {"RowKey": row_key}).items() if k not in ("__etag", "PartitionKey")}
+                for field_name, prop in OVERRIDE_PROPERTIES.items():
+                    if field_name in limits:
+                        entity[prop] = Int64(limits[field_name])
+                ops.append(write(entity, row))
+            try:
+                await self.store.submit(container, ops)
+            except (ConflictError, StorageUnavailableError):
+                await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
+                continue
+            self.indexer.forget_shards(container)
+            break
+        else:
+            raise ContentionError(f"could not update the limits of {container}")
+        await self.readmit_rejected(container)
+
+    async def rejected_rows(self, container: str) -> list[Entity]:
+        low, high = keys.outputs_span()
+        return [row async for row in self.store.query_range(container, low, high, where={"State": REJECTED})]
+
+    async def readmit_rejected(self, container: str) -> IngestReport:
+        """Re-evaluate the job's rejected outputs, oldest first, against its current limits."""
+        rows = await self.rejected_rows(container)
+        now = datetime.now(timezone.utc)
+        rows.sort(key=lambda r: (r.get("EventTime") or now, r["Seq"]))
+        report = await self.indexer.readmit(container, rows)
+        if not await self.rejected_rows(container):
+            await self.indexer.crossings.reset(container)
+        return report

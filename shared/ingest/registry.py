@@ -1,0 +1,44 @@
+"""The job registry: one row per job container in the ``~jobs`` partition, listed by ``GET /api/jobs``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from shared.domain import keys
+from shared.domain.conventions import job_id_from_container
+from shared.domain.rows import Entity
+from shared.store.table import TableStore
+
+
+class JobRegistry:
+    """Records that a job container exists, and its job ID when known."""
+
+    def __init__(self, store: TableStore) -> None:
+        self.store = store
+        self._known: set[str] = set()
+
+    async def register(self, container: str, job_id: str | None = None) -> None:
+        """Record ``container`` (once per process); ``job_id`` when a client tells us (``PUT /api/jobs``).
+
+        A hashed container name cannot be reversed, so its job ID is known only once registered.
+        """
+        if job_id is None and container in self._known:
+            return
+        entity: Entity = {"PartitionKey": keys.JOBS_PARTITION, "RowKey": container, "FirstSeenAt": datetime.now(timezone.utc)}
+        derived = job_id or job_id_from_container(container)
+        if derived:
+            entity["JobId"] = derived
+        if job_id:
+            entity["Registered"] = True
+            existing = await self.store.get(keys.JOBS_PARTITION, container)
+            if existing is not None:
+                entity["FirstSeenAt"] = existing.get("FirstSeenAt") or entity["FirstSeenAt"]
+            await self.store.merge(entity)
+        else:
+            await self.store.insert_if_absent(entity)
+        self._known.add(container)
+
+    async def job_id_of(self, container: str) -> str | None:
+        """The job ID recorded for ``container``, if any."""
+        row = await self.store.get(keys.JOBS_PARTITION, container)
+        return (row or {}).get("JobId")

@@ -1,0 +1,1 @@
+"""The read side: listings and summaries answered by indexed key-range queries."""

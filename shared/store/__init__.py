@@ -1,0 +1,1 @@
+"""Adapters to Azure: the only package that imports the Azure SDKs. Translates, decides nothing."""
