@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup browser run demo test bench clean
+.PHONY: setup browser run demo test bench clean lint
 
 setup: $(STAMP) $(NODE_STAMP) local.settings.json
 
@@ -37,7 +37,13 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium chromium-driver; }
 
-test: setup browser
+# Lint, types and the layer contract (pyproject.toml), before every test run.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: setup browser lint
 	$(BIN)/python -m pytest
 
 # Benchmarks (SPEC §9), never part of make test: own Azurite, the app as make run serves it.

@@ -33,7 +33,7 @@ from typer._click import exceptions as click_exceptions
 from shared.conventions import ConventionError, is_valid_job_id, is_valid_kind, is_valid_task_id
 from shared.settings import LOCAL_SETTINGS_FILE
 
-from .storage import JOB_ID_VARIABLE, TASK_ID_VARIABLE, OutputStorageError, TaskOutputStorage, JobOutputStorage, container_client
+from .storage import JOB_ID_VARIABLE, TASK_ID_VARIABLE, JobOutputStorage, OutputStorageError, TaskOutputStorage, container_client
 
 DEFAULT_API = "http://127.0.0.1:7071"
 #: A file this large gets a progress bar.

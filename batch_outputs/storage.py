@@ -29,7 +29,7 @@ from shared.conventions import (
     parse_blob_path,
 )
 from shared.settings import RetrySettings
-from shared.store.clients import development_storage, blob_retry_policy
+from shared.store.clients import blob_retry_policy, development_storage
 
 #: An append blob takes at most 4 MiB per block.
 MAX_APPEND_BLOCK = 4 * 1024 * 1024

@@ -29,10 +29,10 @@ from rich.table import Table
 
 from bench.stack import API_KEY, INDEX_TABLE, Stack, azurite_version, rss_mb
 from bench.workload import EventFactory, Job, batches, make_job
-from shared.domain import keys
 from shared.conventions import parse_blob_path
-from shared.store.envelopes import parse_events
+from shared.domain import keys
 from shared.domain.rows import LIVE, Change, output_entity
+from shared.store.envelopes import parse_events
 from shared.store.table import sdk_entity
 
 RESULTS = Path(__file__).resolve().parent / "results.json"

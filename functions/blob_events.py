@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import azure.functions as func
 
-from shared.domain.events import BlobEvent
+from shared.domain.events import BlobEvent, EventBatch, SkippedEvent
 from shared.store.envelopes import parse_event
 from shared.store.errors import StorageBusyError
 
@@ -21,8 +22,24 @@ log = logging.getLogger(__name__)
 blueprint = func.Blueprint()
 
 
-def event_payload(event: func.EventGridEvent) -> dict:
-    """The trigger's event as the Event Grid schema dict the core parses."""
+def event_payload(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
+    """The trigger's event as the dict the core parses, in the schema it arrived in.
+
+    azure-functions' converter decodes a CloudEvents 1.0 delivery (a subscription with
+    ``eventDeliverySchema: CloudEventSchemaV1_0``) into ``func.CloudEvent`` and an Event Grid
+    schema one into ``func.EventGridEvent``, whatever the parameter's annotation says.
+    """
+    if isinstance(event, func.CloudEvent):
+        return {
+            "specversion": event.specversion,
+            "id": event.id,
+            "source": event.source,
+            "type": event.type,
+            "subject": event.subject,
+            "time": event.time.isoformat() if event.time else None,
+            "datacontenttype": event.datacontenttype,
+            "data": event.get_json(),
+        }
     return {
         "id": event.id,
         "topic": event.topic,
@@ -37,13 +54,16 @@ def event_payload(event: func.EventGridEvent) -> dict:
 @blueprint.function_name("index_blob_event")
 @blueprint.event_grid_trigger(arg_name="event")
 async def index_blob_event(event: func.EventGridEvent) -> None:
+    # The worker accepts only one class as the annotation; a CloudEvents subscription still
+    # hands this function a func.CloudEvent, which event_payload reads as such.
     outcome = parse_event(event_payload(event))
-    if not isinstance(outcome, BlobEvent):
+    if isinstance(outcome, SkippedEvent):
         log.warning("skipped event %s: %s (%s)", outcome.event_id, outcome.reason.value, outcome.detail)
         return
     service = await services.get()
+    batch = EventBatch(blob_events=(outcome,)) if isinstance(outcome, BlobEvent) else EventBatch(namespace_events=(outcome,))
     try:
-        report = await service.indexer.ingest([outcome])
+        report = await service.ingest(batch)
     except StorageBusyError:
         log.warning("event %s handed back: index storage busy", outcome.event_id)
         raise

@@ -80,6 +80,13 @@ param storageRetryMaxBackoffSeconds string = '8'
 @description('Concurrent storage calls per instance (STORAGE_MAX_CONCURRENCY).')
 param storageMaxConcurrency int = 16
 
+@description('When the reconciler runs: NCRONTAB with seconds (RECONCILE_SCHEDULE).')
+param reconcileSchedule string = '0 */15 * * * *'
+
+@minValue(1)
+@description('Jobs active within this many hours are reconciled blob by blob (RECONCILE_WINDOW_HOURS).')
+param reconcileWindowHours int = 24
+
 @minValue(40)
 @maxValue(1000)
 @description('Flex Consumption scale-out limit.')
@@ -302,6 +309,8 @@ var appSettings = {
   STORAGE_RETRY_BACKOFF_SECONDS: storageRetryBackoffSeconds
   STORAGE_RETRY_MAX_BACKOFF_SECONDS: storageRetryMaxBackoffSeconds
   STORAGE_MAX_CONCURRENCY: string(storageMaxConcurrency)
+  RECONCILE_SCHEDULE: reconcileSchedule
+  RECONCILE_WINDOW_HOURS: string(reconcileWindowHours)
 }
 
 module api 'app/api.bicep' = {

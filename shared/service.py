@@ -9,9 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
+from shared.domain.events import EventBatch
+from shared.domain.planning import IngestReport
 from shared.ingest.indexer import Indexer
+from shared.ingest.namespace import NamespaceIndexer
 from shared.ingest.quota_admin import QuotaAdministration
+from shared.ingest.reconcile import Reconciler
 from shared.ingest.reindex import Reindexer
 from shared.read.paging import TokenCodec
 from shared.read.query import QueryService
@@ -55,6 +60,24 @@ class Service:
 
     def reindexer(self) -> Reindexer:
         return Reindexer(self.indexer, self.quotas, self.blobs)
+
+    def namespace(self) -> NamespaceIndexer:
+        return NamespaceIndexer(self.indexer, self.blobs)
+
+    async def ingest(self, batch: EventBatch) -> IngestReport:
+        """Index a decoded delivery: its blob events, then its Data Lake namespace events."""
+        report = await self.indexer.ingest(batch.blob_events)
+        if batch.namespace_events:
+            namespace = await self.namespace().apply(batch.namespace_events)
+            report.received += namespace.received
+            report.add(namespace)
+        report.received += len(batch.skipped)
+        report.skipped.update(s.reason.value for s in batch.skipped)
+        return report
+
+    def reconciler(self) -> Reconciler:
+        window = timedelta(hours=self.settings.reconcile_window_hours)
+        return Reconciler(self.store, self.blobs, self.reindexer(), window)
 
     async def close(self) -> None:
         await self.store.close()

@@ -46,7 +46,12 @@ SETTING_NAMES: tuple[str, ...] = (
     "STORAGE_RETRY_BACKOFF_SECONDS",
     "STORAGE_RETRY_MAX_BACKOFF_SECONDS",
     "STORAGE_MAX_CONCURRENCY",
+    "RECONCILE_SCHEDULE",
+    "RECONCILE_WINDOW_HOURS",
 )
+
+#: Every 15 minutes, on the minute (NCRONTAB: second minute hour day month day-of-week).
+DEFAULT_RECONCILE_SCHEDULE = "0 */15 * * * *"
 
 
 class SettingsError(ValueError):
@@ -90,6 +95,8 @@ class Settings:
     events_topic_key: str | None = None
     retry: RetrySettings = field(default_factory=RetrySettings)
     max_concurrency: int = 16
+    reconcile_schedule: str = DEFAULT_RECONCILE_SCHEDULE
+    reconcile_window_hours: int = 24
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> Settings:
@@ -163,6 +170,8 @@ class Settings:
                 max_backoff_seconds=number("STORAGE_RETRY_MAX_BACKOFF_SECONDS", 8.0),
             ),
             max_concurrency=integer("STORAGE_MAX_CONCURRENCY", 16, minimum=1),
+            reconcile_schedule=text("RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE) or DEFAULT_RECONCILE_SCHEDULE,
+            reconcile_window_hours=integer("RECONCILE_WINDOW_HOURS", 24, minimum=1),
         )
 
     @classmethod

@@ -44,6 +44,11 @@ resource eventSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@
       includedEventTypes: [
         'Microsoft.Storage.BlobCreated'
         'Microsoft.Storage.BlobDeleted'
+        // Data Lake Storage Gen2 (hierarchical namespace) accounts: a rename or a recursive
+        // directory delete is one event for many blobs, never a BlobDeleted per blob.
+        'Microsoft.Storage.BlobRenamed'
+        'Microsoft.Storage.DirectoryRenamed'
+        'Microsoft.Storage.DirectoryDeleted'
       ]
       // Batch File Conventions containers are named job-...; everything else is not ours.
       subjectBeginsWith: '/blobServices/default/containers/job-'

@@ -21,9 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 BLOB_DELETED = "Microsoft.Storage.BlobDeleted"
+#: Data Lake Storage Gen2 (hierarchical namespace): one event for a rename or a whole directory.
+BLOB_RENAMED = "Microsoft.Storage.BlobRenamed"
+DIRECTORY_RENAMED = "Microsoft.Storage.DirectoryRenamed"
+DIRECTORY_DELETED = "Microsoft.Storage.DirectoryDeleted"
 SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 
 #: Event Grid delivers at most 1 MB per request by default (64 MB max event size is for
@@ -43,11 +48,25 @@ class BlobAction(str, Enum):
     DELETED = "deleted"
 
 
+class NamespaceAction(str, Enum):
+    BLOB_RENAMED = "blob-renamed"
+    DIRECTORY_RENAMED = "directory-renamed"
+    DIRECTORY_DELETED = "directory-deleted"
+
+
+_NAMESPACE_ACTIONS = {
+    BLOB_RENAMED: NamespaceAction.BLOB_RENAMED,
+    DIRECTORY_RENAMED: NamespaceAction.DIRECTORY_RENAMED,
+    DIRECTORY_DELETED: NamespaceAction.DIRECTORY_DELETED,
+}
+
+
 class SkipReason(str, Enum):
     UNSUPPORTED_TYPE = "unsupported-event-type"
     MALFORMED = "malformed-event"
     NOT_A_JOB_CONTAINER = "not-a-job-container"
     NOT_A_CONVENTION_PATH = "not-a-convention-path"
+    UNINDEXABLE = "unindexable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +89,24 @@ class BlobEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class NamespaceEvent:
+    """A Data Lake Gen2 rename or directory delete: one event for a blob or a whole folder.
+
+    ``name`` is the path the event's subject names (the new path of a rename, the deleted
+    directory); ``source`` the old path of a rename, decoded from ``data.sourceUrl``.
+    """
+
+    action: NamespaceAction
+    container: str
+    name: str
+    sequencer: str
+    event_id: str
+    event_time: datetime
+    source: str | None = None
+    recursive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class SkippedEvent:
     reason: SkipReason
     event_id: str | None
@@ -82,6 +119,7 @@ class EventBatch:
 
     blob_events: tuple[BlobEvent, ...] = ()
     skipped: tuple[SkippedEvent, ...] = ()
+    namespace_events: tuple[NamespaceEvent, ...] = ()
     validation_code: str | None = None
 
 
@@ -129,6 +167,7 @@ def parse_events(payload: Any, read_envelope: EnvelopeReader) -> EventBatch:
 
     blob_events: list[BlobEvent] = []
     skipped: list[SkippedEvent] = []
+    namespace_events: list[NamespaceEvent] = []
     for item in items:
         if item.get("eventType") == SUBSCRIPTION_VALIDATION:
             code = (item.get("data") or {}).get("validationCode") if isinstance(item.get("data"), dict) else None
@@ -136,8 +175,13 @@ def parse_events(payload: Any, read_envelope: EnvelopeReader) -> EventBatch:
                 raise EventPayloadError("validation event without data.validationCode")
             return EventBatch(validation_code=code)
         outcome = parse_event(item, read_envelope)
-        (blob_events if isinstance(outcome, BlobEvent) else skipped).append(outcome)
-    return EventBatch(blob_events=tuple(blob_events), skipped=tuple(skipped))
+        if isinstance(outcome, BlobEvent):
+            blob_events.append(outcome)
+        elif isinstance(outcome, NamespaceEvent):
+            namespace_events.append(outcome)
+        else:
+            skipped.append(outcome)
+    return EventBatch(tuple(blob_events), tuple(skipped), namespace_events=tuple(namespace_events))
 
 
 def grid_envelope(item: Mapping[str, Any]) -> Envelope | None:
@@ -158,21 +202,55 @@ def grid_envelope(item: Mapping[str, Any]) -> Envelope | None:
     return Envelope(event_type, subject, data, when)
 
 
-def parse_event(item: Mapping[str, Any], read_envelope: EnvelopeReader) -> BlobEvent | SkippedEvent:
+def parse_event(item: Mapping[str, Any], read_envelope: EnvelopeReader) -> BlobEvent | NamespaceEvent | SkippedEvent:
     """Decode one event dict into a ``BlobEvent``, or say why it is skipped."""
     raw_id = item.get("id")
     event_id = raw_id if isinstance(raw_id, str) else None
     try:
         envelope = read_envelope(item)
-    except Exception as exc:  # noqa: BLE001 - envelope models raise many kinds on hostile input
+    except Exception as exc:
         return SkippedEvent(SkipReason.MALFORMED, event_id, f"bad envelope: {type(exc).__name__}: {exc}")
     return blob_event(item, event_id, envelope)
 
 
-def blob_event(item: Mapping[str, Any], event_id: str | None, envelope: Envelope) -> BlobEvent | SkippedEvent:
+def _url_path(url: Any, container: str) -> str | None:
+    """The blob or directory path a ``blob``/``dfs`` URL names in ``container`` (percent-decoded)."""
+    if not isinstance(url, str):
+        return None
+    path = unquote(urlsplit(url).path)
+    parts = path.lstrip("/").split("/", 1)
+    # Azurite and other emulators put the account name first: /{account}/{container}/{path}.
+    if len(parts) == 2 and parts[0] != container and "/" in parts[1] and parts[1].split("/", 1)[0] == container:
+        parts = parts[1].split("/", 1)
+    if len(parts) != 2 or parts[0] != container or not parts[1]:
+        return None
+    return parts[1].rstrip("/")
+
+
+def namespace_event(event_id: str | None, action: NamespaceAction, subject: Any, data: Any, when: Any) -> NamespaceEvent | SkippedEvent:
+    """The view of a Data Lake Gen2 rename or directory delete, or why it is skipped."""
+    match = _SUBJECT.match(subject) if isinstance(subject, str) else None
+    if match is None:
+        return SkippedEvent(SkipReason.MALFORMED, event_id, f"subject {subject!r} names no path")
+    if not isinstance(data, dict) or not isinstance(data.get("sequencer"), str) or not data["sequencer"]:
+        return SkippedEvent(SkipReason.MALFORMED, event_id, "data.sequencer is missing")
+    container, name = match.group(1), match.group(2).rstrip("/")
+    source = None
+    if action is not NamespaceAction.DIRECTORY_DELETED:
+        source = _url_path(data.get("sourceUrl"), container)
+        if source is None:
+            return SkippedEvent(SkipReason.MALFORMED, event_id, "data.sourceUrl names no path in the container")
+    recursive = str(data.get("recursive", "true")).lower() == "true"
+    return NamespaceEvent(action, container, name, data["sequencer"], event_id or "",
+                          when if isinstance(when, datetime) else datetime.now(timezone.utc), source, recursive)
+
+
+def blob_event(item: Mapping[str, Any], event_id: str | None, envelope: Envelope) -> BlobEvent | NamespaceEvent | SkippedEvent:
     """The blob view of one decoded envelope, or why it is skipped."""
     event_type, subject, data, when = envelope.event_type, envelope.subject, envelope.data, envelope.time
 
+    if isinstance(event_type, str) and event_type in _NAMESPACE_ACTIONS:
+        return namespace_event(event_id, _NAMESPACE_ACTIONS[event_type], subject, data, when)
     if event_type == BLOB_CREATED:
         action = BlobAction.CREATED
     elif event_type == BLOB_DELETED:

@@ -33,8 +33,14 @@ QUOTA_CROSSING = "Q"
 #: serialise on one hot entity; a summary reads them all in one range query.
 SHARD_COUNT = 16
 
-#: Table keys are limited to 1 KiB; long blob paths are cut and disambiguated by a hash.
-_MAX_PATH_KEY_BYTES = 600
+#: Table storage keys hold at most 1 KiB, counted in UTF-16: 512 code units (Azurite refuses
+#: 513 "a"s and 257 emoji, as Azure does). A blob name may be 1,024 characters and a kind any
+#: length, so a longer key keeps its first units (sort order and prefixes hold) and ends in a
+#: hash of the whole key (it stays unique); the full names are properties of the row.
+MAX_KEY_UNITS = 512
+_HASH_SUFFIX_UNITS = 2 + 40  # "|h" + SHA-1 hex
+#: A prefix this short is a prefix of every key that starts with it, hashed or not.
+MAX_EXACT_PREFIX_UNITS = MAX_KEY_UNITS - _HASH_SUFFIX_UNITS - 3
 _ESCAPED = frozenset("%|/\\#?")
 
 
@@ -50,15 +56,40 @@ def encode(text: str) -> str:
     return "".join(out)
 
 
-def _path_key(path: str) -> str:
-    encoded = encode(path)
-    if len(encoded.encode("utf-8")) <= _MAX_PATH_KEY_BYTES:
-        return encoded
-    digest = hashlib.sha1(path.encode("utf-8", "surrogatepass")).hexdigest()
-    cut = encoded.encode("utf-8")[:_MAX_PATH_KEY_BYTES].decode("utf-8", "ignore")
-    if "%" in cut[-2:]:
-        cut = cut[: cut.rindex("%")]
-    return f"{cut}{SEPARATOR}h{digest}"
+def utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _cut(key: str, units: int) -> str:
+    """The longest start of ``key`` within ``units`` that splits no ``%XX`` escape."""
+    out: list[str] = []
+    used = 0
+    for ch in key:
+        used += 2 if ord(ch) > 0xFFFF else 1
+        if used > units:
+            break
+        out.append(ch)
+    cut = "".join(out)
+    tail = cut[-2:]
+    if "%" in tail:
+        cut = cut[: len(cut) - len(tail) + tail.index("%")]
+    return cut
+
+
+def bounded(key: str) -> str:
+    """``key`` itself when Table storage can hold it, else its start plus a hash of it."""
+    if utf16_units(key) <= MAX_KEY_UNITS:
+        return key
+    digest = hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{_cut(key, MAX_KEY_UNITS - _HASH_SUFFIX_UNITS)}{SEPARATOR}h{digest}"
+
+
+def clip_prefix(prefix: str) -> tuple[str, bool]:
+    """A key prefix short enough to match hashed keys too; ``True`` when it was clipped
+    (the caller must then check each row's own properties)."""
+    if utf16_units(prefix) <= MAX_EXACT_PREFIX_UNITS:
+        return prefix, False
+    return _cut(prefix, MAX_EXACT_PREFIX_UNITS), True
 
 
 def task_key(task_id: str) -> str:
@@ -67,11 +98,11 @@ def task_key(task_id: str) -> str:
 
 
 def job_output_key(kind: str, path: str) -> str:
-    return SEPARATOR.join((JOB_OUTPUT, encode(kind), _path_key(path)))
+    return bounded(SEPARATOR.join((JOB_OUTPUT, encode(kind), encode(path))))
 
 
 def task_output_key(kind: str, task_id: str, path: str) -> str:
-    return SEPARATOR.join((TASK_OUTPUT, encode(kind), task_key(task_id), _path_key(path)))
+    return bounded(SEPARATOR.join((TASK_OUTPUT, encode(kind), task_key(task_id), encode(path))))
 
 
 def output_key(kind: str, path: str, task_id: str | None = None) -> str:

@@ -8,7 +8,6 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-
 #: Where a job's limit overrides live on its counter rows (absent = the settings' default).
 OVERRIDE_PROPERTIES = {
     "max_outputs": "MaxOutputs",

@@ -15,9 +15,9 @@ from fastapi import Depends, FastAPI
 from shared.service import ServiceHolder
 from shared.settings import Settings
 
+from . import openapi
 from .dependencies import require_key
 from .errors import install_error_handlers
-from . import openapi
 from .openapi import document_security
 from .routes import events, health, jobs, outputs, quota, ui
 

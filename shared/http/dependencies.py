@@ -68,7 +68,7 @@ def check_kind(kind: str | None) -> str | None:
     return kind
 
 
-def _kind_filter(kind: Annotated[str | None, Query(description="output kind, e.g. TaskPreview", max_length=256)] = None) -> str | None:
+def _kind_filter(kind: Annotated[str | None, Query(description="output kind, e.g. TaskPreview", max_length=1024)] = None) -> str | None:
     return check_kind(kind)
 
 

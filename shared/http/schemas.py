@@ -59,7 +59,9 @@ class OutputList(_Model):
     @classmethod
     def page(cls, items: Iterable[dict[str, Any]], next_link: str | None) -> OutputList:
         values = [OutputItem.model_construct(**item) for item in items]
-        return cls.model_construct(value=values, **({"nextLink": next_link} if next_link else {}))
+        if next_link:
+            return cls.model_construct(value=values, nextLink=next_link)
+        return cls.model_construct(value=values)
 
 
 class KindCount(_Model):
@@ -87,6 +89,7 @@ class JobSummary(_Model):
     quota: Quota
     rejections: Counts
     lastIndexedAt: str | None
+    lastReconciledAt: str | None = Field(default=None, description="when the reconciler last checked the job against its container")
 
 
 class JobItem(_Model):

@@ -34,7 +34,7 @@ from shared.domain.events import BlobAction, BlobEvent, SkipReason
 from shared.domain.planning import IngestReport, Plan, chunk_changes, plan_chunk
 from shared.domain.quotas import Limits, QuotaDefaults
 from shared.domain.rows import ROW_STATE, Change, Entity, Usage
-from shared.store.errors import ConflictError, StorageBusyError, StorageUnavailableError
+from shared.store.errors import ConflictError, InvalidEntityError, StorageBusyError, StorageUnavailableError
 from shared.store.row_locks import RowLocks
 from shared.store.table import TableStore
 
@@ -245,6 +245,8 @@ class Indexer:
                 return plan.report
             try:
                 etags = await self.store.submit(container, plan.operations)
+            except InvalidEntityError as exc:
+                return await self._without_invalid(container, changes, plan, exc, shard, limited=limited)
             except ConflictError as exc:
                 # Somebody moved first. Re-read what lost the race: a counter shard or the task
                 # rows alone when one of those failed its ETag, everything when an output did.
@@ -269,6 +271,31 @@ class Indexer:
             if attempt >= 1:
                 await asyncio.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
         raise ContentionError(f"chunk of {container} lost {MAX_ATTEMPTS} optimistic races")
+
+    async def _without_invalid(
+        self, container: str, changes: list[Change], plan: Plan, exc: InvalidEntityError, shard: int, *, limited: bool
+    ) -> IngestReport:
+        """Storage refused a row: skip and count the change it came from, commit the rest.
+
+        Nothing of the batch was written (a transaction is atomic). When the refused row is
+        not named, each change is committed alone, so one bad row holds back nothing else.
+        """
+        failed = plan.failed_row(exc.index)
+        bad = [c for c in changes if c.row_key == failed]
+        if not bad and len(changes) > 1:
+            report = IngestReport()
+            for change in changes:
+                report.add(await self._commit(container, [change], shard, limited=limited))
+            return report
+        bad = bad or changes
+        for change in bad:
+            log.warning("skipped %s in %s: storage refused its row (%s)", change.output.blob_name, container, exc)
+        report = IngestReport()
+        report.skipped[SkipReason.UNINDEXABLE.value] += len(bad)
+        rest = [c for c in changes if c not in bad]
+        if rest:
+            report.add(await self._commit(container, rest, shard, limited=limited))
+        return report
 
     def _remember(self, container: str, plan: Plan, etags: Sequence[str | None]) -> None:
         for op, etag in zip(plan.operations, etags, strict=True):

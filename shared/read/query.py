@@ -16,6 +16,7 @@ from shared.domain.rows import LIVE, OUTPUT_FIELDS, REJECTED, Entity, Usage, as_
 from shared.store.table import TableStore
 
 from .paging import Position, TokenCodec
+
 #: Key ranges of one listing read at once (a task has one range per kind it wrote).
 PARALLEL_PARTS = 8
 
@@ -26,6 +27,29 @@ def iso(value: Any) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _key_range(
+    key_prefix: str, kind: str | None, prefix: str, *, task_id: str | None = None, exact: bool = True
+) -> tuple[tuple[str, str], Callable[[Entity], bool] | None]:
+    """The key range of a listing and, when the keys cannot say it all, a check of each row.
+
+    Keys cannot say it all when the filter is not a key prefix (``exact=False``) or when the
+    key prefix is too long to match hashed keys and had to be clipped (``keys.clip_prefix``).
+    """
+    clipped, was_clipped = keys.clip_prefix(key_prefix)
+    if exact and not was_clipped:
+        return keys.prefix_range(clipped), None
+    task = task_id.lower() if task_id else None
+
+    def keep(row: Entity) -> bool:
+        return (
+            (kind is None or row.get("Kind") == kind)
+            and str(row.get("Path", "")).startswith(prefix)
+            and (task is None or str(row.get("TaskId", "")).lower() == task)
+        )
+
+    return keys.prefix_range(clipped), keep
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +180,7 @@ class QueryService:
             "quota": limits.as_wire(),
             "rejections": {"outputs": usage.rejected_outputs, "bytes": usage.rejected_bytes},
             "lastIndexedAt": iso(last),
+            "lastReconciledAt": iso((job_row or {}).get("LastReconciledAt")),
         }
 
     async def job_summary(self, job_id: str) -> dict[str, Any] | None:
@@ -206,12 +231,10 @@ class QueryService:
         return self.output_item(container, job_id, row)
 
     async def job_outputs(self, job_id: str, kind: str | None, prefix: str, page_size: int, token: str | None) -> Page:
-        keep = None
-        if kind is None and prefix:
-            keep = lambda row: row["Path"].startswith(prefix)  # noqa: E731
+        part, keep = _key_range(keys.job_outputs_prefix(kind, prefix), kind, prefix, exact=kind is not None or not prefix)
         listing = _Listing(
             scope=f"job-outputs|{container_name(job_id)}|{kind}|{prefix}",
-            parts=[keys.prefix_range(keys.job_outputs_prefix(kind, prefix))],
+            parts=[part],
             where={"State": LIVE},
             keep=keep,
             select=OUTPUT_FIELDS,
@@ -222,23 +245,23 @@ class QueryService:
         self, job_id: str, task_id: str, kind: str | None, prefix: str, page_size: int, token: str | None
     ) -> Page:
         container = container_name(job_id)
-        if kind is not None:
-            kinds = [kind]
-        else:
-            kinds = Usage.kinds_of(await self.store.get(container, keys.task_usage_key(task_id)))
+        kinds = [kind] if kind is not None else Usage.kinds_of(await self.store.get(container, keys.task_usage_key(task_id)))
+        ranges = [_key_range(keys.task_outputs_prefix(k, task_id, prefix), k, prefix, task_id=task_id) for k in kinds]
+        checks = [keep for _, keep in ranges if keep is not None]
         listing = _Listing(
             scope=f"task-outputs|{container}|{task_id.lower()}|{kind}|{prefix}",
-            parts=[keys.prefix_range(keys.task_outputs_prefix(k, task_id, prefix)) for k in kinds],
+            parts=[part for part, _ in ranges],
             where={"State": LIVE},
+            keep=(lambda row: any(check(row) for check in checks)) if checks else None,
             select=OUTPUT_FIELDS,
         )
         return await self._outputs(job_id, listing, page_size, token)
 
     async def all_task_outputs(self, job_id: str, kind: str | None, prefix: str, page_size: int, token: str | None) -> Page:
-        keep = (lambda row: row["Path"].startswith(prefix)) if prefix else None  # noqa: E731
+        part, keep = _key_range(keys.task_outputs_prefix(kind), kind, prefix, exact=not prefix)
         listing = _Listing(
             scope=f"all-task-outputs|{container_name(job_id)}|{kind}|{prefix}",
-            parts=[keys.prefix_range(keys.task_outputs_prefix(kind))],
+            parts=[part],
             where={"State": LIVE},
             keep=keep,
             select=OUTPUT_FIELDS,

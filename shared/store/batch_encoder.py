@@ -22,10 +22,11 @@ from typing import Any
 from wsgiref.handlers import format_date_time
 
 from azure.core.rest import HttpRequest
+
 try:  # the SDK's own sub-request builder (private: pinned azure-data-tables==12.7.0)
     from azure.data.tables._table_batch import TableBatchOperations
 except ImportError:  # pragma: no cover - another SDK version: every batch takes the SDK path
-    TableBatchOperations = None
+    TableBatchOperations = None  # type: ignore[misc, assignment]
 from azure.data.tables.aio import TableClient
 
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3})", re.MULTILINE)
@@ -88,17 +89,17 @@ async def submit_fast(client: TableClient, operations: Sequence[Any]) -> tuple[i
     if TableBatchOperations is None:
         return 0, None
     builder = TableBatchOperations(
-        config=client._client._config,  # noqa: SLF001 - the SDK's own request builder
-        endpoint=f"{client.scheme}://{client._primary_hostname}",  # noqa: SLF001
+        config=client._client._config,
+        endpoint=f"{client.scheme}://{client._primary_hostname}",
         table_name=client.table_name,
-        is_cosmos_endpoint=client._cosmos_endpoint,  # noqa: SLF001
+        is_cosmos_endpoint=client._cosmos_endpoint,
     )
     for operation in operations:
         builder.add_operation(operation)
     body, boundary = encode(builder.requests)
     request = HttpRequest(
         "POST",
-        f"{client.scheme}://{client._primary_hostname}/$batch",  # noqa: SLF001
+        f"{client.scheme}://{client._primary_hostname}/$batch",
         headers={
             "x-ms-version": client.api_version,
             "DataServiceVersion": "3.0",
@@ -109,7 +110,7 @@ async def submit_fast(client: TableClient, operations: Sequence[Any]) -> tuple[i
         content=body,
     )
     # Streamed, as the SDK does it: the pipeline must not try to deserialize multipart.
-    response = await client._client.send_request(request, stream=True)  # noqa: SLF001
+    response = await client._client.send_request(request, stream=True)
     await response.read()
     if response.status_code != 202:
         return response.status_code, None

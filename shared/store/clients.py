@@ -19,6 +19,7 @@ from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.blob.aio import ExponentialRetry as AsyncExponentialRetry
 
 from shared.settings import RetrySettings, Settings, StorageConnection
+
 from .throttle import THROTTLE_STATUSES, AdaptiveLimiter
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -48,10 +49,10 @@ def table_retry_kwargs(retry: RetrySettings) -> dict[str, Any]:
 def _add_jitter(client: TableClient) -> TableClient:
     # azure-core's exponential backoff has no jitter and the Tables SDK accepts no policy
     # object, so the one retry policy in the client's pipeline gets a jittered backoff.
-    pipeline = client._client._client._pipeline  # noqa: SLF001 - see comment above
-    for policy in pipeline._impl_policies:  # noqa: SLF001
+    pipeline = client._client._client._pipeline
+    for policy in pipeline._impl_policies:
         if type(policy).__name__ == "AsyncTablesRetryPolicy":
-            policy.get_backoff_time = _jittered(policy.get_backoff_time)
+            policy.get_backoff_time = _jittered(policy.get_backoff_time)  # type: ignore[attr-defined]
     return client
 
 
@@ -62,7 +63,7 @@ def blob_retry_policy(retry: RetrySettings, *, asynchronous: bool = True) -> Exp
     """
     policy_class = AsyncExponentialRetry if asynchronous else ExponentialRetry
     return policy_class(
-        initial_backoff=retry.backoff_seconds,
+        initial_backoff=retry.backoff_seconds,  # type: ignore[arg-type]  # the SDK takes floats too
         increment_base=2,
         retry_total=retry.total,
         random_jitter_range=max(1, int(retry.backoff_seconds * 2)),

@@ -15,13 +15,13 @@ from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent
 
 from shared.domain import events
-from shared.domain.events import BlobEvent, Envelope, EventBatch, SkippedEvent, grid_envelope
+from shared.domain.events import BlobEvent, Envelope, EventBatch, NamespaceEvent, SkippedEvent, grid_envelope
 
 
 def read_envelope(item: Mapping[str, Any]) -> Envelope:
     """Type, subject, data and time of one event dict in either schema; raises when malformed."""
     if isinstance(item.get("specversion"), str):
-        cloud = CloudEvent.from_dict(dict(item))
+        cloud: CloudEvent[Any] = CloudEvent.from_dict(dict(item))
         return Envelope(cloud.type, cloud.subject, cloud.data, cloud.time)
     fast = grid_envelope(item)
     if fast is not None:
@@ -30,7 +30,7 @@ def read_envelope(item: Mapping[str, Any]) -> Envelope:
     return Envelope(grid.event_type, grid.subject, grid.data, grid.event_time)
 
 
-def parse_event(item: Mapping[str, Any]) -> BlobEvent | SkippedEvent:
+def parse_event(item: Mapping[str, Any]) -> BlobEvent | NamespaceEvent | SkippedEvent:
     """One event dict as a ``BlobEvent``, or why it is skipped."""
     return events.parse_event(item, read_envelope)
 

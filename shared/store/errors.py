@@ -20,6 +20,14 @@ class ConflictError(IndexStoreError):
         self.index = index
 
 
+class InvalidEntityError(IndexStoreError):
+    """Table storage refused a row as invalid (400): retrying the same row can never succeed."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 class StorageBusyError(IndexStoreError):
     """Storage stayed throttled or failing after the retry budget was spent."""
 

@@ -74,13 +74,13 @@ class SasIssuer:
         else:
             raise SasError("the outputs connection has no account key to sign links with")
         token = generate_blob_sas(
-            account_name=self._blobs.account_name,
+            account_name=self._blobs.account_name or "",
             container_name=container,
             blob_name=blob_name,
             permission=BlobSasPermissions(read=True),
             expiry=expires_at,
             start=now - CLOCK_SKEW,
-            **signing,
+            **signing,  # type: ignore[arg-type]
         )
         base = self._blobs.url.split("?", 1)[0].rstrip("/")
         return SignedLink(f"{base}/{container}/{quote(blob_name, safe='/')}?{token}", expires_at)

@@ -28,7 +28,7 @@ from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation
 from shared.domain.rows import Entity, Int64
 
 from .batch_encoder import submit_fast
-from .errors import ConflictError, StorageBusyError, StorageUnavailableError
+from .errors import ConflictError, InvalidEntityError, StorageBusyError, StorageUnavailableError
 from .throttle import AdaptiveLimiter
 
 __all__ = ["ConflictError", "Entity", "Op", "Operation", "StorageBusyError", "StorageUnavailableError", "TableStore"]
@@ -141,11 +141,15 @@ class TableStore:
         await asyncio.gather(*(read(group) for group in groups.values()))
         return found
 
+    def query_partition(self, partition: str, *, select: Sequence[str] | None = None) -> AsyncIterator[Entity]:
+        """Every entity of ``partition``, in key order."""
+        return self.query_range(partition, None, None, select=select)
+
     async def query_range(
         self,
         partition: str,
-        low: str,
-        high: str,
+        low: str | None,
+        high: str | None,
         *,
         after: str | None = None,
         where: Mapping[str, Any] | None = None,
@@ -156,12 +160,15 @@ class TableStore:
 
         ``where`` adds equality conditions on properties; every value is a query parameter.
         """
-        clauses = ["PartitionKey eq @pk", "RowKey lt @hi"]
-        params: dict[str, Any] = {"pk": partition, "hi": high}
-        if after is not None and after >= low:
+        clauses = ["PartitionKey eq @pk"]
+        params: dict[str, Any] = {"pk": partition}
+        if high is not None:
+            clauses.append("RowKey lt @hi")
+            params["hi"] = high
+        if after is not None and (low is None or after >= low):
             clauses.append("RowKey gt @after")
             params["after"] = after
-        else:
+        elif low is not None:
             clauses.append("RowKey ge @lo")
             params["lo"] = low
         for index, (name, value) in enumerate((where or {}).items()):
@@ -232,6 +239,8 @@ class TableStore:
         except TableTransactionError as exc:
             if exc.status_code in (404, 409, 412):
                 raise ConflictError(f"batch condition failed: {exc.message}", exc.index) from exc
+            if exc.status_code == 400:
+                raise InvalidEntityError(f"row refused: {exc.message}", exc.index) from exc
             if exc.status_code in _BUSY_STATUSES:
                 raise _busy(exc) from exc
             raise
@@ -240,6 +249,8 @@ class TableStore:
         except HttpResponseError as exc:
             if exc.status_code in (404, 409, 412):
                 raise ConflictError(f"batch condition failed: {exc.message}") from exc
+            if exc.status_code == 400:
+                raise InvalidEntityError(f"batch refused: {exc.message}") from exc
             raise _busy(exc) from exc
         return [result.get("etag") for result in results]
 

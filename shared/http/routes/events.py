@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from shared.domain.events import EventPayloadError, decode_body
 from shared.store.envelopes import parse_events
@@ -50,11 +50,9 @@ async def events(request: Request, svc: ServiceDep) -> IngestResult | Validation
     for skipped in batch.skipped:
         log.warning("skipped event %s: %s (%s)", skipped.event_id, skipped.reason.value, skipped.detail)
     try:
-        report = await asyncio.wait_for(svc.indexer.ingest(batch.blob_events), WEBHOOK_DEADLINE_SECONDS)
+        report = await asyncio.wait_for(svc.ingest(batch), WEBHOOK_DEADLINE_SECONDS)
     except TimeoutError as exc:
         raise StorageBusyError("delivery not indexed within the webhook deadline") from exc
-    report.received += len(batch.skipped)
-    report.skipped.update(s.reason.value for s in batch.skipped)
     return IngestResult.model_validate(report.as_dict())
 
 

@@ -22,12 +22,12 @@ from ..schemas import Output, OutputList, OutputTail
 
 router = APIRouter(tags=["outputs"])
 
-OutputKind = Annotated[str, Path(description="output kind, e.g. TaskPreview", max_length=256, examples=["TaskPreview"])]
+OutputKind = Annotated[str, Path(description="output kind, e.g. TaskPreview", max_length=1024, examples=["TaskPreview"])]
 OutputPathParam = Annotated[str, Path(description="the output's path within its kind (may hold '/')", max_length=1024,
                                       examples=["thumb.png"])]
 TailBytes = Annotated[int, Query(alias="maxBytes", ge=1, le=MAX_TAIL_BYTES, description="read at most this many bytes from the end")]
-_LIST = {"response_model": OutputList, "response_model_exclude_unset": True, "responses": error_statuses(400, 401)}
-_ONE = {"response_model_exclude_unset": True, "responses": error_statuses(400, 401, 404)}
+_LIST: dict[str, Any] = {"response_model": OutputList, "response_model_exclude_unset": True, "responses": error_statuses(400, 401)}
+_ONE: dict[str, Any] = {"response_model_exclude_unset": True, "responses": error_statuses(400, 401, 404)}
 
 
 @router.get("/api/jobs/{job_id}/outputs", **_LIST)
