@@ -12,7 +12,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.domain.events import BlobEvent, EventBatch, SkippedEvent
+from shared.domain.events import SkippedEvent
 from shared.store.envelopes import parse_event
 from shared.store.errors import StorageBusyError
 
@@ -61,13 +61,12 @@ async def index_blob_event(event: func.EventGridEvent) -> None:
         log.warning("skipped event %s: %s (%s)", outcome.event_id, outcome.reason.value, outcome.detail)
         return
     service = await services.get()
-    batch = EventBatch(blob_events=(outcome,)) if isinstance(outcome, BlobEvent) else EventBatch(namespace_events=(outcome,))
     try:
-        report = await service.ingest(batch)
+        report = await service.group_commit.submit(outcome)
     except StorageBusyError:
         log.warning("event %s handed back: index storage busy", outcome.event_id)
         raise
-    log.info("event %s: %s", outcome.event_id, json.dumps(report.as_dict()))
+    log.info("event %s durable; its group commit: %s", outcome.event_id, json.dumps(report.as_dict()))
 
 
 @blueprint.function_name("health")

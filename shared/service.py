@@ -7,12 +7,14 @@ first use so it binds to the event loop the host runs them on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 from shared.domain.events import EventBatch
 from shared.domain.planning import IngestReport
+from shared.ingest.group_commit import GroupCommit
 from shared.ingest.indexer import Indexer
 from shared.ingest.namespace import NamespaceIndexer
 from shared.ingest.quota_admin import QuotaAdministration
@@ -46,7 +48,11 @@ class Service:
     async def create(cls, settings: Settings) -> Service:
         limiter = AdaptiveLimiter(settings.max_concurrency)
         store = TableStore(table_client(settings, limiter), limiter)
-        await store.ensure_table()
+        try:
+            await store.ensure_table()
+        except BaseException:
+            await store.close()
+            raise
         indexer = Indexer(store, settings.quota)
         blobs = blob_service_client(settings)
         query = QueryService(store, settings.quota, TokenCodec(settings.token_signing_key), blobs.url)
@@ -60,6 +66,11 @@ class Service:
 
     def reindexer(self) -> Reindexer:
         return Reindexer(self.indexer, self.quotas, self.blobs)
+
+    @functools.cached_property
+    def group_commit(self) -> GroupCommit:
+        """Concurrent trigger invocations of this process commit together."""
+        return GroupCommit(self.ingest)
 
     def namespace(self) -> NamespaceIndexer:
         return NamespaceIndexer(self.indexer, self.blobs)

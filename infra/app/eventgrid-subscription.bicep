@@ -34,9 +34,13 @@ resource eventSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@
       endpointType: 'AzureFunction'
       properties: {
         resourceId: '${functionAppId}/functions/${functionName}'
-        // The Python trigger takes one event per invocation.
-        maxEventsPerBatch: 1
-        preferredBatchSizeInKilobytes: 64
+        // The Functions extension runs a delivered batch as concurrent single-event invocations
+        // and the app's group commit (shared/ingest/group_commit.py) joins them into shared
+        // batch transactions. 100 events: one Table transaction holds at most 100 entities,
+        // and a failed invocation makes Event Grid redeliver the whole batch, so a batch much
+        // larger only widens that redelivery. A BlobCreated event is about 1 KB: 128 KB holds 100.
+        maxEventsPerBatch: 100
+        preferredBatchSizeInKilobytes: 128
       }
     }
     eventDeliverySchema: 'EventGridSchema'

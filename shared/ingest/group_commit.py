@@ -1,0 +1,61 @@
+"""Group commit: concurrent single-event invocations share batch transactions.
+
+The Event Grid trigger gets one event an invocation; the Event Grid extension runs the events of
+one delivered batch as concurrent invocations in the same worker (and answers the delivery with
+a failure if any invocation fails, so Event Grid redelivers the batch). Committing each event
+alone costs a batch transaction (and three entity writes) per event. Here, events that arrive
+while a commit is in flight wait and go together into the next one, so a delivered batch of a
+hundred events becomes a few transactions. Each caller returns only once its own event is
+durable, and raises (so its event is redelivered) if the commit that carried it failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from shared.domain.events import BlobEvent, EventBatch, NamespaceEvent
+from shared.domain.planning import IngestReport
+
+#: Events one commit takes at most (a webhook delivery's worth).
+MAX_GROUP = 500
+
+Ingest = Callable[[EventBatch], Awaitable[IngestReport]]
+
+
+class GroupCommit:
+    def __init__(self, ingest: Ingest, max_group: int = MAX_GROUP) -> None:
+        self._ingest = ingest
+        self._max_group = max_group
+        self._waiting: list[tuple[BlobEvent | NamespaceEvent, asyncio.Future[IngestReport]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.commits = 0  # how many commits carried the events so far (for tests and metrics)
+
+    async def submit(self, event: BlobEvent | NamespaceEvent) -> IngestReport:
+        """Index ``event`` with whatever else is waiting; the report of the commit that carried it."""
+        future: asyncio.Future[IngestReport] = asyncio.get_running_loop().create_future()
+        self._waiting.append((event, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        # One turn of the loop first: invocations started together all join the first commit.
+        await asyncio.sleep(0)
+        while self._waiting:
+            group, self._waiting = self._waiting[: self._max_group], self._waiting[self._max_group :]
+            batch = EventBatch(
+                blob_events=tuple(e for e, _ in group if isinstance(e, BlobEvent)),
+                namespace_events=tuple(e for e, _ in group if isinstance(e, NamespaceEvent)),
+            )
+            self.commits += 1
+            try:
+                report = await self._ingest(batch)
+            except Exception as exc:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in group:
+                    if not future.done():
+                        future.set_result(report)
