@@ -46,7 +46,7 @@ def stdout_log(frame: int, rng: random.Random) -> bytes:
     samples = 256
     lines = [
         "Blender 4.2.3 LTS (hash a45c36efae0f built 2025-10-14)",
-        f"Read blend: /mnt/batch/tasks/shared/shot-042/shot-042.blend",
+        "Read blend: /mnt/batch/tasks/shared/shot-042/shot-042.blend",
         f"Fra:{frame} Mem:118.40M (Peak 118.42M) | Time:00:00.31 | Syncing Sky",
         f"Fra:{frame} Mem:402.17M (Peak 402.17M) | Time:00:02.84 | Loading render kernels",
         f"Fra:{frame} Mem:611.09M (Peak 640.55M) | Time:00:04.12 | Updating Geometry BVH Terrain 1/3",
@@ -86,7 +86,7 @@ def job_uploads() -> tuple[list[Upload], list[Upload]]:
     for index in range(FRAMES):
         frame = index + 1
         task = f"frame-{frame:04d}"
-        put = lambda kind, path, data, ctype: uploads.append(Upload(blob_name(kind, path, task), data, ctype))  # noqa: E731
+        put = lambda kind, path, data, ctype, task=task: uploads.append(Upload(blob_name(kind, path, task), data, ctype))  # noqa: E731
         put("TaskPreview", "preview.png", frame_png(index, FRAMES), "image/png")
         put("TaskLog", "stdout.txt", stdout_log(frame, rng), "text/plain; charset=utf-8")
         put("TaskLog", "stderr.txt", stderr_log(frame, rng), "text/plain; charset=utf-8")

@@ -55,7 +55,7 @@ def frame_png(index: int, count: int, width: int = 160, height: int = 90) -> byt
     t = index / max(1, count - 1)
     phase = t * 2
     low = min(1, int(phase))
-    zenith, horizon = (_mix(a, b, phase - low) for a, b in zip(_SKIES[low], _SKIES[low + 1]))
+    zenith, horizon = (_mix(a, b, phase - low) for a, b in zip(_SKIES[low], _SKIES[low + 1], strict=False))
     sun_x = width * (0.1 + 0.8 * t)
     sun_y = height * (0.75 - 0.55 * math.sin(math.pi * t))
     sun_r = height * 0.09
