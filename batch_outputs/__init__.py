@@ -1,8 +1,8 @@
 """Azure Batch File Conventions for Python task and client code.
 
 The counterpart of the .NET ``Microsoft.Azure.Batch.Conventions.Files`` library: save a task's
-or a job's outputs under the conventional blob names, follow a growing log into an append blob,
-and list or fetch outputs by job, task and kind.
+or a job's outputs under the conventional blob names, follow a growing log into a block blob
+(each flush committed, so Azure announces it), and list or fetch outputs by job, task and kind.
 
     from batch_outputs import TaskOutputStorage, TaskOutputKind
 

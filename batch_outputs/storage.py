@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, BinaryIO
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobType, ContainerClient, ContentSettings
+from azure.storage.blob import BlobBlock, BlobType, ContainerClient, ContentSettings
 
 from shared.conventions import (
     ConventionError,
@@ -31,8 +31,15 @@ from shared.conventions import (
 from shared.settings import RetrySettings
 from shared.store.clients import blob_retry_policy, development_storage
 
-#: An append blob takes at most 4 MiB per block.
-MAX_APPEND_BLOCK = 4 * 1024 * 1024
+#: A tracked save stages what its file gained in blocks of at most this many bytes.
+TRACKED_BLOCK_SIZE = 4 * 1024 * 1024
+#: The name of ``TRACKED_BLOCK_SIZE`` when tracked saves wrote append blobs.
+MAX_APPEND_BLOCK = TRACKED_BLOCK_SIZE
+#: Azure's limit on the committed blocks of one block blob.
+MAX_COMMITTED_BLOCKS = 50_000
+#: When a tracked save's block list is full, runs of consecutive blocks are merged into blocks of
+#: up to this many bytes (read back from the blob, so one merge holds at most this in memory).
+COMPACTED_BLOCK_SIZE = 32 * 1024 * 1024
 DEFAULT_FLUSH_INTERVAL = timedelta(seconds=5)
 JOB_ID_VARIABLE = "AZ_BATCH_JOB_ID"
 TASK_ID_VARIABLE = "AZ_BATCH_TASK_ID"
@@ -109,17 +116,43 @@ def default_destination(source: Path) -> str:
 
 
 class TrackedFile:
-    """Follows a growing file into an append blob until closed (``SaveTrackedAsync``).
+    """Follows a growing file into a block blob until closed (``SaveTrackedAsync``).
 
-    A background thread appends what the file gained every ``interval``; closing stops it and
-    appends the rest, so the blob ends equal to the file even if the writer finished just now.
+    A background thread flushes what the file gained every ``interval``: it stages the new bytes
+    as blocks (Put Block) and commits the whole block list so far (Put Block List). Azure raises
+    ``BlobCreated`` with the blob's new size for every commit, and nothing at all for Append
+    Block, so the index follows a tracked log without waiting for the reconciler. A flush with no
+    new bytes commits nothing. Closing stops the thread and flushes the rest, so the blob ends
+    equal to the file even if the writer finished just now.
+
+    Starting replaces whatever the target held (an earlier run's blob, or an append blob of an
+    earlier version of this library) with an empty block blob, and the file is followed from its
+    first byte, as creating the append blob did. Readers see the bytes committed so far,
+    ``text/plain``, as before.
+
+    A block blob commits at most 50,000 blocks (``MAX_COMMITTED_BLOCKS``). When the list is full,
+    runs of consecutive blocks are merged into blocks of up to ``COMPACTED_BLOCK_SIZE`` (their
+    bytes read back from the blob and staged again), which the next commit puts in their place:
+    the content is unchanged. If merging cannot free a tenth of the list (a log of several hundred
+    GiB), the flush fails with ``OutputStorageError``; what was committed stays readable.
     """
 
-    def __init__(self, container: ContainerClient, blob: str, source: Path, interval: timedelta) -> None:
+    def __init__(self, container: ContainerClient, blob: str, source: Path, interval: timedelta, *,
+                 max_blocks: int = MAX_COMMITTED_BLOCKS, block_size: int = TRACKED_BLOCK_SIZE,
+                 compacted_block_size: int = COMPACTED_BLOCK_SIZE) -> None:
+        if not 2 <= max_blocks <= MAX_COMMITTED_BLOCKS:
+            raise ValueError(f"max_blocks must be 2..{MAX_COMMITTED_BLOCKS}")
         self._blob = container.get_blob_client(blob)
         self._source = source
         self._interval = interval.total_seconds()
+        self._settings = _content_settings(str(source), "text/plain")
+        self._max_blocks = max_blocks
+        self._block_size = block_size
+        self._compacted_block_size = max(compacted_block_size, block_size)
         self._offset = 0
+        self._blocks: list[tuple[str, int]] = []  # the block list: (ID, size), committed or staged
+        self._uncommitted = False  # blocks were staged since the last commit
+        self._next_block = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._error: BaseException | None = None
@@ -127,7 +160,8 @@ class TrackedFile:
         self.blob_name = blob
 
     def start(self) -> TrackedFile:
-        self._blob.create_append_blob(content_settings=_content_settings(str(self._source), "text/plain"))
+        # Put Blob replaces any blob of the name, of any type: BlobCreated with size 0, as before.
+        self._blob.upload_blob(b"", overwrite=True, content_settings=self._settings)
         self._thread = threading.Thread(target=self._run, name=f"track {self._source.name}", daemon=True)
         self._thread.start()
         return self
@@ -136,31 +170,90 @@ class TrackedFile:
         while not self._stop.wait(self._interval):
             try:
                 self.flush()
-            except (OSError, AzureError) as exc:  # the final flush reports it
+            except (OSError, AzureError, OutputStorageError) as exc:  # the final flush reports it
                 self._error = exc
 
     def flush(self) -> int:
-        """Append what the file gained since the last flush; returns the bytes appended."""
+        """Stage what the file gained since the last flush and commit it; returns those bytes.
+
+        Commits nothing when nothing was gained (except blocks a failed commit left staged).
+        """
         with self._lock:
-            if not self._source.exists():
-                return 0
-            appended = 0
-            with open(self._source, "rb") as handle:
-                handle.seek(self._offset)
-                while chunk := handle.read(MAX_APPEND_BLOCK):
-                    self._blob.append_block(chunk)
-                    self._offset += len(chunk)
-                    appended += len(chunk)
-            return appended
+            added = 0
+            if self._source.exists():
+                with open(self._source, "rb") as handle:
+                    handle.seek(self._offset)
+                    while chunk := handle.read(self._block_size):
+                        self._stage(chunk)
+                        self._offset += len(chunk)
+                        added += len(chunk)
+            if self._uncommitted:
+                self._commit(self._blocks)
+            return added
+
+    def _block_id(self) -> str:
+        # Every block ID of a blob has the same length; the SDK base64-encodes it.
+        block_id = f"{self._next_block:012d}"
+        self._next_block += 1
+        return block_id
+
+    def _stage(self, data: bytes) -> None:
+        if len(self._blocks) >= self._max_blocks:
+            if self._uncommitted:
+                self._commit(self._blocks)
+            self._compact()
+        block_id = self._block_id()
+        self._blob.stage_block(block_id, data, length=len(data))
+        self._blocks.append((block_id, len(data)))
+        self._uncommitted = True
+
+    def _commit(self, blocks: list[tuple[str, int]]) -> None:
+        # Put Block List clears the content settings it is not given: give them every time.
+        self._blob.commit_block_list([BlobBlock(block_id) for block_id, _ in blocks], content_settings=self._settings)
+        self._blocks = blocks
+        self._uncommitted = False
+
+    def _compact(self) -> None:
+        """Merge runs of consecutive committed blocks so the list has room again."""
+        groups: list[list[tuple[str, int]]] = []
+        group_size = 0
+        for block in self._blocks:
+            if groups and group_size + block[1] <= self._compacted_block_size:
+                groups[-1].append(block)
+                group_size += block[1]
+            else:
+                groups.append([block])
+                group_size = block[1]
+        room = max(1, self._max_blocks // 10)
+        if len(groups) > self._max_blocks - room:
+            raise OutputStorageError(
+                f"{self.blob_name}: {len(self._blocks)} blocks of {sum(size for _, size in self._blocks)} bytes "
+                f"reach the block blob limit of {self._max_blocks} committed blocks and cannot be merged further "
+                f"(blocks of up to {self._compacted_block_size} bytes)")
+        merged: list[tuple[str, int]] = []
+        start = 0
+        for group in groups:
+            size = sum(block_size for _, block_size in group)
+            if len(group) == 1:
+                merged.append(group[0])
+            else:
+                data = self._blob.download_blob(offset=start, length=size).readall()
+                if len(data) != size:
+                    raise OutputStorageError(f"{self.blob_name} changed while its blocks were merged")
+                block_id = self._block_id()
+                self._blob.stage_block(block_id, data, length=size)
+                merged.append((block_id, size))
+            start += size
+        self._commit(merged)
 
     def close(self) -> None:
-        """Stop following and append the rest (the guaranteed final flush)."""
+        """Stop following and flush the rest (the guaranteed final flush)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         try:
             self.flush()
-        except (OSError, AzureError) as exc:
+        except (OSError, AzureError, OutputStorageError) as exc:
             raise OutputStorageError(f"final flush of {self._source} failed: {exc}") from exc
 
     def __enter__(self) -> TrackedFile:
@@ -218,9 +311,11 @@ class _OutputStorage:
 
     def save_tracked(self, kind: str, source: str | os.PathLike[str], destination: str | None = None,
                      *, interval: timedelta = DEFAULT_FLUSH_INTERVAL) -> TrackedFile:
-        """Follow a growing file (a log) into an append blob until the returned object is closed.
+        """Follow a growing file (a log) into a block blob until the returned object is closed.
 
-        Use it as a context manager around the work that writes the file.
+        Every ``interval`` what the file gained is committed as new blocks, which Azure announces
+        (``BlobCreated`` with the new size), so the index stays exact while the log grows. Use it
+        as a context manager around the work that writes the file.
         """
         path = Path(source)
         name = self.blob_name(kind, destination or default_destination(path))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from datetime import datetime, timezone
@@ -43,8 +42,7 @@ class ReconcileLoop:
                 if self._stop.wait((due - now).total_seconds()):
                     return
                 try:
-                    report = await service.reconciler().run()
-                    log.info("reconcile: %s", json.dumps(report.as_dict()))
+                    await service.reconciler().run()  # logs its own report
                 except Exception:  # a failed run is retried at the next one, as the timer would
                     log.exception("reconcile run failed")
         finally:

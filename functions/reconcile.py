@@ -3,7 +3,6 @@ event announces. The host resolves ``%RECONCILE_SCHEDULE%`` from the app setting
 
 from __future__ import annotations
 
-import json
 import logging
 
 import azure.functions as func
@@ -20,5 +19,4 @@ async def reconcile(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.info("reconcile run is past due")
     service = await services.get()
-    report = await service.reconciler().run()
-    log.info("reconcile: %s", json.dumps(report.as_dict()))
+    await service.reconciler().run()  # logs its own report

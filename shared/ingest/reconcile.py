@@ -19,7 +19,7 @@ It reads the outputs account and never writes to it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from shared.domain import keys
@@ -46,7 +46,6 @@ class ReconcileReport:
     fixed: int = 0
     removed: int = 0
     tombstones_purged: int = 0
-    errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__slots__}

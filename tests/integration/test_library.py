@@ -90,7 +90,7 @@ def test_save_tracked_follows_a_growing_log_and_flushes_at_the_end(task_storage:
         # the writer stops; nothing waits for the next interval
     assert seen_while_running == [len("line 0\n")]
     props = blob.get_blob_properties()
-    assert props.blob_type == "AppendBlob"
+    assert props.blob_type == "BlockBlob"  # was AppendBlob: tracked saves commit blocks now (issue 11)
     assert blob.download_blob().readall() == log.read_bytes()
 
 
