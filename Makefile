@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup browser run demo test bench clean lint
+.PHONY: setup browser run demo test unit bench clean lint
 
 setup: $(STAMP) $(NODE_STAMP) local.settings.json
 
@@ -45,6 +45,10 @@ lint: $(STAMP)
 
 test: setup browser lint
 	$(BIN)/python -m pytest
+
+# The unit tier alone (tests/unit/): Python only, no Node.js, no Azurite, no browser.
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
 
 # Benchmarks (SPEC §9), never part of make test: own Azurite, the app as make run serves it.
 bench: setup

@@ -16,10 +16,10 @@ from azure.storage.blob import BlobServiceClient
 from devtools.azurite import Azurite, free_port
 from shared.conventions import container_name
 
-from .conftest import TEST_KEY, RunningApp
-from .helpers import real_blob_event
+from ..helpers import real_blob_event
+from ..support.stack import TEST_KEY, RunningApp
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 JOB = "nightly:job-7"
 C = container_name(JOB)
 

@@ -23,8 +23,8 @@ from devtools.browser import chromium, full_page_screenshot
 from devtools.frames import frame_png, png_size
 from shared.conventions import blob_name, container_name
 
-from .conftest import ARTIFACTS, TEST_KEY, RunningApp
-from .helpers import blob_event
+from ..helpers import blob_event
+from ..support.stack import ARTIFACTS, TEST_KEY, RunningApp
 
 JOB = "nightly:job-7"          # a job schedule's job: ':' in the URL, hashed-free container name
 C = container_name(JOB)

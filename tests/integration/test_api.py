@@ -9,8 +9,8 @@ import pytest
 
 from shared.conventions import container_name
 
-from .conftest import RunningApp
-from .helpers import blob_event, load_events
+from ..helpers import blob_event, load_events
+from ..support.stack import RunningApp
 
 JOB = "MyJob"
 C = container_name(JOB)
@@ -193,7 +193,7 @@ def history() -> list[dict]:
 
 
 def test_duplicates_and_reordering_end_in_the_in_order_state(serve, settings, azurite) -> None:
-    from .conftest import settings_for
+    from ..support.stack import settings_for
 
     events = history()
     reference = serve(settings)
@@ -321,6 +321,6 @@ def test_tampered_or_moved_tokens_are_400(app: RunningApp) -> None:
         response = app.get(f"/api/jobs/{JOB}/task-outputs", params={"maxpagesize": 2, "continuationToken": bad})
         assert response.status_code == 400, bad
         assert response.json()["error"]["code"] == "InvalidContinuationToken"
-    for other in [f"/api/jobs/OtherJob/task-outputs", f"/api/jobs/{JOB}/outputs", f"/api/jobs/{JOB}/tasks/t/outputs"]:
+    for other in ["/api/jobs/OtherJob/task-outputs", f"/api/jobs/{JOB}/outputs", f"/api/jobs/{JOB}/tasks/t/outputs"]:
         assert app.get(other, params={"continuationToken": token}).status_code == 400, other
     assert app.get(f"/api/jobs/{JOB}/task-outputs", params={"continuationToken": token, "kind": "TaskLog"}).status_code == 400

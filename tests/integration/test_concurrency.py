@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from shared.conventions import container_name
 
-from .conftest import RunningApp
-from .workload import Sender, assert_index_is_exact, build_workload, deliveries, index_state
+from ..support.stack import RunningApp
+from ..support.workload import Sender, assert_index_is_exact, build_workload, deliveries, index_state
 
 WRITERS = 8
 

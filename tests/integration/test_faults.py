@@ -15,9 +15,9 @@ import pytest
 from devtools.azurite import Azurite
 from shared.conventions import container_name
 
-from .conftest import RunningApp, settings_for
-from .faultproxy import FaultProxy
-from .workload import Sender, assert_index_is_exact, build_workload, deliveries
+from ..support.faultproxy import FaultProxy
+from ..support.stack import RunningApp, settings_for
+from ..support.workload import Sender, assert_index_is_exact, build_workload, deliveries
 
 
 @pytest.fixture

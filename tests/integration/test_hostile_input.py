@@ -1,8 +1,8 @@
 """Property tests of bad input (hypothesis): malformed, oversized, wrongly typed and hostile.
 
-The parser either decodes or refuses with ``EventPayloadError``; the webhook and the API
-answer a clean 4xx or a deliberate skip (200 with the event counted as skipped), never a 5xx,
-and never change the index entries of a job the input did not name.
+The webhook and the API answer a clean 4xx or a deliberate skip (200 with the event counted as
+skipped), never a 5xx, and never change the index entries of a job the input did not name (the
+parser alone, decoding or refusing with ``EventPayloadError``, is in tests/unit/test_hostile_input.py).
 """
 
 from __future__ import annotations
@@ -16,82 +16,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from shared.conventions import container_name
-from shared.domain.events import EventBatch, EventPayloadError, decode_body
-from shared.store.envelopes import parse_events
 
-from .conftest import RunningApp
-from .helpers import blob_event
-from .workload import index_state
-
-SENTINEL = "sentinel-job"
-SENTINEL_CONTAINER = container_name(SENTINEL)
-TARGET = "target-job"
-
-HOSTILE_TEXT = st.sampled_from([
-    "x' or '1'='1", "' or PartitionKey ne '", "x') or (true", "%27%20or%201%20eq%201", "../", "..%2F..%2F",
-    "/blobServices/default/containers/" + SENTINEL_CONTAINER + "/blobs/$JobOutput/a", SENTINEL_CONTAINER,
-    "a\x00b", "\u202e", "🙂", "%", "#?", "|", "S|00", "Q|maxOutputs", "U|t1", "~jobs", " ", "", "$JobOutput",
-    "T|TaskOutput|t1|x", "a" * 1100,
-])
-TEXT = st.one_of(HOSTILE_TEXT, st.text(max_size=80))
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4),
-    max_leaves=20,
-)
-WRONG = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**80), max_value=2**80), st.floats(), TEXT,
-                  st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
-
-CONTAINERS = st.one_of(
-    st.just(container_name(TARGET)), st.just(container_name("job:with-colon")), TEXT,
-    st.builds(lambda s: "job-" + s, st.text(alphabet="abc-_:'./", max_size=20)),
-)
-BLOB_NAMES = st.one_of(
-    TEXT,
-    st.builds(lambda t, k, p: f"{t}/${k}/{p}", TEXT, TEXT, TEXT),
-    st.builds(lambda k, p: f"${k}/{p}", TEXT, TEXT),
-)
-
-
-@st.composite
-def hostile_events(draw: st.DrawFn) -> dict:
-    event = blob_event(draw(CONTAINERS), draw(BLOB_NAMES), deleted=draw(st.booleans()),
-                       sequencer=draw(st.integers(min_value=0, max_value=10**20)),
-                       schema=draw(st.sampled_from(["eventgrid", "cloudevents"])))
-    for _ in range(draw(st.integers(0, 3))):
-        where = draw(st.sampled_from(["top", "data"]))
-        target = event["data"] if where == "data" and isinstance(event.get("data"), dict) else event
-        key = draw(st.sampled_from(sorted(target) + ["extra"]))
-        if draw(st.booleans()):
-            target[key] = draw(WRONG)
-        else:
-            target.pop(key, None)
-    if draw(st.booleans()):
-        event["subject"] = draw(st.one_of(TEXT, st.builds(lambda c, b: f"/blobServices/default/containers/{c}/blobs/{b}", TEXT, TEXT)))
-    return event
-
-
-@hsettings(max_examples=300, deadline=None)
-@given(st.one_of(JSON, st.lists(hostile_events(), max_size=5), hostile_events()))
-def test_parser_decodes_or_refuses_cleanly(payload: object) -> None:
-    try:
-        batch = parse_events(payload)
-    except EventPayloadError:
-        return
-    assert isinstance(batch, EventBatch)
-    for event in batch.blob_events:
-        assert isinstance(event.container, str) and isinstance(event.blob_name, str)
-        assert isinstance(event.sequencer, str) and event.sequencer
-        assert event.size is None or (isinstance(event.size, int) and event.size >= 0)
-
-
-@hsettings(max_examples=200, deadline=None)
-@given(st.binary(max_size=300))
-def test_body_decoder_refuses_non_json_cleanly(body: bytes) -> None:
-    try:
-        decode_body(body)
-    except EventPayloadError:
-        pass
+from ..helpers import blob_event
+from ..support.hostile import JSON, SENTINEL, SENTINEL_CONTAINER, TARGET, TEXT, hostile_events
+from ..support.stack import RunningApp
+from ..support.workload import index_state
 
 
 def seed_sentinel(app: RunningApp) -> tuple:

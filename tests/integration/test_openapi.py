@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import hypothesis
-import pytest
 import schemathesis
 from azure.storage.blob import BlobServiceClient
 from hypothesis import HealthCheck
@@ -12,8 +11,8 @@ from schemathesis import checks
 
 from shared.conventions import container_name
 
-from .conftest import TEST_KEY, RunningApp
-from .helpers import blob_event
+from ..helpers import blob_event
+from ..support.stack import TEST_KEY, RunningApp
 
 #: Bounded: the whole run stays well under a minute on Azurite.
 EXAMPLES_PER_OPERATION = 12
@@ -130,9 +129,9 @@ def test_live_answers_conform_to_the_document(app: RunningApp, blob_service: Blo
             phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
         )
         @hypothesis.given(case=operation.as_strategy())
-        def run(case: schemathesis.Case) -> None:
+        def run(case: schemathesis.Case) -> None:  # called at once, inside this iteration
             response = case.call(base_url=app.url, headers={"x-functions-key": TEST_KEY})
-            answered.add((operation.method.upper(), operation.path, response.status_code))
+            answered.add((operation.method.upper(), operation.path, response.status_code))  # noqa: B023
             case.validate_response(response, checks=run_checks, headers={"x-functions-key": TEST_KEY})
 
         try:

@@ -7,8 +7,8 @@ import pytest
 
 from shared.conventions import container_name
 
-from .conftest import RunningApp, settings_for
-from .helpers import blob_event
+from ..helpers import blob_event
+from ..support.stack import RunningApp, settings_for
 
 JOB = "PagedJob"
 C = container_name(JOB)

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from shared.conventions import container_name
-from shared.store.publisher import QUOTA_EXCEEDED
 from shared.settings import Settings
+from shared.store.publisher import QUOTA_EXCEEDED
 
-from .conftest import RunningApp, settings_for
-from .eventsink import EventSink
-from .helpers import blob_event
+from ..helpers import blob_event
+from ..support.eventsink import EventSink
+from ..support.stack import RunningApp, settings_for
 
 JOB = "notify-job"
 C = container_name(JOB)

@@ -9,8 +9,8 @@ from azure.storage.blob import BlobServiceClient
 
 from shared.conventions import container_name
 
-from .conftest import RunningApp, settings_for
-from .helpers import blob_event
+from ..helpers import blob_event
+from ..support.stack import RunningApp, settings_for
 
 JOB = "quota-job"
 C = container_name(JOB)

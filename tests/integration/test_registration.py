@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from shared.conventions import container_name, job_id_from_container
 
-from .conftest import RunningApp
-from .helpers import blob_event
+from ..helpers import blob_event
+from ..support.stack import RunningApp
 
 JOB = "Nightly:job-7"  # a job schedule's job: its container name is hashed
 C = container_name(JOB)

@@ -10,8 +10,8 @@ from azure.storage.blob import BlobServiceClient
 
 from shared.conventions import container_name, parse_blob_path
 
-from .conftest import RunningApp, settings_for
-from .helpers import blob_event, real_blob_event
+from ..helpers import blob_event, real_blob_event
+from ..support.stack import RunningApp, settings_for
 
 BLOBS = {
     **{f"task-{n % 4}/$TaskOutput/frames/{n:02d}.png": n + 1 for n in range(12)},
@@ -76,7 +76,7 @@ def reindex(app: RunningApp, job: str) -> dict:
 def test_reindex_repairs_lost_phantom_resized_and_wrongly_deleted_entries(app: RunningApp, blob_service: BlobServiceClient) -> None:
     job, container = new_job()
     upload_all(blob_service, container, BLOBS)
-    upload_all(blob_service, container, {name: 3 for name in NOT_CONVENTION})
+    upload_all(blob_service, container, dict.fromkeys(NOT_CONVENTION, 3))
     names = sorted(BLOBS)
     lost, resized, wrongly_deleted = names[:4], names[4], names[5]
     seq = 100

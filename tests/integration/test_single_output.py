@@ -11,8 +11,8 @@ from azure.storage.blob import BlobServiceClient
 
 from shared.conventions import blob_name, container_name
 
-from .conftest import RunningApp, settings_for
-from .helpers import blob_event
+from ..helpers import blob_event
+from ..support.stack import RunningApp, settings_for
 
 JOB = "nightly:job-7"
 C = container_name(JOB)

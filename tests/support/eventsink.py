@@ -27,7 +27,7 @@ class EventSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 status = sink.fail_with or 200
                 sink.posts.append(Post(self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(body), status))

@@ -70,7 +70,7 @@ class FaultProxy:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self._port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+        self._port = site._server.sockets[0].getsockname()[1]
         self._ready.set()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

@@ -1,4 +1,7 @@
-"""Shared fixtures: a real Azurite started by the suite, the real app served over real HTTP."""
+"""The running stack for the integration and end-to-end tiers: a real Azurite, the real app
+served over real HTTP by uvicorn. The fixtures in ``tests/conftest.py`` call into this module;
+nothing here runs at import time, but importing it pulls in the web stack, so the unit tier
+never does."""
 
 from __future__ import annotations
 
@@ -19,11 +22,11 @@ from shared.http.app import create_app
 from shared.settings import Settings
 
 TEST_KEY = "test-key-1"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
 
 
-@pytest.fixture(scope="session")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+def started_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """The session's Azurite (in memory, free ports), stopped at the end."""
     instance = Azurite(location=tmp_path_factory.mktemp("azurite"), in_memory=True).start()
     yield instance
     instance.stop()
@@ -44,13 +47,7 @@ def settings_for(azurite: Azurite, **values: str) -> Settings:
     return Settings.from_mapping(base)
 
 
-@pytest.fixture
-def settings(azurite: Azurite) -> Settings:
-    return settings_for(azurite)
-
-
-@pytest.fixture
-def blob_service(azurite: Azurite) -> Iterator[BlobServiceClient]:
+def blob_service_for(azurite: Azurite) -> Iterator[BlobServiceClient]:
     client = BlobServiceClient.from_connection_string(azurite.connection_string)
     yield client
     client.close()
@@ -86,8 +83,7 @@ class _Server(uvicorn.Server):
         pass
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[..., RunningApp]]:
+def app_server() -> Iterator[Callable[..., RunningApp]]:
     """Start the real ASGI app with uvicorn on a free port; stopped after the test."""
     servers: list[tuple[_Server, threading.Thread, httpx.Client]] = []
 
@@ -112,8 +108,3 @@ def serve() -> Iterator[Callable[..., RunningApp]]:
         client.close()
         server.should_exit = True
         thread.join(timeout=10)
-
-
-@pytest.fixture
-def app(serve: Callable[..., RunningApp], settings: Settings) -> RunningApp:
-    return serve(settings)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .conftest import RunningApp
-from .helpers import blob_event
+from ..helpers import blob_event
+from .stack import RunningApp
 
 KINDS = ("TaskOutput", "TaskPreview", "TaskLog", "My Custom Kind")
 #: Names a real Batch task may write: spaces, %, #, ?, unicode, nested folders.

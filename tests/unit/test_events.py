@@ -9,7 +9,7 @@ import pytest
 from shared.domain.events import BlobAction, BlobEvent, EventPayloadError, SkipReason, decode_body
 from shared.store.envelopes import parse_events
 
-from .helpers import blob_event, load_events
+from ..helpers import blob_event, load_events
 
 
 @pytest.mark.parametrize("name", ["eventgrid_blob_created.json", "cloudevents_blob_created.json"])

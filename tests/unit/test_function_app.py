@@ -1,13 +1,13 @@
-"""What the Functions host reads from function_app.py: functions, triggers, routes, auth levels."""
+"""What the Functions host reads from function_app.py: functions, triggers, routes, auth levels
+(the trigger indexing through the shared service against Azurite: tests/integration/test_function_app.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
+from pathlib import Path
 
 import azure.functions as func
-import pytest
 
 import function_app
 from functions.blob_events import event_payload
@@ -22,7 +22,7 @@ def bindings() -> dict[str, list]:
 
 
 def test_registered_functions() -> None:
-    assert set(bindings()) == {"http_app_func", "index_blob_event", "health"}
+    assert set(bindings()) == {"http_app_func", "index_blob_event", "health", "reconcile"}
 
 
 def test_api_is_one_asgi_function_guarded_by_function_keys() -> None:
@@ -42,8 +42,17 @@ def test_event_grid_trigger() -> None:
     assert trigger.type == "eventGridTrigger"
 
 
+def test_reconciler_timer_reads_its_schedule_from_the_app_setting() -> None:
+    (trigger,) = bindings()["reconcile"]
+    assert trigger.type == "timerTrigger"
+    # The host resolves %NAME% from app settings: the Bicep and the sample settings set it.
+    assert trigger.schedule == "%RECONCILE_SCHEDULE%"
+    sample = json.loads(Path("local.settings.sample.json").read_text(encoding="utf-8"))["Values"]
+    assert sample["RECONCILE_SCHEDULE"] == "0 */15 * * * *"
+
+
 def test_host_json_routes_match_the_app() -> None:
-    host = json.loads(open("host.json", encoding="utf-8").read())
+    host = json.loads(Path("host.json").read_text(encoding="utf-8"))
     assert host["extensions"]["http"]["routePrefix"] == ""  # the app's routes carry /api
     assert host["version"] == "2.0"
 
@@ -57,27 +66,3 @@ def test_trigger_event_is_parsed_by_the_same_core() -> None:
     parsed = parse_event(event_payload(event))
     assert isinstance(parsed, BlobEvent)
     assert (parsed.container, parsed.blob_name, parsed.size) == ("job-x", "t1/$TaskOutput/a b.txt", 3)
-
-
-def test_trigger_indexes_through_the_shared_service(azurite, settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Calls the registered trigger function the way the worker does, against Azurite."""
-    from functions import blob_events
-    from shared.service import ServiceHolder
-
-    holder = ServiceHolder(settings)
-    monkeypatch.setattr(blob_events, "services", holder)
-    event = func.EventGridEvent(
-        id="2", data={"api": "PutBlob", "url": "https://a/b", "sequencer": "0002", "contentLength": 5},
-        topic="/t", subject="/blobServices/default/containers/job-trig/blobs/t1/$TaskLog/out.txt",
-        event_type="Microsoft.Storage.BlobCreated", event_time=None, data_version="1",
-    )
-
-    async def run() -> tuple:
-        await blob_events.index_blob_event(event)
-        service = await holder.get()
-        page = await service.query.task_outputs("trig", "t1", None, "", 10, None)
-        await holder.close()
-        return page.items
-
-    (item,) = asyncio.run(run())
-    assert (item["kind"], item["path"], item["size"]) == ("TaskLog", "out.txt", 5)

@@ -22,7 +22,7 @@ import tree_sitter_bicep
 
 from shared.settings import SETTING_NAMES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 MAIN_BICEP = INFRA / "main.bicep"
 API_BICEP = INFRA / "app" / "api.bicep"
@@ -391,12 +391,15 @@ def test_subscription_endpoint_filter_retry_and_dead_letter() -> None:
     assert string_literal(object_at(destination, "endpointType")) == "AzureFunction"
     endpoint = object_at(destination, "properties")
     assert text(object_at(endpoint, "resourceId")) == "'${functionAppId}/functions/${functionName}'"
-    assert text(object_at(endpoint, "maxEventsPerBatch")) == "1"
+    # Batches go to the trigger, whose concurrent invocations commit together (group commit).
+    assert text(object_at(endpoint, "maxEventsPerBatch")) == "100"
+    assert text(object_at(endpoint, "preferredBatchSizeInKilobytes")) == "128"
 
     event_filter = object_at(props, "filter")
     types = {string_literal(n) for n in object_at(event_filter, "includedEventTypes").children
              if n.type == "string"}
-    assert types == {"Microsoft.Storage.BlobCreated", "Microsoft.Storage.BlobDeleted"}
+    assert types == {"Microsoft.Storage.BlobCreated", "Microsoft.Storage.BlobDeleted", "Microsoft.Storage.BlobRenamed",
+                     "Microsoft.Storage.DirectoryRenamed", "Microsoft.Storage.DirectoryDeleted"}
     assert string_literal(object_at(event_filter, "subjectBeginsWith")) == SUBJECT_PREFIX
 
     retry = object_at(props, "retryPolicy")
@@ -420,7 +423,7 @@ def test_system_topic_has_an_identity_and_role_on_the_dead_letter_container() ->
 # --- security: no keys, no secrets --------------------------------------------------------------
 
 
-INFRA_TEXT_FILES = sorted(p for p in INFRA.rglob("*") if p.is_file()) + [ROOT / "azure.yaml"]
+INFRA_TEXT_FILES = [*sorted(p for p in INFRA.rglob("*") if p.is_file()), ROOT / "azure.yaml"]
 
 
 @pytest.mark.parametrize("path", INFRA_TEXT_FILES, ids=[p.name for p in INFRA_TEXT_FILES])
@@ -472,7 +475,7 @@ def test_application_insights_accepts_only_entra_tokens() -> None:
 
 
 def test_function_app_is_flex_consumption_python_with_a_user_assigned_identity() -> None:
-    kinds = dict((k.split("@")[0], b) for k, b in resources(API_BICEP))
+    kinds = {k.split("@")[0]: b for k, b in resources(API_BICEP)}
     plan = kinds["Microsoft.Web/serverfarms"]
     assert string_literal(object_at(plan, "sku", "name")) == "FC1"
     site = kinds["Microsoft.Web/sites"]
@@ -533,7 +536,7 @@ def ignored(relative: str) -> bool:
 
 
 @pytest.mark.parametrize("relative", [
-    "tests/test_infra.py", ".venv/lib/python3.11/site-packages/x.py", "local.settings.json",
+    "tests/unit/test_infra.py", ".venv/lib/python3.11/site-packages/x.py", "local.settings.json",
     "infra/main.bicep", "azurite-data/__blobstorage__/x",
 ])
 def test_funcignore_keeps_dev_files_out_of_the_package(relative: str) -> None:

@@ -1,4 +1,4 @@
-"""Cutting a log's tail to whole lines (pure; the range read itself is tested in test_ui.py)."""
+"""Cutting a log's tail to whole lines (pure; the range read itself is tested in tests/e2e/test_ui.py)."""
 
 from __future__ import annotations
 

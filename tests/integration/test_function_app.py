@@ -1,0 +1,33 @@
+"""The registered Event Grid trigger function called the way the worker calls it, against Azurite
+(what the host reads from function_app.py is checked in tests/unit/test_function_app.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import azure.functions as func
+import pytest
+
+
+def test_trigger_indexes_through_the_shared_service(azurite, settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calls the registered trigger function the way the worker does, against Azurite."""
+    from functions import blob_events
+    from shared.service import ServiceHolder
+
+    holder = ServiceHolder(settings)
+    monkeypatch.setattr(blob_events, "services", holder)
+    event = func.EventGridEvent(
+        id="2", data={"api": "PutBlob", "url": "https://a/b", "sequencer": "0002", "contentLength": 5},
+        topic="/t", subject="/blobServices/default/containers/job-trig/blobs/t1/$TaskLog/out.txt",
+        event_type="Microsoft.Storage.BlobCreated", event_time=None, data_version="1",
+    )
+
+    async def run() -> tuple:
+        await blob_events.index_blob_event(event)
+        service = await holder.get()
+        page = await service.query.task_outputs("trig", "t1", None, "", 10, None)
+        await holder.close()
+        return page.items
+
+    (item,) = asyncio.run(run())
+    assert (item["kind"], item["path"], item["size"]) == ("TaskLog", "out.txt", 5)

@@ -1,0 +1,72 @@
+"""The deployed path: a delivered batch arrives as concurrent single-event trigger invocations,
+which commit together (group commit), each returning only once its own event is durable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import azure.functions as func
+import pytest
+from azure.functions.eventgrid import EventGridEventInConverter
+
+from shared.domain.conventions import container_name
+from shared.settings import Settings
+
+from ..helpers import blob_event
+from ..support.stack import RunningApp
+
+
+def decoded(payload: dict) -> func.EventGridEvent:
+    return EventGridEventInConverter.decode(func.meta.Datum(json.dumps(payload), "json"), trigger_metadata={})
+
+
+def test_100_concurrent_invocations_share_a_few_transactions(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, app: RunningApp
+) -> None:
+    from functions import blob_events
+
+    container = container_name("group-commit")
+    events = [decoded(blob_event(container, f"t{i % 7}/$TaskOutput/f{i}.txt", sequencer=i + 1, size=10))
+              for i in range(100)]
+    holder = blob_events.services
+    monkeypatch.setattr(holder, "_settings", settings)
+
+    async def run() -> int:
+        try:
+            await asyncio.gather(*(blob_events.index_blob_event(e) for e in events))
+            return (await holder.get()).group_commit.commits
+        finally:
+            await holder.close()
+
+    commits = asyncio.run(run())
+    assert 1 <= commits <= 3  # one commit per invocation would be 100
+    summary = app.get("/api/jobs/group-commit").json()
+    assert summary["usage"] == {"outputs": 100, "bytes": 1000}
+    assert summary["tasks"] == 7
+
+
+def test_an_invocation_raises_when_its_commit_fails(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from functions import blob_events
+    from shared.store.errors import StorageBusyError
+
+    broken = Settings.from_mapping({
+        "OUTPUTS_STORAGE": settings.outputs_storage.connection_string or "",
+        # Nothing listens on port 9: every table call fails after the (short) retry budget.
+        "INDEX_STORAGE": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                         "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+                         "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;",
+        "STORAGE_RETRY_TOTAL": "1", "STORAGE_RETRY_BACKOFF_SECONDS": "0.01", "STORAGE_RETRY_MAX_BACKOFF_SECONDS": "0.01",
+    })
+    holder = blob_events.services
+    monkeypatch.setattr(holder, "_settings", broken)
+    event = decoded(blob_event(container_name("group-fail"), "t1/$TaskOutput/a.txt"))
+
+    async def run() -> None:
+        try:
+            await blob_events.index_blob_event(event)
+        finally:
+            await holder.close()
+
+    with pytest.raises(StorageBusyError):
+        asyncio.run(run())
