@@ -1,5 +1,7 @@
 """The reconciler's timer (``RECONCILE_SCHEDULE``, NCRONTAB with seconds): repairs what no
-event announces. The host resolves ``%RECONCILE_SCHEDULE%`` from the app settings."""
+event announces. The host resolves ``%RECONCILE_SCHEDULE%`` from the app settings, and runs a
+timer function on one instance at a time (it holds a singleton lock in AzureWebJobsStorage), so
+runs never overlap however far the app scales out."""
 
 from __future__ import annotations
 
