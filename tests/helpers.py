@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +51,13 @@ def real_blob_event(blob_service: Any, container: str, name: str, sequencer: int
                        content_type=props.content_settings.content_type or "application/octet-stream")
     event["data"]["eTag"] = props.etag.strip('"')
     return event
+
+
+def eventually(condition: Callable[[], bool], within: float = 30.0) -> bool:
+    """Poll ``condition`` until it holds; ``within`` only bounds a hang, it is not a timing check."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False

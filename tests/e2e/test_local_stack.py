@@ -3,9 +3,8 @@ Azurite's blob endpoint, as ``make run`` serves it) are listed by the app; delet
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from azure.storage.blob import BlobServiceClient, ContentSettings
@@ -15,6 +14,7 @@ from devtools.event_feed import EventFeed, Webhook
 from devtools.event_proxy import EventProxy
 from shared.conventions import container_name
 
+from ..helpers import eventually
 from ..support.stack import TEST_KEY, RunningApp
 
 DONE_WHEN = {
@@ -22,15 +22,6 @@ DONE_WHEN = {
     "task-2/$TaskPreview/thumb ü%20.png": b"\x89PNG....",
     "$JobOutput/movie.mp4": b"movie" * 100,
 }
-
-
-def eventually(condition: Callable[[], bool], within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture
