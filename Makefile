@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup browser run demo test unit bench clean lint
+.PHONY: setup browser run demo test unit bench clean lint dist batch-package
 
 setup: $(STAMP) $(NODE_STAMP) local.settings.json
 
@@ -54,5 +54,34 @@ unit: $(STAMP)
 bench: setup
 	$(BIN)/python -m bench.run
 
+# The compute-node client as its own wheel: batch_outputs only, with client dependencies only.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' batch_outputs/__init__.py)
+WHEEL   := dist/batch_outputs-$(VERSION)-py3-none-any.whl
+dist: $(STAMP)
+	rm -f dist/batch_outputs-*.whl
+	$(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir dist .
+	@echo "built $(WHEEL)"
+
+# A Batch application package that installs without internet: the wheel, every wheel it needs
+# for CPython 3.10 and 3.12 on manylinux x86_64 (Ubuntu 22.04 and 24.04 images), pip's own
+# wheel, and install.sh. Downloads from PyPI when it is built, never on the node.
+PACKAGE_PYTHONS   ?= 3.10 3.12
+PACKAGE_PLATFORMS := manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_28_x86_64 manylinux_2_34_x86_64 manylinux_2_35_x86_64
+PACKAGE_ZIP       := dist/batch-outputs-$(VERSION)-batch-package.zip
+batch-package: dist
+	rm -rf build/batch-package $(PACKAGE_ZIP)
+	mkdir -p build/batch-package/wheels
+	cp packaging/batch-package/install.sh build/batch-package/
+	cp $(WHEEL) build/batch-package/wheels/
+	for py in $(PACKAGE_PYTHONS); do \
+	  $(BIN)/pip download --quiet --disable-pip-version-check --only-binary=:all: --implementation cp \
+	    --python-version $$py $(foreach p,$(PACKAGE_PLATFORMS),--platform $(p)) \
+	    --dest build/batch-package/wheels $(WHEEL) pip || exit 1; \
+	  $(BIN)/python packaging/batch-package/complete.py --dest build/batch-package/wheels --python-version $$py \
+	    $(foreach p,$(PACKAGE_PLATFORMS),--platform $(p)) || exit 1; \
+	done
+	cd build/batch-package && $(abspath $(BIN))/python -m zipfile -c $(CURDIR)/$(PACKAGE_ZIP) install.sh wheels
+	@echo "built $(PACKAGE_ZIP)"
+
 clean:
-	rm -rf $(VENV) node_modules azurite-data .pytest_cache test-artifacts
+	rm -rf $(VENV) node_modules azurite-data .pytest_cache test-artifacts build dist

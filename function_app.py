@@ -1,12 +1,13 @@
-"""Assembles the Functions app: the ASGI API, the Event Grid trigger, the health route and the
-reconciler's timer."""
+"""Assembles the Functions app: the ASGI API, the Event Grid webhook (guarded by an events key),
+the Event Grid trigger, the health route and the reconciler's timer."""
 
 import azure.functions as func
 
 from functions.blob_events import blueprint
-from functions.http_app import http_app
+from functions.http_app import http_app, webhook_blueprint
 from functions.reconcile import blueprint as reconcile_blueprint
 
 app = func.AsgiFunctionApp(app=http_app, http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(blueprint)
+app.register_functions(webhook_blueprint)
 app.register_functions(reconcile_blueprint)

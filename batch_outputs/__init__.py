@@ -2,7 +2,8 @@
 
 The counterpart of the .NET ``Microsoft.Azure.Batch.Conventions.Files`` library: save a task's
 or a job's outputs under the conventional blob names, follow a growing log into a block blob
-(each flush committed, so Azure announces it), and list or fetch outputs by job, task and kind.
+(each flush committed, so Azure announces it), list or fetch outputs by job, task and kind, and
+hand Batch's own OutputFiles a destination under the conventions.
 
     from batch_outputs import TaskOutputStorage, TaskOutputKind
 
@@ -10,22 +11,34 @@ or a job's outputs under the conventional blob names, follow a growing log into 
     storage.save(TaskOutputKind.PREVIEW, "thumb.png")
     with storage.save_tracked(TaskOutputKind.LOG, "../stdout.txt"):
         run_the_work()
+
+The names below load on first use (PEP 562), so ``batch_outputs.conventions`` imports no
+Azure SDK: the indexer shares it without the client's dependencies.
 """
 
 from __future__ import annotations
 
-from .kinds import JobOutputKind, TaskOutputKind
-from .storage import (
-    JobOutputStorage,
-    OutputFile,
-    OutputNotFoundError,
-    OutputStorageError,
-    TaskOutputStorage,
-    TrackedFile,
-    container_client,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "ConventionError": "conventions",
+    "JobOutputKind": "kinds",
+    "TaskOutputKind": "kinds",
+    "JobOutputStorage": "storage",
+    "TaskOutputStorage": "storage",
+    "OutputFile": "storage",
+    "OutputNotFoundError": "errors",
+    "OutputStorageError": "errors",
+    "WriterConflictError": "errors",
+    "TrackedFile": "tracked",
+    "container_client": "clients",
+}
 
 __all__ = [
+    "ConventionError",
     "JobOutputKind",
     "JobOutputStorage",
     "OutputFile",
@@ -34,5 +47,27 @@ __all__ = [
     "TaskOutputKind",
     "TaskOutputStorage",
     "TrackedFile",
+    "WriterConflictError",
     "container_client",
 ]
+
+if TYPE_CHECKING:
+    from .clients import container_client
+    from .conventions import ConventionError
+    from .errors import OutputNotFoundError, OutputStorageError, WriterConflictError
+    from .kinds import JobOutputKind, TaskOutputKind
+    from .storage import JobOutputStorage, OutputFile, TaskOutputStorage
+    from .tracked import TrackedFile
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'batch_outputs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

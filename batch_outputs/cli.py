@@ -6,20 +6,18 @@ the storage account from ``local.settings.json``). ``--api``/``--key``/``--stora
 On a compute node ``--job``/``--task`` default to ``AZ_BATCH_JOB_ID``/``AZ_BATCH_TASK_ID``.
 
 Exit codes: 0 ok, 1 other failure, 2 bad input, 3 unknown job or output, 4 authentication
-failed, 5 API unreachable. Errors are one line on stderr, never a traceback.
-"""
+failed, 5 API unreachable. Errors are one line on stderr, never a traceback. Names from storage
+are printed as plain text (``display.safe``), never as markup.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: typer reads the commands' annotations at run
+time, and older typer (the newest on Python 3.9) cannot resolve postponed ones.
+"""
 
 import json
 import os
-import signal
 import sys
-import time
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional, Union
 from urllib.parse import quote
 
 import httpx
@@ -28,20 +26,25 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpRes
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TransferSpeedColumn
 from rich.table import Table
-from typer._click import exceptions as click_exceptions
 
-from shared.conventions import ConventionError, is_valid_job_id, is_valid_kind, is_valid_task_id
-from shared.settings import LOCAL_SETTINGS_FILE
+from . import environment
+from .api import AUTH_FAILED, BAD_INPUT, OK, OTHER, UNKNOWN_JOB, UNREACHABLE, Api, CliError, Config, job_path
+from .clients import container_client
+from .conventions import ConventionError, destination_path, is_rooted, is_valid_job_id, is_valid_kind, is_valid_task_id
+from .display import human_size, plain, safe, say
+from .errors import ContainerNotFoundError, OutputNotFoundError, OutputStorageError
+from .follow import follow
+from .storage import JobOutputStorage, OutputFile, TaskOutputStorage
 
-from .storage import JOB_ID_VARIABLE, TASK_ID_VARIABLE, JobOutputStorage, OutputStorageError, TaskOutputStorage, container_client
+try:  # typer >= 0.24 vendors click
+    from typer._click import exceptions as click_exceptions  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # pragma: no cover - older typer (Python 3.9)
+    from click import exceptions as click_exceptions  # type: ignore[no-redef,unused-ignore]
 
-DEFAULT_API = "http://127.0.0.1:7071"
 #: A file this large gets a progress bar.
 PROGRESS_THRESHOLD = 4 * 1024 * 1024
 
-OK, OTHER, BAD_INPUT, UNKNOWN_JOB, AUTH_FAILED, UNREACHABLE = 0, 1, 2, 3, 4, 5
-
-out = Console()
+out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 app = typer.Typer(
     name="batch-outputs",
@@ -52,142 +55,41 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-
-class CliError(Exception):
-    def __init__(self, message: str, exit_code: int = OTHER) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-# -- configuration -------------------------------------------------------------------------
-
-
-def _local_settings() -> dict[str, str]:
-    for candidate in (Path.cwd() / "local.settings.json", LOCAL_SETTINGS_FILE):
-        if candidate.is_file():
-            try:
-                return {k: str(v) for k, v in (json.loads(candidate.read_text("utf-8")).get("Values") or {}).items()}
-            except (OSError, json.JSONDecodeError):
-                return {}
-    return {}
-
-
-@dataclass
-class Config:
-    api: str | None
-    key: str | None
-    storage: str | None
-
-    def resolved_api(self) -> str:
-        return (self.api or os.environ.get("BATCH_OUTPUTS_API") or DEFAULT_API).rstrip("/")
-
-    def resolved_key(self) -> str | None:
-        if self.key or os.environ.get("BATCH_OUTPUTS_KEY"):
-            return self.key or os.environ["BATCH_OUTPUTS_KEY"]
-        keys = [k.strip() for k in _local_settings().get("API_KEYS", "").split(",") if k.strip()]
-        return keys[0] if keys else None
-
-    def resolved_storage(self) -> str:
-        storage = self.storage or os.environ.get("BATCH_OUTPUTS_STORAGE") or _local_settings().get("OUTPUTS_STORAGE")
-        if not storage:
-            raise CliError("no storage account: give --storage or BATCH_OUTPUTS_STORAGE (a connection string or blob URL)", BAD_INPUT)
-        return storage
-
-
-ApiOption = Annotated[str | None, typer.Option("--api", help="API base URL [env BATCH_OUTPUTS_API; default http://127.0.0.1:7071]")]
-KeyOption = Annotated[str | None, typer.Option("--key", help="API key [env BATCH_OUTPUTS_KEY; default: local.settings.json]")]
-StorageOption = Annotated[str | None, typer.Option("--storage", help="connection string or blob account URL [env BATCH_OUTPUTS_STORAGE]")]
+ApiOption = Annotated[Optional[str], typer.Option("--api", help="API base URL [env BATCH_OUTPUTS_API; default http://127.0.0.1:7071]")]
+KeyOption = Annotated[Optional[str], typer.Option("--key", help="API key [env BATCH_OUTPUTS_KEY; default: local.settings.json]")]
+StorageOption = Annotated[Optional[str], typer.Option(
+    "--storage", help="connection string, blob account URL or the job container's SAS URL [env BATCH_OUTPUTS_STORAGE]")]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-JobOption = Annotated[str | None, typer.Option("--job", help=f"job ID [env {JOB_ID_VARIABLE}]")]
-TaskOption = Annotated[str | None, typer.Option("--task", help=f"task ID [env {TASK_ID_VARIABLE} for save]")]
+JobOption = Annotated[Optional[str], typer.Option("--job", help=f"job ID [env {environment.JOB_ID_VARIABLE}]")]
+TaskOption = Annotated[Optional[str], typer.Option("--task", help=f"task ID [env {environment.TASK_ID_VARIABLE} for save]")]
 
 
-def check_job(job_id: str | None) -> str:
+def check_job(job_id: Optional[str]) -> str:
     if not job_id:
-        raise CliError(f"no job: give one or set {JOB_ID_VARIABLE}", BAD_INPUT)
+        raise CliError(f"no job: give one or set {environment.JOB_ID_VARIABLE}", BAD_INPUT)
     if not is_valid_job_id(job_id):
         raise CliError(f"invalid job ID {job_id!r}: 1-64 letters, digits, '-' or '_' ({{scheduleId}}:job-{{n}} for schedule jobs)", BAD_INPUT)
     return job_id
 
 
-def check_task(task_id: str | None) -> str | None:
+def check_task(task_id: Optional[str]) -> Optional[str]:
     if task_id is not None and not is_valid_task_id(task_id):
         raise CliError(f"invalid task ID {task_id!r}: 1-64 letters, digits, '-' or '_'", BAD_INPUT)
     return task_id
 
 
-def check_kind(kind: str | None) -> str | None:
+def check_kind(kind: Optional[str]) -> Optional[str]:
     if kind is not None and not is_valid_kind(kind):
         raise CliError(f"invalid kind {kind!r}", BAD_INPUT)
     return kind
-
-
-# -- the API -------------------------------------------------------------------------------
-
-
-class Api:
-    def __init__(self, config: Config) -> None:
-        self.base = config.resolved_api()
-        key = config.resolved_key()
-        self.http = httpx.Client(base_url=self.base, headers={"x-functions-key": key} if key else {}, timeout=60)
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise CliError(f"cannot reach the API at {self.base}: {exc or type(exc).__name__}", UNREACHABLE) from exc
-        if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                message = f"{error['code']}: {error['message']}"
-            except (ValueError, KeyError, TypeError):
-                message = f"HTTP {response.status_code}"
-            code = {400: BAD_INPUT, 401: AUTH_FAILED, 403: AUTH_FAILED, 404: UNKNOWN_JOB}.get(response.status_code, OTHER)
-            if response.status_code == 401:
-                message = f"the API at {self.base} refused the key (401): check --key or BATCH_OUTPUTS_KEY"
-            raise CliError(message, code)
-        return response.json()
-
-    def pages(self, path: str, params: dict[str, Any], progress: Progress | None = None) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        body = self.call("GET", path, params=params)
-        task = progress.add_task("listing", total=None) if progress else None
-        while True:
-            items.extend(body["value"])
-            if progress is not None and task is not None:
-                progress.update(task, completed=len(items), description=f"listed {len(items)}")
-            if "nextLink" not in body:
-                return items
-            body = self.call("GET", body["nextLink"])
-
-    def ensure_job(self, job_id: str) -> dict[str, Any]:
-        try:
-            return self.call("GET", f"/api/jobs/{quote(job_id, safe='')}")
-        except CliError as exc:
-            if exc.exit_code == UNKNOWN_JOB:
-                raise CliError(f"unknown job {job_id!r}: nothing of it was ever indexed", UNKNOWN_JOB) from exc
-            raise
-
-
-def job_path(job_id: str) -> str:
-    return f"/api/jobs/{quote(job_id, safe='')}"
 
 
 def print_json(value: Any) -> None:
     out.print_json(json.dumps(value), highlight=False)
 
 
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
 def transfer_progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     console=err, transient=True)
 
 
@@ -210,7 +112,19 @@ def prepare(job: Annotated[str, typer.Argument(help="job ID")], api: ApiOption =
     if as_json:
         print_json({**summary, "containerCreated": created})
     else:
-        out.print(f"job {job} -> container {summary['container']} ({'created' if created else 'already there'}), registered")
+        say(out, f"job {job} -> container {summary['container']} ({'created' if created else 'already there'}), registered")
+
+
+def _target(job_id: str, task_id: Optional[str], per_node: Optional[bool], storage: Optional[str]) -> Union[TaskOutputStorage, JobOutputStorage]:
+    try:
+        node_id = environment.node_for(task_id, per_node)
+    except environment.NodeIdMissingError as exc:
+        raise CliError(f"{exc}; or give --no-per-node", BAD_INPUT) from exc
+    client = container_client(Config(None, None, storage).resolved_storage(), job_id)
+    if task_id is None:
+        return JobOutputStorage(client, job_id)
+    writer = os.environ.get(environment.NODE_ID_VARIABLE) if environment.shares_task_id(task_id) else None
+    return TaskOutputStorage(client, job_id, task_id, node_id=node_id, writer=writer or None)
 
 
 @app.command()
@@ -219,88 +133,56 @@ def save(
     kind: Annotated[str, typer.Option("--kind", help="output kind, e.g. TaskOutput, TaskPreview, TaskLog, JobOutput")],
     job: JobOption = None,
     task: TaskOption = None,
-    destination: Annotated[str | None, typer.Option("--as", help="path under the kind (default: the file's relative path)")] = None,
+    destination: Annotated[Optional[str], typer.Option("--as", help="path under the kind (default: the file's relative path)")] = None,
+    per_node: Annotated[Optional[bool], typer.Option(
+        "--per-node/--no-per-node",
+        help="save under {task}/${kind}/{AZ_BATCH_NODE_ID}/ [default: on for job preparation/release and multi-instance tasks]")] = None,
     tracked: Annotated[bool, typer.Option("--tracked", help="follow a growing file (a log): commit what it gained every --interval")] = False,
-    interval: Annotated[float, typer.Option("--interval", help="seconds between flushes with --tracked")] = 5.0,
-    wait_pid: Annotated[int | None, typer.Option("--wait-pid", help="with --tracked: stop when this process exits")] = None,
+    interval: Annotated[float, typer.Option("--interval", min=0.01, help="seconds between flushes with --tracked (.NET's default: 60)")] = 60.0,
+    wait_pid: Annotated[Optional[int], typer.Option("--wait-pid", help="with --tracked: stop when this process exits")] = None,
     idle: Annotated[float, typer.Option("--idle", help="with --tracked: stop after the file is unchanged this many seconds (0 = never)")] = 0.0,
     storage: StorageOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Upload a file by convention (TaskOutputStorage.SaveAsync); --tracked follows a log (SaveTrackedAsync)."""
-    job_id = check_job(job or os.environ.get(JOB_ID_VARIABLE))
-    task_id = check_task(task or os.environ.get(TASK_ID_VARIABLE))
+    job_id = check_job(job or os.environ.get(environment.JOB_ID_VARIABLE))
+    task_id = check_task(task or os.environ.get(environment.TASK_ID_VARIABLE))
     check_kind(kind)
     if not tracked and not file.is_file():
         raise CliError(f"no such file: {file}", BAD_INPUT)
     if task_id is None and kind.startswith("Task"):
-        raise CliError(f"kind {kind} is a task kind: give --task or set {TASK_ID_VARIABLE}", BAD_INPUT)
-    client = container_client(Config(None, None, storage).resolved_storage(), job_id)
-    target: TaskOutputStorage | JobOutputStorage = (
-        TaskOutputStorage(client, job_id, task_id) if task_id else JobOutputStorage(client, job_id)
-    )
-    if not client.exists():
-        raise CliError(f"job {job_id!r} has no output container {client.container_name}: run `batch-outputs prepare {job_id}` first", UNKNOWN_JOB)
+        raise CliError(f"kind {kind} is a task kind: give --task or set {environment.TASK_ID_VARIABLE}", BAD_INPUT)
+    if destination is None and is_rooted(str(file)):
+        raise CliError(f"{file} is a rooted path: give --as PATH (where it goes under the kind), or a relative path", BAD_INPUT)
+    target = _target(job_id, task_id, per_node, storage)
+    path = destination or destination_path(str(file))
     if tracked:
-        saved_name = follow(target, kind, file, destination, interval, wait_pid, idle)
-        result = target.get(kind, saved_name.split("$" + kind + "/", 1)[1])
+        follow(target, kind, file, path, interval, wait_pid, idle, err)
+        result = target.get(kind, path)
     elif file.stat().st_size >= PROGRESS_THRESHOLD:
         with transfer_progress() as progress:
-            bar = progress.add_task(f"upload {file.name}", total=file.stat().st_size)
-            result = target.save(kind, file, destination,
+            bar = progress.add_task(safe(f"upload {file.name}"), total=file.stat().st_size)
+            result = target.save(kind, file, path,
                                  progress_hook=lambda current, total: progress.update(bar, completed=current))
     else:
-        result = target.save(kind, file, destination)
+        result = target.save(kind, file, path)
+    report_saved(result, target, as_json)
+
+
+def report_saved(result: OutputFile, target: Union[TaskOutputStorage, JobOutputStorage], as_json: bool) -> None:
+    container = target.container.container_name
     if as_json:
-        print_json({"jobId": job_id, "taskId": result.task_id, "kind": result.kind, "path": result.path,
-                    "blobName": result.blob_name, "container": client.container_name, "size": result.size, "url": result.url})
+        print_json({"jobId": target.job_id, "taskId": result.task_id, "kind": result.kind, "path": result.path,
+                    "blobName": result.blob_name, "container": container, "size": result.size, "url": result.url})
     else:
-        out.print(f"saved {result.blob_name} ({human_size(result.size)}) in {client.container_name}")
-
-
-def follow(target: TaskOutputStorage | JobOutputStorage, kind: str, file: Path, destination: str | None,
-           interval: float, wait_pid: int | None, idle: float) -> str:
-    """Follow ``file`` until SIGINT/SIGTERM, ``wait_pid`` exits or the file stays idle; flush."""
-    stop = {"now": False}
-
-    def request_stop(signum: int, frame: Any) -> None:
-        stop["now"] = True
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with target.save_tracked(kind, file, destination, interval=timedelta(seconds=interval)) as tracked:
-            err.print(f"following {file} into {tracked.blob_name} (Ctrl-C or SIGTERM to finish)")
-            last_change, last_size = time.monotonic(), -1
-            while not stop["now"]:
-                time.sleep(min(0.2, interval))
-                if wait_pid is not None and not _alive(wait_pid):
-                    break
-                size = file.stat().st_size if file.exists() else -1
-                if size != last_size:
-                    last_change, last_size = time.monotonic(), size
-                elif idle and time.monotonic() - last_change >= idle:
-                    break
-        return tracked.blob_name
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        say(out, f"saved {result.blob_name} ({human_size(result.size)}) in {container}")
 
 
 @app.command("ls")
 def list_outputs(
     job: Annotated[str, typer.Argument(help="job ID")],
     task: TaskOption = None,
-    kind: Annotated[str | None, typer.Option("--kind", help="only this kind")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="only this kind")] = None,
     prefix: Annotated[str, typer.Option("--prefix", help="only paths starting with this")] = "",
     api: ApiOption = None,
     key: KeyOption = None,
@@ -313,7 +195,8 @@ def list_outputs(
     client = Api(Config(api, key, None))
     client.ensure_job(job)
     params: dict[str, Any] = {"maxpagesize": 1000, **({"kind": kind} if kind else {}), **({"prefix": prefix} if prefix else {})}
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True, disable=as_json) as progress:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), console=err, transient=True,
+                  disable=as_json) as progress:
         if task:
             items = client.pages(f"{job_path(job)}/tasks/{quote(task, safe='')}/outputs", params, progress)
         else:
@@ -322,9 +205,10 @@ def list_outputs(
     if as_json:
         print_json(items)
         return
-    table = Table("task", "kind", "path", "size", "created", title=f"{len(items)} outputs of {job}")
+    table = Table("task", "kind", "path", "size", "created", title=plain(f"{len(items)} outputs of {job}"))
     for item in items:
-        table.add_row(item["taskId"] or "-", item["kind"], item["path"], human_size(item["size"]), item["createdAt"] or "")
+        table.add_row(plain(item["taskId"] or "-"), plain(item["kind"]), plain(item["path"]), human_size(item["size"]),
+                      plain(item["createdAt"] or ""))
     out.print(table)
 
 
@@ -334,7 +218,7 @@ def get(
     path: Annotated[str, typer.Argument(help="the output's path under its kind")],
     kind: Annotated[str, typer.Option("--kind", help="output kind")],
     task: TaskOption = None,
-    output: Annotated[str | None, typer.Option("-o", "--output", help="file to write ('-' = stdout; default: the name)")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="file to write ('-' = stdout; default: the name)")] = None,
     api: ApiOption = None,
     key: KeyOption = None,
 ) -> None:
@@ -355,13 +239,17 @@ def get(
                 sys.stdout.buffer.flush()
                 return
             with open(target, "wb") as handle, transfer_progress() as progress:
-                bar = progress.add_task(f"get {Path(path).name}", total=item["size"], visible=item["size"] >= PROGRESS_THRESHOLD)
+                bar = progress.add_task(safe(f"get {Path(path).name}"), total=item["size"], visible=item["size"] >= PROGRESS_THRESHOLD)
                 for chunk in response.iter_bytes():
                     handle.write(chunk)
                     progress.advance(bar, len(chunk))
     except httpx.TransportError as exc:
         raise CliError(f"cannot reach storage for the download: {exc}", UNREACHABLE) from exc
-    err.print(f"wrote {target} ({human_size(item['size'])})")
+    say(err, f"wrote {target} ({human_size(item['size'])})")
+
+
+def _limit(n: int) -> str:
+    return str(n) if n else "no limit"
 
 
 @app.command()
@@ -373,24 +261,23 @@ def summary(job: Annotated[str, typer.Argument(help="job ID")], api: ApiOption =
     if as_json:
         print_json(body)
         return
-    out.print(f"job {body['jobId'] or job}  container {body['container']}  tasks {body['tasks']}  last indexed {body['lastIndexedAt'] or '-'}")
+    say(out, f"job {body['jobId'] or job}  container {body['container']}  tasks {body['tasks']}  last indexed {body['lastIndexedAt'] or '-'}")
     table = Table("kind", "outputs", "bytes")
     for name, counts in body["kinds"].items():
-        table.add_row(name, str(counts["outputs"]), human_size(counts["bytes"]))
+        table.add_row(plain(name), str(counts["outputs"]), human_size(counts["bytes"]))
     table.add_row("total", str(body["usage"]["outputs"]), human_size(body["usage"]["bytes"]), style="bold")
     out.print(table)
     quota = body["quota"]
-    limit = lambda n: str(n) if n else "no limit"  # noqa: E731
-    out.print(f"quota: outputs {limit(quota['maxOutputs'])}, bytes {limit(quota['maxBytes'])}, per task {limit(quota['maxOutputsPerTask'])}; "
-              f"rejected {body['rejections']['outputs']} ({human_size(body['rejections']['bytes'])})")
+    say(out, f"quota: outputs {_limit(quota['maxOutputs'])}, bytes {_limit(quota['maxBytes'])}, per task {_limit(quota['maxOutputsPerTask'])}; "
+             f"rejected {body['rejections']['outputs']} ({human_size(body['rejections']['bytes'])})")
 
 
 @app.command()
 def quota(
     job: Annotated[str, typer.Argument(help="job ID")],
-    max_outputs: Annotated[int | None, typer.Option("--max-outputs", min=0, help="0 = no limit")] = None,
-    max_bytes: Annotated[int | None, typer.Option("--max-bytes", min=0, help="0 = no limit")] = None,
-    max_outputs_per_task: Annotated[int | None, typer.Option("--max-outputs-per-task", min=0, help="0 = no limit")] = None,
+    max_outputs: Annotated[Optional[int], typer.Option("--max-outputs", min=0, help="0 = no limit")] = None,
+    max_bytes: Annotated[Optional[int], typer.Option("--max-bytes", min=0, help="0 = no limit")] = None,
+    max_outputs_per_task: Annotated[Optional[int], typer.Option("--max-outputs-per-task", min=0, help="0 = no limit")] = None,
     api: ApiOption = None,
     key: KeyOption = None,
     as_json: JsonOption = False,
@@ -404,8 +291,7 @@ def quota(
     if as_json:
         print_json(body)
         return
-    limit = lambda n: str(n) if n else "no limit"  # noqa: E731
-    out.print(f"{job}: outputs {limit(body['maxOutputs'])}, bytes {limit(body['maxBytes'])}, per task {limit(body['maxOutputsPerTask'])}")
+    say(out, f"{job}: outputs {_limit(body['maxOutputs'])}, bytes {_limit(body['maxBytes'])}, per task {_limit(body['maxOutputsPerTask'])}")
 
 
 @app.command()
@@ -417,49 +303,52 @@ def reindex(job: Annotated[str, typer.Argument(help="job ID")], api: ApiOption =
     if as_json:
         print_json(body)
         return
-    out.print(f"{job}: added {body['added']}, fixed {body['fixed']}, removed {body['removed']}, unchanged {body['unchanged']}")
+    say(out, f"{job}: added {body['added']}, fixed {body['fixed']}, removed {body['removed']}, unchanged {body['unchanged']}")
 
 
 # -- entry point ---------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
+def _fail(message: str, code: int) -> None:
+    say(err, f"batch-outputs: {message}")
+    sys.exit(code)
+
+
+def _storage_failure(exc: Exception) -> None:
+    if isinstance(exc, ContainerNotFoundError):
+        _fail(f"{exc} (run `batch-outputs prepare JOB`)", UNKNOWN_JOB)
+    if isinstance(exc, OutputNotFoundError):
+        _fail(str(exc), UNKNOWN_JOB)
+    if isinstance(exc, ClientAuthenticationError):
+        _fail(f"storage refused the credentials: {exc.reason or exc.message.splitlines()[0]}", AUTH_FAILED)
+    if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+        _fail(f"storage answered {exc.status_code}: {exc.reason}", AUTH_FAILED if exc.status_code == 403 else OTHER)
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    _fail(f"storage: {first}", UNREACHABLE if "connect" in first.lower() else OTHER)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
     """The console script: runs a command, maps every failure to one line and an exit code."""
     try:
         result = app(args=argv, prog_name="batch-outputs", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        err.print("batch-outputs: aborted")
-        sys.exit(OTHER)
+        _fail("aborted", OTHER)
     except click_exceptions.UsageError as exc:
-        err.print(f"batch-outputs: {exc.format_message()}")
-        sys.exit(BAD_INPUT)
+        _fail(exc.format_message(), BAD_INPUT)
     except click_exceptions.ClickException as exc:
-        err.print(f"batch-outputs: {exc.format_message()}")
-        sys.exit(exc.exit_code or OTHER)
+        _fail(exc.format_message(), exc.exit_code or OTHER)
     except CliError as exc:
-        err.print(f"batch-outputs: {exc}")
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
     except ConventionError as exc:
-        err.print(f"batch-outputs: {exc}")
-        sys.exit(BAD_INPUT)
-    except ClientAuthenticationError as exc:
-        err.print(f"batch-outputs: storage refused the credentials: {exc.reason or exc.message.splitlines()[0]}")
-        sys.exit(AUTH_FAILED)
-    except HttpResponseError as exc:
-        err.print(f"batch-outputs: storage answered {exc.status_code}: {exc.reason}")
-        sys.exit(AUTH_FAILED if exc.status_code == 403 else OTHER)
+        _fail(str(exc), BAD_INPUT)
     except (AzureError, OutputStorageError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        err.print(f"batch-outputs: storage: {first}")
-        sys.exit(UNREACHABLE if "connect" in first.lower() else OTHER)
+        _storage_failure(exc)
     except KeyboardInterrupt:
-        err.print("batch-outputs: interrupted")
-        sys.exit(130)
+        _fail("interrupted", 130)
     except Exception as exc:  # the promise: one line, never a traceback
-        err.print(f"batch-outputs: {type(exc).__name__}: {exc}")
-        sys.exit(OTHER)
+        _fail(f"{type(exc).__name__}: {exc}", OTHER)
     sys.exit(result if isinstance(result, int) else OK)
 
 

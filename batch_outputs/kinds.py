@@ -6,7 +6,7 @@ non-empty text without ``/`` is a custom kind (``TaskOutputKind.custom("Metrics"
 
 from __future__ import annotations
 
-from shared.conventions import ConventionError, is_valid_kind
+from .conventions import ConventionError, is_valid_kind
 
 
 def _custom(name: str) -> str:

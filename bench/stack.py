@@ -17,6 +17,7 @@ from devtools.azurite import Azurite, free_port
 from shared.settings import PROJECT_ROOT
 
 API_KEY = "bench-key"
+EVENTS_KEY = "bench-events-key"
 INDEX_TABLE = "benchindex"
 
 
@@ -66,6 +67,7 @@ class Stack:
             "INDEX_STORAGE": self.azurite.connection_string,
             "INDEX_TABLE": INDEX_TABLE,
             "API_KEYS": API_KEY,
+            "EVENTS_KEYS": EVENTS_KEY,
             "TOKEN_SIGNING_KEY": "bench-signing-key",
         }
         command = [sys.executable, "-m", "uvicorn", "shared.http.app:create_app", "--factory",

@@ -112,11 +112,15 @@ class EventFactory:
         self._template = json.loads(TEMPLATE.read_text(encoding="utf-8"))[0]
         self._endpoint = blob_endpoint.rstrip("/")
         self._sequence = 0
+        # The topic names the account the blobs are in (Azurite's: the endpoint's last segment).
+        account = self._endpoint.rsplit("/", 1)[-1]
+        self._topic = self._template["topic"].rsplit("/", 1)[0] + "/" + account
 
     def created(self, blob: Blob) -> dict[str, Any]:
         self._sequence += 1
         event = copy.deepcopy(self._template)
         event["id"] = str(uuid.uuid4())
+        event["topic"] = self._topic
         event["eventTime"] = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
         event["subject"] = f"/blobServices/default/containers/{blob.container}/blobs/{blob.name}"
         data = event["data"]

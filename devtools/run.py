@@ -7,23 +7,37 @@ With the local event source on (the default), the blob endpoint clients know,
 port and delivers the events Azure would raise to ``POST /api/events``. ``LOCAL_EVENT_FEED=off``
 serves without it: Azurite's blob service itself is on 10000 and no event is delivered, for
 those who deliver events themselves.
+
+The event source posts with an events key (``EVENTS_KEYS``: it can post events and nothing
+else); a ``local.settings.json`` from before keys had roles has none, so one is made up for the
+session. The server runs uvicorn's h11 protocol with a deadline on request headers
+(``GuardedH11Protocol``): uvicorn itself times out idle keep-alive connections
+(``--timeout-keep-alive``) but waits for a request's headers forever, so a client sending them a
+byte at a time (slowloris) would hold a connection for good. The app bounds the body itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from devtools.azurite import Azurite, AzuriteError, free_port, port_open
 from devtools.event_feed import EventFeed, Webhook
 from devtools.event_proxy import EventProxy
 from devtools.reconcile_loop import ReconcileLoop
+from shared.http import logs
 from shared.settings import LOCAL_SETTINGS_FILE, PROJECT_ROOT, Settings
 
 APP_PORT = 7071
@@ -36,12 +50,84 @@ def feed_enabled(environ: dict[str, str] | os._Environ[str] = os.environ) -> boo
     return (environ.get(FEED_SWITCH) or "on").strip().lower() not in {"off", "0", "false", "no"}
 
 
+#: Seconds a client has to send a request's headers, from connecting or from its last answer.
+HEADER_TIMEOUT_SECONDS = 10.0
+#: Seconds an idle keep-alive connection stays open (uvicorn's own timer).
+KEEP_ALIVE_SECONDS = 5
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request headers do not arrive in time.
+
+    The deadline starts when the connection opens and again after each answer; it is disarmed
+    once h11 has a whole request head (``their_state`` leaves ``IDLE``).
+    """
+
+    header_timeout: float = HEADER_TIMEOUT_SECONDS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.logger.info("closed a connection that sent no whole request head in %g s", self.header_timeout)
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+#: How ``make run`` serves the app (``python -m uvicorn`` options): the guarded h11 protocol, idle
+#: keep-alive connections closed, client addresses as connected (no X-Forwarded-For trust).
+UVICORN_OPTIONS = (
+    "--http", "devtools.run:GuardedH11Protocol",
+    "--timeout-keep-alive", str(KEEP_ALIVE_SECONDS),
+    "--no-proxy-headers", "--no-server-header",
+)
+
+
 def delivery_key(settings: Settings) -> str | None:
-    """The key the event source posts with: an events-only key when there is one (SPEC §10)."""
-    for keys in (getattr(settings, "events_keys", ()), settings.api_keys):
-        if keys:
-            return str(keys[0])
-    return None
+    """The key the event source posts with: an events-only key (SPEC §10)."""
+    return settings.events_keys[0] if settings.events_keys else None
+
+
+def session_events_key(settings: Settings, env: dict[str, str]) -> str:
+    """The events key for this session: the first of ``EVENTS_KEYS``, else one made up and put
+    in the app's environment (a ``local.settings.json`` from before keys had roles has none)."""
+    key = delivery_key(settings)
+    if key is None:
+        key = "session-" + secrets.token_urlsafe(24)
+        env["EVENTS_KEYS"] = key
+        logging.getLogger("make-run").warning(
+            "local.settings.json sets no EVENTS_KEYS: the local event source posts with a key made up for this session "
+            "(add EVENTS_KEYS to local.settings.json, see local.settings.sample.json)")
+    return key
 
 
 def main() -> int:
@@ -49,6 +135,7 @@ def main() -> int:
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every request at INFO
     log = logging.getLogger("make-run")
     settings = Settings.load()
+    logs.protect([*settings.api_keys, *settings.events_keys])  # this process's logs too (the proxy sees SAS URLs)
     values = json.loads(LOCAL_SETTINGS_FILE.read_text(encoding="utf-8")).get("Values", {})
     with_feed = feed_enabled()
     busy = [p for p in (APP_PORT, BLOB_PORT) if port_open(p)]
@@ -64,9 +151,10 @@ def main() -> int:
     except AzuriteError as exc:
         log.error("%s", exc)
         return 1
+    env = {**os.environ, **{k: str(v) for k, v in values.items() if k not in os.environ}}
     proxy: EventProxy | None = None
     if with_feed:
-        feed = EventFeed(Webhook(f"http://127.0.0.1:{APP_PORT}/api/events", delivery_key(settings)))
+        feed = EventFeed(Webhook(f"http://127.0.0.1:{APP_PORT}/api/events", session_events_key(settings, env)))
         try:
             proxy = EventProxy(f"http://127.0.0.1:{azurite_blob_port}", feed, port=BLOB_PORT).start()
         except RuntimeError as exc:
@@ -78,10 +166,9 @@ def main() -> int:
     else:
         log.info("Azurite up: blob %d, queue %d, table %d (data in azurite-data/); %s=off: no events are delivered",
                  BLOB_PORT, QUEUE_PORT, TABLE_PORT, FEED_SWITCH)
-    env = {**os.environ, **{k: str(v) for k, v in values.items() if k not in os.environ}}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "shared.http.app:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(APP_PORT), "--log-level", "info"],
+         "--host", "127.0.0.1", "--port", str(APP_PORT), "--log-level", "info", *UVICORN_OPTIONS],
         cwd=PROJECT_ROOT, env=env,
     )
     reconciler = ReconcileLoop(settings).start()
@@ -89,7 +176,7 @@ def main() -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or a kill: stop everything in order
         signal.signal(signum, lambda *_: stop.set())
-    log.info("API on http://127.0.0.1:%d/api (key: x-functions-key or ?code= from API_KEYS)%s", APP_PORT,
+    log.info("API on http://127.0.0.1:%d/api (key: x-functions-key or ?code= from API_KEYS; events: EVENTS_KEYS)%s", APP_PORT,
              "; the local event source delivers BlobCreated/BlobDeleted to /api/events" if with_feed else "")
     log.info("Ctrl-C stops everything")
     try:

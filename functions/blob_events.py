@@ -56,11 +56,12 @@ def event_payload(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any
 async def index_blob_event(event: func.EventGridEvent) -> None:
     # The worker accepts only one class as the annotation; a CloudEvents subscription still
     # hands this function a func.CloudEvent, which event_payload reads as such.
-    outcome = parse_event(event_payload(event))
+    service = await services.get()
+    # Only events from the outputs account are indexed (a forged or misrouted one is skipped).
+    outcome = parse_event(event_payload(event), service.blobs.account_name)
     if isinstance(outcome, SkippedEvent):
         log.warning("skipped event %s: %s (%s)", outcome.event_id, outcome.reason.value, outcome.detail)
         return
-    service = await services.get()
     try:
         report = await service.group_commit.submit(outcome)
     except StorageBusyError:

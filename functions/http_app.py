@@ -1,11 +1,39 @@
-"""The HTTP entry point: the API as one ASGI app, behind the Functions host's key check."""
+"""The HTTP entry points: the API as one ASGI app behind the Functions host's key check, and the
+Event Grid webhook as its own function, guarded by an events key.
+
+Keys by role under the host:
+
+* ``http_app_func`` (registered by ``function_app.py``, route ``/{*route}``, auth level
+  ``function``): the API. The host admits a function key of that function (or a host key);
+  the app additionally refuses an ``EVENTS_KEYS`` key there.
+* ``events_webhook`` (route ``api/events``, POST and OPTIONS): a literal route, so the host sends
+  the webhook here and not to the catch-all. The host does not check a key (auth level
+  ``anonymous``); the app does, against ``EVENTS_KEYS`` (a Key Vault reference in Azure), so a
+  function key of the API cannot post events and an events key can do nothing else.
+* ``index_blob_event`` (``functions/blob_events.py``): the Event Grid trigger. Event Grid reaches
+  it through the extension's endpoint with the ``eventgrid_extension`` system key (or, as the
+  Bicep subscribes it, as an ``AzureFunction`` endpoint by resource ID, without any key).
+"""
 
 from __future__ import annotations
 
+import azure.functions as func
+
 from shared.http.app import create_app
 
-#: Under the host, function keys (auth level ``function``) guard every route but health.
+#: Under the host, function keys (auth level ``function``) guard every route but health and the webhook.
 http_app = create_app(check_keys=False)
 
 #: The core's clients, shared with the Event Grid trigger (one set per worker process).
 services = http_app.state.services
+
+webhook_blueprint = func.Blueprint()
+_webhook_middleware = func.AsgiMiddleware(http_app)
+
+
+@webhook_blueprint.function_name("events_webhook")
+@webhook_blueprint.route(route="api/events", methods=["POST", "OPTIONS"], auth_level=func.AuthLevel.ANONYMOUS)
+async def events_webhook(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    # The same ASGI app: its /api/events route checks the events key (require_events_key).
+    response: func.HttpResponse = await _webhook_middleware.handle_async(req, context)
+    return response

@@ -40,6 +40,13 @@ param eventSubscriptionEnabled bool = false
 @description('Key signing continuation tokens (TOKEN_SIGNING_KEY). Stored in Key Vault only; keep it stable across deployments (the azd preprovision hook generates it once).')
 param tokenSigningKey string
 
+@secure()
+@description('Keys (comma-separated) that may post to the webhook POST /api/events and do nothing else (EVENTS_KEYS). Stored in Key Vault only. Empty: the webhook answers 401 to everyone; the deployed subscription delivers to the Event Grid trigger instead, which needs no key of ours.')
+param eventsKeys string = ''
+
+@description('Scheme and host clients reach the API at, e.g. https://outputs.contoso.com (PUBLIC_BASE_URL). nextLink is built from it; empty: nextLink is relative (/api/...). Never taken from a request\'s Host header.')
+param publicBaseUrl string = ''
+
 @description('Table holding the index (INDEX_TABLE).')
 param indexTableName string = 'outputindex'
 
@@ -202,6 +209,8 @@ module keyVault 'app/keyvault.bicep' = {
     tags: tags
     appPrincipalId: identity.outputs.principalId
     tokenSigningKey: tokenSigningKey
+    eventsKeys: eventsKeys
+    eventsKeysEnabled: !empty(eventsKeys)
     vnetEnabled: vnetEnabled
   }
 }
@@ -290,7 +299,9 @@ module privateEndpoint 'app/private-endpoint.bicep' = [
 
 // Every app setting the code reads (shared/settings.py SETTING_NAMES), except the local-only
 // ones: OUTPUTS_STORAGE / INDEX_STORAGE connection strings (identity-based here), API_KEYS
-// (the Functions host checks function keys) and EVENTS_TOPIC_KEY (the identity publishes).
+// (the Functions host checks function keys on the API) and EVENTS_TOPIC_KEY (the identity
+// publishes). EVENTS_KEYS guards the webhook function, which the host does not key-check:
+// a Key Vault reference when keys are given, else empty (the webhook then refuses everyone).
 var appSettings = {
   OUTPUTS_STORAGE__blobServiceUri: outputsAccess.outputs.blobEndpoint
   OUTPUTS_STORAGE__credential: 'managedidentity'
@@ -300,6 +311,8 @@ var appSettings = {
   INDEX_STORAGE__clientId: identity.outputs.clientId
   INDEX_TABLE: storage.outputs.indexTableName
   TOKEN_SIGNING_KEY: keyVault.outputs.tokenSigningKeyReference
+  EVENTS_KEYS: keyVault.outputs.eventsKeysReference
+  PUBLIC_BASE_URL: publicBaseUrl
   SAS_TTL_MINUTES: string(sasTtlMinutes)
   QUOTA_MAX_OUTPUTS_PER_JOB: string(quotaMaxOutputsPerJob)
   QUOTA_MAX_BYTES_PER_JOB: string(quotaMaxBytesPerJob)

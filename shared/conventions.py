@@ -1,9 +1,10 @@
 """The public home of the Batch File Conventions' names (``shared.conventions.container_name``).
 
-The rules live in ``shared.domain.conventions``; this module keeps the documented import path.
+The rules live in the client package, ``batch_outputs.conventions`` (byte for byte the .NET
+library's); this module keeps the documented import path for the server and its users.
 """
 
-from shared.domain.conventions import (
+from batch_outputs.conventions import (
     ConventionError,
     OutputPath,
     OutputScope,

@@ -55,7 +55,11 @@ class Service:
             raise
         indexer = Indexer(store, settings.quota)
         blobs = blob_service_client(settings)
-        query = QueryService(store, settings.quota, TokenCodec(settings.token_signing_key), blobs.url)
+        # Reads get their own client and concurrency budget: listings cannot take the
+        # connections and storage slots ingest needs (and ingest cannot starve reads).
+        read_limiter = AdaptiveLimiter(settings.max_concurrency)
+        read_store = TableStore(table_client(settings, read_limiter), read_limiter)
+        query = QueryService(read_store, settings.quota, TokenCodec(settings.token_signing_key), blobs.url)
         if not settings.token_signing_key:
             log.warning("TOKEN_SIGNING_KEY is not set: continuation tokens work only within this process")
         sas = SasIssuer(blobs, settings.sas_ttl_minutes, identity_based=settings.outputs_storage.identity_based)
@@ -91,7 +95,9 @@ class Service:
         return Reconciler(self.store, self.blobs, self.reindexer(), window)
 
     async def close(self) -> None:
+        await self.indexer.compactor.drain()
         await self.store.close()
+        await self.query.store.close()
         await self.blobs.close()
         if self.publisher is not None:
             await self.publisher.close()

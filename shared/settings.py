@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from shared.domain.quotas import QuotaDefaults
 
@@ -35,6 +36,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "INDEX_STORAGE__clientId",
     "INDEX_TABLE",
     "API_KEYS",
+    "EVENTS_KEYS",
+    "PUBLIC_BASE_URL",
     "TOKEN_SIGNING_KEY",
     "SAS_TTL_MINUTES",
     "QUOTA_MAX_OUTPUTS_PER_JOB",
@@ -56,6 +59,29 @@ DEFAULT_RECONCILE_SCHEDULE = "0 */15 * * * *"
 
 class SettingsError(ValueError):
     """A setting is missing or malformed."""
+
+
+def key_roles(api_keys: str | None, events_keys: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``API_KEYS`` (read and administer) and ``EVENTS_KEYS`` (post events only): one role a key."""
+    split = lambda raw: tuple(k.strip() for k in (raw or "").split(",") if k.strip())  # noqa: E731
+    readers, posters = split(api_keys), split(events_keys)
+    if set(readers) & set(posters):
+        raise SettingsError("a key is in both API_KEYS and EVENTS_KEYS: each key has one role")
+    return readers, posters
+
+
+def public_base_url(raw: str | None) -> str | None:
+    """``PUBLIC_BASE_URL``: the scheme and host (and path prefix) clients reach the API at.
+
+    ``nextLink`` is built from it, never from the request's ``Host`` header; unset, links are
+    relative (``/api/...``).
+    """
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment or "@" in parts.netloc:
+        raise SettingsError(f"PUBLIC_BASE_URL must be http(s)://host[:port][/path], got {raw!r}")
+    return raw.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,8 @@ class Settings:
     index_storage: StorageConnection
     index_table: str = "outputindex"
     api_keys: tuple[str, ...] = ()
+    events_keys: tuple[str, ...] = ()
+    public_base_url: str | None = None
     token_signing_key: str = ""
     sas_ttl_minutes: int = 15
     quota: QuotaDefaults = field(default_factory=QuotaDefaults)
@@ -149,12 +177,14 @@ class Settings:
                 client_id=text(f"{name}__clientId"),
             )
 
-        keys = tuple(k.strip() for k in (text("API_KEYS") or "").split(",") if k.strip())
+        api_keys, events_keys = key_roles(text("API_KEYS"), text("EVENTS_KEYS"))
         return cls(
             outputs_storage=connection("OUTPUTS_STORAGE", "blobServiceUri"),
             index_storage=connection("INDEX_STORAGE", "tableServiceUri"),
             index_table=text("INDEX_TABLE", "outputindex") or "outputindex",
-            api_keys=keys,
+            api_keys=api_keys,
+            events_keys=events_keys,
+            public_base_url=public_base_url(text("PUBLIC_BASE_URL")),
             token_signing_key=text("TOKEN_SIGNING_KEY", "") or "",
             sas_ttl_minutes=integer("SAS_TTL_MINUTES", 15, minimum=1),
             quota=QuotaDefaults(

@@ -9,12 +9,32 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 EVENTS_DIR = Path(__file__).resolve().parent / "events"
+#: The account the suite's Azurite serves (the outputs account of every test app): events from
+#: any other account are skipped as foreign-account, as the app skips them in Azure.
+LOCAL_ACCOUNT = "devstoreaccount1"
+LOCAL_TOPIC = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local"
+               f"/providers/Microsoft.Storage/storageAccounts/{LOCAL_ACCOUNT}")
+LOCAL_BLOB_ENDPOINT = f"http://127.0.0.1:10000/{LOCAL_ACCOUNT}"
 
 
 def load_events(name: str) -> list[dict[str, Any]]:
     return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
+
+
+def from_local_account(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` (e.g. a documented sample) as the suite's Azurite account would send it."""
+    event = copy.deepcopy(event)
+    event["source" if "specversion" in event else "topic"] = LOCAL_TOPIC
+    data = event.get("data")
+    if isinstance(data, dict):
+        for key in ("url", "sourceUrl", "destinationUrl"):
+            if isinstance(data.get(key), str):
+                path = data[key].split("://", 1)[-1].split("/", 1)[-1]
+                data[key] = f"{LOCAL_BLOB_ENDPOINT}/{path}"
+    return event
 
 
 def blob_event(
@@ -33,10 +53,11 @@ def blob_event(
     )[0]
     event = copy.deepcopy(template)
     event["id"] = str(uuid.uuid4())
+    event["source" if schema == "cloudevents" else "topic"] = LOCAL_TOPIC
     event["subject"] = f"/blobServices/default/containers/{container}/blobs/{blob_name}"
     data = event["data"]
     data["sequencer"] = sequencer if isinstance(sequencer, str) else f"{sequencer:032d}"
-    data["url"] = f"https://acct.blob.core.windows.net/{container}/{blob_name}"
+    data["url"] = f"{LOCAL_BLOB_ENDPOINT}/{container}/{quote(blob_name, safe='/')}"
     data["contentType"] = content_type
     if not deleted:
         data["contentLength"] = size

@@ -1,4 +1,4 @@
-metadata description = 'Key Vault (RBAC mode) holding TOKEN_SIGNING_KEY; the app reads it through a Key Vault reference with its user-assigned identity.'
+metadata description = 'Key Vault (RBAC mode) holding TOKEN_SIGNING_KEY (and EVENTS_KEYS when given); the app reads them through Key Vault references with its user-assigned identity.'
 
 param name string
 param location string = resourceGroup().location
@@ -12,7 +12,15 @@ param appPrincipalId string
 @description('Key that signs continuation tokens. Stored only in Key Vault; never an output.')
 param tokenSigningKey string
 
+@secure()
+@description('Keys that may post events to the webhook (EVENTS_KEYS); empty for none. Stored only in Key Vault; never an output.')
+param eventsKeys string = ''
+
+@description('Whether eventsKeys holds keys (a plain flag, so outputs need not touch the secure value).')
+param eventsKeysEnabled bool = false
+
 param secretName string = 'token-signing-key'
+param eventsKeysSecretName string = 'events-keys'
 param vnetEnabled bool = false
 
 // Key Vault Secrets User: read secret values, nothing else.
@@ -59,7 +67,28 @@ resource secretReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+resource eventsKeysSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (eventsKeysEnabled) {
+  parent: vault
+  name: eventsKeysSecretName
+  properties: {
+    value: eventsKeys
+    contentType: 'text/plain'
+  }
+}
+
+resource eventsKeysReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (eventsKeysEnabled) {
+  name: guid(vault.id, eventsKeysSecretName, appPrincipalId, keyVaultSecretsUser)
+  scope: eventsKeysSecret
+  properties: {
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+  }
+}
+
 output id string = vault.id
 output name string = vault.name
 // A reference, not the value: the platform resolves it at run time with the app's identity.
 output tokenSigningKeyReference string = '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=${secret.name})'
+// Empty when no events keys are given: an unresolvable reference would read as a literal key.
+output eventsKeysReference string = !eventsKeysEnabled ? '' : '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=${eventsKeysSecretName})'

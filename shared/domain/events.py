@@ -8,7 +8,8 @@ event kept for logs.
 
 Classification follows the webhook contract (SPEC §3): a body that is not an event or an
 array of events raises ``EventPayloadError`` (answered 400, so Event Grid dead-letters it);
-an event that is well-formed JSON but unusable (unknown type, bad subject, no sequencer) is
+an event that is well-formed JSON but unusable (unknown type, bad subject, no sequencer, not
+from the outputs account, not of the shape Azure sends: ``shared.domain.sources``) is
 *skipped* with a reason, never an error, so one odd event cannot hold back a batch.
 """
 
@@ -22,6 +23,17 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from .sources import (
+    MAX_BLOB_BYTES,
+    MAX_BLOB_NAME_CHARS,
+    MAX_CONTAINER_CHARS,
+    MAX_FIELD_CHARS,
+    foreign_source,
+    is_azure_sequencer,
+    oversized_field,
+    shown,
+)
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 BLOB_DELETED = "Microsoft.Storage.BlobDeleted"
@@ -41,6 +53,10 @@ _SUBJECT = re.compile(r"^/blobServices/default/containers/([^/]+)/blobs/(.+)$", 
 
 class EventPayloadError(ValueError):
     """The request body is not an event or an array of events."""
+
+
+class PayloadTooLargeError(EventPayloadError):
+    """The request body is larger than any delivery (answered 413)."""
 
 
 class BlobAction(str, Enum):
@@ -67,6 +83,7 @@ class SkipReason(str, Enum):
     NOT_A_JOB_CONTAINER = "not-a-job-container"
     NOT_A_CONVENTION_PATH = "not-a-convention-path"
     UNINDEXABLE = "unindexable"
+    FOREIGN_ACCOUNT = "foreign-account"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +132,8 @@ class SkippedEvent:
 
 @dataclass(frozen=True, slots=True)
 class EventBatch:
-    """A decoded delivery: the blob events to index, what was skipped, or a handshake."""
+    """A decoded delivery: the blob events to index, what was skipped, and a handshake's code
+    (a validation event may come with blob events: both are answered)."""
 
     blob_events: tuple[BlobEvent, ...] = ()
     skipped: tuple[SkippedEvent, ...] = ()
@@ -140,7 +158,7 @@ EnvelopeReader = Callable[[Mapping[str, Any]], Envelope]
 def decode_body(body: bytes) -> Any:
     """Parse a webhook body as JSON, refusing anything that cannot be a delivery."""
     if len(body) > MAX_PAYLOAD_BYTES:
-        raise EventPayloadError(f"payload of {len(body)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        raise PayloadTooLargeError(f"payload of {len(body)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -149,8 +167,20 @@ def decode_body(body: bytes) -> Any:
         raise EventPayloadError("body nests too deeply to be a delivery") from exc
 
 
-def parse_events(payload: Any, read_envelope: EnvelopeReader) -> EventBatch:
-    """Decode one event or an array of events (either schema) into an ``EventBatch``."""
+def _validation_code(item: Mapping[str, Any]) -> str:
+    data = item.get("data")
+    code = data.get("validationCode") if isinstance(data, dict) else None
+    if not isinstance(code, str) or not code or len(code) > MAX_FIELD_CHARS["id"]:
+        raise EventPayloadError("validation event without data.validationCode")
+    return code
+
+
+def parse_events(payload: Any, read_envelope: EnvelopeReader, account: str | None = None) -> EventBatch:
+    """Decode one event or an array of events (either schema) into an ``EventBatch``.
+
+    With ``account``, events not from that storage account are skipped (``foreign-account``).
+    A subscription validation event is answered *and* any blob events beside it are indexed.
+    """
     items: Sequence[Any] = payload if isinstance(payload, list) else [payload]
     if not items:
         raise EventPayloadError("an empty array holds no events")
@@ -168,20 +198,20 @@ def parse_events(payload: Any, read_envelope: EnvelopeReader) -> EventBatch:
     blob_events: list[BlobEvent] = []
     skipped: list[SkippedEvent] = []
     namespace_events: list[NamespaceEvent] = []
+    validation_code: str | None = None
     for item in items:
         if item.get("eventType") == SUBSCRIPTION_VALIDATION:
-            code = (item.get("data") or {}).get("validationCode") if isinstance(item.get("data"), dict) else None
-            if not isinstance(code, str) or not code:
-                raise EventPayloadError("validation event without data.validationCode")
-            return EventBatch(validation_code=code)
-        outcome = parse_event(item, read_envelope)
+            code = _validation_code(item)
+            validation_code = validation_code or code
+            continue
+        outcome = parse_event(item, read_envelope, account)
         if isinstance(outcome, BlobEvent):
             blob_events.append(outcome)
         elif isinstance(outcome, NamespaceEvent):
             namespace_events.append(outcome)
         else:
             skipped.append(outcome)
-    return EventBatch(tuple(blob_events), tuple(skipped), namespace_events=tuple(namespace_events))
+    return EventBatch(tuple(blob_events), tuple(skipped), tuple(namespace_events), validation_code)
 
 
 def grid_envelope(item: Mapping[str, Any]) -> Envelope | None:
@@ -202,15 +232,44 @@ def grid_envelope(item: Mapping[str, Any]) -> Envelope | None:
     return Envelope(event_type, subject, data, when)
 
 
-def parse_event(item: Mapping[str, Any], read_envelope: EnvelopeReader) -> BlobEvent | NamespaceEvent | SkippedEvent:
-    """Decode one event dict into a ``BlobEvent``, or say why it is skipped."""
+def parse_event(
+    item: Mapping[str, Any], read_envelope: EnvelopeReader, account: str | None = None
+) -> BlobEvent | NamespaceEvent | SkippedEvent:
+    """Decode one event dict into a ``BlobEvent``, or say why it is skipped.
+
+    With ``account`` (the outputs account's name), an event whose topic/source or URL names
+    another account is skipped as ``foreign-account``.
+    """
     raw_id = item.get("id")
-    event_id = raw_id if isinstance(raw_id, str) else None
+    event_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= MAX_FIELD_CHARS["id"] else None
     try:
         envelope = read_envelope(item)
     except Exception as exc:
-        return SkippedEvent(SkipReason.MALFORMED, event_id, f"bad envelope: {type(exc).__name__}: {exc}")
+        return SkippedEvent(SkipReason.MALFORMED, event_id, f"bad envelope: {type(exc).__name__}: {shown(str(exc))}")
+    if account is not None:
+        foreign = foreign_source(item, envelope.data, account)
+        if foreign is not None:
+            return SkippedEvent(SkipReason.FOREIGN_ACCOUNT, event_id, foreign)
+    too_long = oversized_field(item, envelope.data)
+    if too_long is not None:
+        return SkippedEvent(SkipReason.MALFORMED, event_id, too_long)
     return blob_event(item, event_id, envelope)
+
+
+def _subject(subject: Any) -> tuple[str, str] | str:
+    """Container and path of a ``subject``, or why it names none Azure could send."""
+    match = _SUBJECT.match(subject) if isinstance(subject, str) else None
+    if match is None:
+        return f"subject {shown(subject)} names no blob"
+    container, name = match.group(1), match.group(2)
+    if len(container) > MAX_CONTAINER_CHARS or len(name) > MAX_BLOB_NAME_CHARS:
+        return f"subject names a container or blob longer than Azure allows ({len(container)}, {len(name)} characters)"
+    return container, name
+
+
+def _sequencer(data: Any) -> str | None:
+    sequencer = data.get("sequencer") if isinstance(data, dict) else None
+    return sequencer if is_azure_sequencer(sequencer) else None
 
 
 def _url_path(url: Any, container: str) -> str | None:
@@ -229,19 +288,20 @@ def _url_path(url: Any, container: str) -> str | None:
 
 def namespace_event(event_id: str | None, action: NamespaceAction, subject: Any, data: Any, when: Any) -> NamespaceEvent | SkippedEvent:
     """The view of a Data Lake Gen2 rename or directory delete, or why it is skipped."""
-    match = _SUBJECT.match(subject) if isinstance(subject, str) else None
-    if match is None:
-        return SkippedEvent(SkipReason.MALFORMED, event_id, f"subject {subject!r} names no path")
-    if not isinstance(data, dict) or not isinstance(data.get("sequencer"), str) or not data["sequencer"]:
-        return SkippedEvent(SkipReason.MALFORMED, event_id, "data.sequencer is missing")
-    container, name = match.group(1), match.group(2).rstrip("/")
+    named = _subject(subject)
+    if isinstance(named, str):
+        return SkippedEvent(SkipReason.MALFORMED, event_id, named)
+    sequencer = _sequencer(data)
+    if sequencer is None:
+        return SkippedEvent(SkipReason.MALFORMED, event_id, "data.sequencer is missing or not of Azure's shape")
+    container, name = named[0], named[1].rstrip("/")
     source = None
     if action is not NamespaceAction.DIRECTORY_DELETED:
         source = _url_path(data.get("sourceUrl"), container)
         if source is None:
             return SkippedEvent(SkipReason.MALFORMED, event_id, "data.sourceUrl names no path in the container")
     recursive = str(data.get("recursive", "true")).lower() == "true"
-    return NamespaceEvent(action, container, name, data["sequencer"], event_id or "",
+    return NamespaceEvent(action, container, name, sequencer, event_id or "",
                           when if isinstance(when, datetime) else datetime.now(timezone.utc), source, recursive)
 
 
@@ -256,20 +316,20 @@ def blob_event(item: Mapping[str, Any], event_id: str | None, envelope: Envelope
     elif event_type == BLOB_DELETED:
         action = BlobAction.DELETED
     else:
-        return SkippedEvent(SkipReason.UNSUPPORTED_TYPE, event_id, f"event type {event_type!r}")
+        return SkippedEvent(SkipReason.UNSUPPORTED_TYPE, event_id, f"event type {shown(event_type)}")
 
-    match = _SUBJECT.match(subject) if isinstance(subject, str) else None
-    if match is None:
-        return SkippedEvent(SkipReason.MALFORMED, event_id, f"subject {subject!r} names no blob")
+    named = _subject(subject)
+    if isinstance(named, str):
+        return SkippedEvent(SkipReason.MALFORMED, event_id, named)
     if not isinstance(data, dict):
         return SkippedEvent(SkipReason.MALFORMED, event_id, "data is not an object")
-    sequencer = data.get("sequencer")
-    if not isinstance(sequencer, str) or not sequencer:
-        return SkippedEvent(SkipReason.MALFORMED, event_id, "data.sequencer is missing")
+    sequencer = _sequencer(data)
+    if sequencer is None:
+        return SkippedEvent(SkipReason.MALFORMED, event_id, "data.sequencer is missing or not of Azure's shape")
     size = data.get("contentLength")
-    # No blob is larger than Table storage's Int64 (the size column) can hold.
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 2**63):
-        return SkippedEvent(SkipReason.MALFORMED, event_id, f"data.contentLength {size!r}")
+    # No blob is larger than Azure's largest (so no sum of sizes overflows the Int64 counters).
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_BLOB_BYTES):
+        return SkippedEvent(SkipReason.MALFORMED, event_id, f"data.contentLength {shown(size)}")
     if not isinstance(when, datetime):
         when = datetime.now(timezone.utc)
 
@@ -279,8 +339,8 @@ def blob_event(item: Mapping[str, Any], event_id: str | None, envelope: Envelope
 
     return BlobEvent(
         action=action,
-        container=match.group(1),
-        blob_name=match.group(2),
+        container=named[0],
+        blob_name=named[1],
         sequencer=sequencer,
         event_id=event_id or "",
         event_time=when,

@@ -7,7 +7,10 @@ and their counters atomically, with ETag conditions. Row keys put the kind befor
     J|{kind}|{path}             a job output
     T|{kind}|{task}|{path}      a task output  ->  every task's previews = one key range
     U|{task}                    a task's usage (outputs and bytes per kind)
-    S|{nn}                      a counter shard: job usage, per-kind totals, quota overrides
+    S|00                        the job's folded counters (usage, per-kind totals, quota overrides)
+    S|d|{id}                    a usage delta, created with the outputs it counts (ledger.py)
+    S|e|{writer}                quota headroom one writer holds in escrow
+    S|f                         the fold round in progress
     Q|{limit}                   a quota crossing already announced (QuotaExceeded sent)
 
 Jobs themselves are listed from the ``~jobs`` partition, one row per container.
@@ -29,9 +32,12 @@ TASK_USAGE = "U"
 SHARD = "S"
 QUOTA_CROSSING = "Q"
 
-#: Counter shards per job: writers spread their deltas so concurrent ingest does not
-#: serialise on one hot entity; a summary reads them all in one range query.
+#: Counter rows ``S|00``..``S|15`` an older version spread usage over; only ``S|00`` is written
+#: now (usage moves through delta rows), and a summary still sums any of them it finds.
 SHARD_COUNT = 16
+DELTA = "d"
+ESCROW = "e"
+FOLD_ROUND = "f"
 
 #: Table storage keys hold at most 1 KiB, counted in UTF-16: 512 code units (Azurite refuses
 #: 513 "a"s and 257 emoji, as Azure does). A blob name may be 1,024 characters and a kind any
@@ -137,10 +143,28 @@ def quota_crossing_key(limit: str) -> str:
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:
-    """The half-open key range ``[low, high)`` of every key that starts with ``prefix``."""
+    """The half-open key range ``[low, high)`` of every key that starts with ``prefix``.
+
+    Table storage (and Azurite) order keys by UTF-16 code unit, so ``high`` is the prefix with
+    its last character replaced by the next one in that order (a trailing U+FFFF carries to the
+    character before): U+10FFFF has no ``chr(ord(c) + 1)`` at all, and U+D7FF's would be a lone
+    surrogate. ``high`` is always a valid string, so it can be sent in a filter.
+    """
     if not prefix:
         raise ValueError("empty prefix")
-    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop())
+        if code == 0xFFFF:
+            continue  # the last unit there is: carry to the character before
+        if code == 0xD7FF:
+            successor = 0x10000  # the first character whose units start with D800
+        elif code == 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+            successor = 0xE000  # the first unit above the surrogates
+        else:
+            successor = code + 1  # for characters past U+FFFF, code point order is unit order
+        return prefix, "".join(chars) + chr(successor)
+    raise ValueError("no key sorts above a prefix of U+FFFF characters only")
 
 
 def job_outputs_prefix(kind: str | None = None, path_prefix: str = "") -> str:
@@ -164,3 +188,28 @@ def task_usage_prefix() -> str:
 
 def shard_prefix() -> str:
     return SHARD + SEPARATOR
+
+
+def counter_key() -> str:
+    """The job's folded counters (and its quota overrides)."""
+    return shard_key(0)
+
+
+def delta_key(delta_id: str) -> str:
+    return SEPARATOR.join((SHARD, DELTA, delta_id))
+
+
+def delta_prefix() -> str:
+    return SEPARATOR.join((SHARD, DELTA, ""))
+
+
+def escrow_key(writer: str) -> str:
+    return SEPARATOR.join((SHARD, ESCROW, writer))
+
+
+def escrow_prefix() -> str:
+    return SEPARATOR.join((SHARD, ESCROW, ""))
+
+
+def fold_round_key() -> str:
+    return SEPARATOR.join((SHARD, FOLD_ROUND))

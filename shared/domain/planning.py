@@ -1,10 +1,12 @@
 """Planning one batch transaction (pure; no I/O): which rows a chunk of changes writes.
 
 Given the rows as last read, ``plan_chunk`` decides each change's effect (newer sequencer
-only, quota admission) and returns the operations of one atomic batch: the outputs, the
-task usage rows they touch and one counter shard, each *created* when believed absent or
-*replaced* on the ETag it was read with. The ingest loop submits the plan and, if any
-condition fails, re-reads and plans again: planning never needs to be right about races.
+only, quota admission) and returns the operations of one atomic batch: the outputs, each
+*created* when believed absent or *replaced* on the ETag it was read with, and one delta row
+(created) with what they change in the job's and tasks' usage (``shared.domain.ledger``).
+A job with limits adds the writer's escrow row (job-wide limits) or guards on the task rows
+(per-task limits). The ingest loop submits the plan and, if any condition fails, re-reads
+and plans again: planning never needs to be right about races.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from enum import Enum
 from typing import Any
 
 from .events import BlobAction
-from .quotas import OVERRIDE_PROPERTIES, Limits, RejectReason, admission
+from .ledger import Delta, Escrow
+from .quotas import Limits, RejectReason, admission
 from .rows import DELETED, LIVE, REJECTED, Change, Entity, Usage, as_int, output_entity
 
 #: Table storage: a batch transaction holds at most 100 operations, all of one partition.
 MAX_BATCH_OPERATIONS = 100
+#: Rows a chunk's transaction writes besides its outputs: its delta and the writer's escrow.
+_RESERVED_ROWS = 2
 
 
 class Op(str, Enum):
@@ -77,6 +82,7 @@ class Plan:
     operations: list[Operation]
     report: IngestReport
     crossings: dict[RejectReason, str]  # limit crossed -> first blob it rejected
+    delta: Delta | None = None
 
     def failed_row(self, index: int | None) -> str | None:
         """The row key of the operation a failed transaction names, if it names one."""
@@ -100,120 +106,127 @@ def is_stale(change: Change, old: Mapping[str, Any] | None) -> bool:
 
 @dataclass(slots=True)
 class _Counters:
-    """The counters one chunk moves: its counter shard and the task rows it touches."""
+    """What one chunk changes (its delta) and the usage it admits against."""
 
-    shard: Usage
-    others: Usage
-    tasks: dict[str, Usage]
+    delta: Delta
     limits: Limits
+    job: Usage  # the job's usage as admission sees it (all but the allowance when limited)
+    tasks: dict[str, Usage] | None  # each task's exact usage, when tasks are limited
 
-    def decide(self, change: Change, old: Mapping[str, Any] | None, task: Usage | None) -> tuple[str, RejectReason | None]:
+    def decide(self, change: Change, old: Mapping[str, Any] | None) -> tuple[str, RejectReason | None]:
         """Take the old version out of the counts, then admit (or reject) the new one."""
+        task_row = change.task_row
+        part = self.delta.task(task_row, change.output.task_id or "") if task_row else None
+        task = self._task(task_row)
         if old is not None:
-            for counter in (self.shard, task):
+            for counter in (self.delta.job, self.job, part, task):
                 if counter is not None:
                     counter.count(old.get("State"), old["Kind"], as_int(old.get("Size")), -1)
         if change.action is BlobAction.DELETED:
             return DELETED, None
         reason = admission(
             self.limits,
-            job_outputs=self.shard.outputs + self.others.outputs,
-            job_bytes=self.shard.bytes + self.others.bytes,
+            job_outputs=self.job.outputs,
+            job_bytes=self.job.bytes,
             task_outputs=task.outputs if task is not None else None,
             size=change.size,
         )
         state = REJECTED if reason else LIVE
-        for counter in (self.shard, task):
+        for counter in (self.delta.job, self.job, part, task):
             if counter is not None:
                 counter.count(state, change.output.kind, change.size, +1)
         return state, reason
+
+    def _task(self, task_row: str | None) -> Usage | None:
+        if task_row is None or self.tasks is None:
+            return None
+        return self.tasks.setdefault(task_row, Usage())
+
+
+def admission_base(limits: Limits, allowance: Escrow | None) -> Usage:
+    """The job usage admission compares with: what is left is exactly ``allowance``."""
+    if allowance is None:
+        return Usage()
+    return Usage(outputs=limits.max_outputs - allowance.outputs, bytes=limits.max_bytes - allowance.bytes)
 
 
 def plan_chunk(
     changes: Sequence[Change],
     *,
     rows: Mapping[str, Entity],
-    tasks: Mapping[str, Entity],
-    shard_key: str,
-    shard_row: Entity | None,
-    others: Usage,
     limits: Limits,
     now: datetime,
+    delta_key: str,
+    allowance: Escrow | None = None,
+    tasks: Mapping[str, Usage] | None = None,
+    guards: Sequence[Operation] = (),
 ) -> Plan:
     """Decide what one chunk does, given the rows as last read.
 
-    ``others`` is the usage held by the job's other counter shards; it matters only for
-    job-wide limits, where the caller guarantees those shards cannot move meanwhile.
+    ``allowance`` is the writer's escrow when the job has job-wide limits: the chunk admits
+    within it and writes what is left. ``tasks`` is each touched task's exact usage when tasks
+    are limited; ``guards`` are rows rewritten unchanged on their ETag so that a concurrent
+    decision on the same rows fails the transaction (see ``guard``).
     """
     report = IngestReport()
     crossings: dict[RejectReason, str] = {}
-    counters = _Counters(Usage.of(shard_row), others, {k: Usage.of(row) for k, row in tasks.items()}, limits)
+    delta = Delta(delta_key, at=now)
+    own_tasks = {k: Usage().plus(v) for k, v in tasks.items()} if tasks is not None else None
+    counters = _Counters(delta, limits, admission_base(limits, allowance), own_tasks)
     ops: list[Operation] = []
-    touched_tasks: dict[str, str] = {}
 
     for change in sorted(changes, key=lambda c: (c.event_time, c.sequencer)):
         old = rows.get(change.row_key)
         if is_stale(change, old):
             report.unchanged += 1
             continue
-        task_row = change.task_row
-        task = counters.tasks.setdefault(task_row, Usage()) if task_row else None
-        state, reason = counters.decide(change, old, task)
+        state, reason = counters.decide(change, old)
         if reason is not None:
             crossings.setdefault(reason, change.output.blob_name)
             report.rejected += 1
         else:
             report.indexed += 1
-        if task_row:
-            touched_tasks[task_row] = change.output.task_id or ""
         ops.append(write(output_entity(change, state, reason, now), old))
 
     if not ops:
         return Plan([], report, crossings)
-    ops += _task_writes(touched_tasks, tasks, counters, now)
-    ops.append(_shard_write(shard_key, shard_row, counters.shard, now))
-    return Plan(ops, report, crossings)
+    ops += guards
+    if allowance is not None:
+        # What is left of the allowance, in the limited dimensions (the others hold nothing).
+        left = allowance.entity(
+            allowance.outputs - delta.job.outputs if limits.max_outputs else 0,
+            allowance.bytes - delta.job.bytes if limits.max_bytes else 0,
+            now,
+        )
+        ops.append(write(left, allowance.row))
+    ops.append(Operation(Op.CREATE, delta.entity()))
+    return Plan(ops, report, crossings, delta)
 
 
-def _task_writes(touched: Mapping[str, str], tasks: Mapping[str, Entity], counters: _Counters, now: datetime) -> list[Operation]:
-    """The task usage rows a chunk changed; a task gaining or losing its last output moves the task count."""
-    ops: list[Operation] = []
-    for task_row, task_id in touched.items():
-        before = Usage.of(tasks.get(task_row))
-        after = counters.tasks[task_row]
-        if before.outputs == 0 and after.outputs > 0:
-            counters.shard.tasks += 1
-        elif before.outputs > 0 and after.outputs == 0:
-            counters.shard.tasks -= 1
-        entity = {"RowKey": task_row, "TaskId": task_id, **after.properties(), "LastIndexedAt": now}
-        ops.append(write(entity, tasks.get(task_row)))
-    return ops
+def guard(row_key: str, row: Mapping[str, Any] | None, absent: Entity | None = None) -> Operation:
+    """Rewrite a row unchanged on its ETag (or create ``absent`` in its place): any concurrent
+    writer of that row makes this transaction fail, without this one changing anything."""
+    if row is None:
+        return Operation(Op.CREATE, {"RowKey": row_key, **(absent or {})})
+    return Operation(Op.REPLACE, {k: v for k, v in row.items() if k not in ("__etag", "PartitionKey")}, row.get("__etag"))
 
 
-def _shard_write(shard_key: str, shard_row: Entity | None, shard: Usage, now: datetime) -> Operation:
-    """The counter shard's new counts; the job's limit overrides it carries are kept."""
-    entity = {"RowKey": shard_key, **shard.properties(), "LastIndexedAt": now}
-    for prop in OVERRIDE_PROPERTIES.values():
-        if shard_row and shard_row.get(prop) is not None:
-            entity[prop] = shard_row[prop]
-    return write(entity, shard_row)
-
-
-def chunk_changes(changes: Sequence[Change]) -> list[list[Change]]:
-    """Cut one job's changes into chunks that fit a batch with their task rows and a shard."""
+def chunk_changes(changes: Sequence[Change], *, guard_tasks: bool = False) -> list[list[Change]]:
+    """Cut one job's changes into chunks that fit a batch with their delta and escrow rows
+    (and, when ``guard_tasks``, the task rows they guard). A task's changes stay together."""
     by_task: dict[str | None, list[Change]] = {}
     for change in changes:
         by_task.setdefault(change.task_row, []).append(change)
     chunks: list[list[Change]] = []
     current: list[Change] = []
-    current_rows = 1  # the counter shard
+    current_rows = _RESERVED_ROWS
     for task_row, group in by_task.items():
-        extra = 1 if task_row else 0
+        extra = 1 if task_row and guard_tasks else 0
         while group:
             room = MAX_BATCH_OPERATIONS - current_rows - extra
             if room <= 0:
                 chunks.append(current)
-                current, current_rows = [], 1
+                current, current_rows = [], _RESERVED_ROWS
                 continue
             piece, group = group[:room], group[room:]
             current.extend(piece)

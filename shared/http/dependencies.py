@@ -1,29 +1,68 @@
-"""What route handlers get through ``Depends``: the service, the key check, checked IDs, paging.
+"""What route handlers get through ``Depends``: the service, the key checks, checked IDs, paging.
 
-The key check (``require_key``) guards every router but health and the browser page. Served
-directly, it checks ``x-functions-key`` / ``?code=`` against ``API_KEYS``; under the Functions
-host the app is built with ``check_keys=False`` and the host checks function keys itself.
+Keys have roles (SPEC §10): ``API_KEYS`` read and administer (every router but health, the
+browser page and the webhook: ``require_api_key``); ``EVENTS_KEYS`` post events and nothing
+else (the webhook: ``require_events_key``). Served directly, the app checks both. Under the
+Functions host the host checks function keys on the API's routes (the app is built with
+``check_keys=False``, and still refuses an events key there), while the webhook is its own
+function whose events key the app checks (see ``functions/http_app.py``).
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import threading
 from typing import Annotated
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import Depends, Path, Query, Request
 
 from shared.domain.conventions import is_valid_job_id, is_valid_kind, is_valid_task_id
 from shared.read.query import Page
 from shared.service import Service, ServiceHolder
+from shared.settings import Settings
 
+from . import logs
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
+
+
+class Access:
+    """Who may call what (the keys by role), and where clients reach the app (``PUBLIC_BASE_URL``).
+
+    Read from settings on first use: under the Functions host the app is built at import time,
+    before a request proves the settings are there.
+    """
+
+    def __init__(self, settings: Settings | None, *, check_api_keys: bool) -> None:
+        self._settings = settings
+        self._check_api_keys = check_api_keys
+        self._lock = threading.Lock()
+        self._loaded = False
+        self.api_keys: tuple[bytes, ...] | None = None
+        self.events_keys: tuple[bytes, ...] = ()
+        self.public_base_url: str | None = None
+
+    def load(self) -> Access:
+        with self._lock:
+            if not self._loaded:
+                settings = self._settings or Settings.load()
+                if self._check_api_keys:
+                    self.api_keys = tuple(k.encode("utf-8") for k in settings.api_keys)
+                    if not settings.api_keys:
+                        log.warning("API_KEYS is empty: every route but /api/health and the webhook answers 401")
+                self.events_keys = tuple(k.encode("utf-8") for k in settings.events_keys)
+                if not settings.events_keys:
+                    log.warning("EVENTS_KEYS is empty: POST /api/events answers 401")
+                self.public_base_url = settings.public_base_url
+                logs.protect([*settings.api_keys, *settings.events_keys])
+                self._loaded = True
+        return self
 
 
 async def service(request: Request) -> Service:
@@ -38,15 +77,33 @@ def _presented_keys(request: Request) -> list[bytes]:
     return presented
 
 
-async def require_key(request: Request) -> None:
-    """401 unless the request presents one of the app's keys (no-op under the Functions host)."""
-    keys: tuple[bytes, ...] | None = request.app.state.api_keys
-    if keys is None:
+def _matches(presented: list[bytes], keys: tuple[bytes, ...]) -> bool:
+    return any(hmac.compare_digest(p, key) for p in presented for key in keys)
+
+
+def _unauthorized(request: Request, why: str) -> ApiError:
+    log.warning("401 for %s %s: %s", request.method, request.url.path, why)
+    return ApiError(401, "Unauthorized", "A valid key is required.")
+
+
+async def require_api_key(request: Request) -> None:
+    """401 unless the request presents an ``API_KEYS`` key (under the host: a function key,
+    which the host checked, and never an events key)."""
+    access: Access = request.app.state.access.load()
+    presented = _presented_keys(request)
+    if access.api_keys is None:
+        if _matches(presented, access.events_keys):
+            raise _unauthorized(request, "an events key on an API route")
         return
-    if any(hmac.compare_digest(p, key) for p in _presented_keys(request) for key in keys):
-        return
-    log.warning("401 for %s %s: missing or wrong key", request.method, request.url.path)
-    raise ApiError(401, "Unauthorized", "A valid key is required.")
+    if not _matches(presented, access.api_keys):
+        raise _unauthorized(request, "missing or wrong key")
+
+
+async def require_events_key(request: Request) -> None:
+    """401 unless the request presents an ``EVENTS_KEYS`` key (served directly and under the host)."""
+    access: Access = request.app.state.access.load()
+    if not _matches(_presented_keys(request), access.events_keys):
+        raise _unauthorized(request, "missing or wrong events key")
 
 
 def _job_id(job_id: Annotated[str, Path(description="Batch job ID (schedule jobs: {scheduleId}:job-{n})",
@@ -82,9 +139,13 @@ Token = Annotated[str | None, Query(alias="continuationToken", max_length=4096, 
 
 
 def next_link(request: Request, page: Page) -> str | None:
-    """The URL of the next page (this request's query, with the new token and without the key)."""
+    """The URL of the next page: this request's path and query, with the new token and without
+    the key. Built on ``PUBLIC_BASE_URL`` when set, else relative (``/api/...``): never from the
+    request's ``Host`` header, which the caller chooses."""
     if not page.next_token:
         return None
     params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("continuationToken", "code")]
     params.append(("continuationToken", page.next_token))
-    return str(request.url.replace(query=urlencode(params)))
+    access: Access = request.app.state.access.load()
+    path = quote(request.scope["path"], safe="/:@!$&'()*+,;=-._~")
+    return f"{access.public_base_url or ''}{path}?{urlencode(params)}"

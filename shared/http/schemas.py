@@ -145,6 +145,8 @@ class IngestResult(_Model):
     rejected: int
     skipped: int
     skippedByReason: dict[str, int]
+    validationResponse: str | None = Field(
+        default=None, description="the subscription validation code, when a validation event came with the events")
 
 
 class QuotaUpdate(_Model):

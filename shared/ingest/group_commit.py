@@ -19,6 +19,8 @@ from shared.domain.planning import IngestReport
 
 #: Events one commit takes at most (a webhook delivery's worth).
 MAX_GROUP = 500
+#: Turns of the event loop a commit waits at most for invocations still arriving.
+MAX_GATHER_TURNS = 1000
 
 Ingest = Callable[[EventBatch], Awaitable[IngestReport]]
 
@@ -39,9 +41,22 @@ class GroupCommit:
             self._flusher = asyncio.create_task(self._flush())
         return await future
 
+    async def _gathered(self) -> None:
+        """Let invocations started together join the first commit.
+
+        They do not all arrive in one turn of the loop: the first ones create the service
+        while the others wait on its lock, and a lock wakes its waiters one turn at a time.
+        So wait while the queue still grows from one turn to the next (a bounded number of
+        turns, never a timer: a lone event is committed at once).
+        """
+        for _ in range(MAX_GATHER_TURNS):
+            waiting = len(self._waiting)
+            await asyncio.sleep(0)
+            if len(self._waiting) == waiting or len(self._waiting) >= self._max_group:
+                return
+
     async def _flush(self) -> None:
-        # One turn of the loop first: invocations started together all join the first commit.
-        await asyncio.sleep(0)
+        await self._gathered()
         while self._waiting:
             group, self._waiting = self._waiting[: self._max_group], self._waiting[self._max_group :]
             batch = EventBatch(

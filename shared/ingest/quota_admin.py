@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from shared.domain import keys
-from shared.domain.planning import IngestReport, Operation, write
+from shared.domain.ledger import JobView
+from shared.domain.planning import MAX_BATCH_OPERATIONS, IngestReport, Operation, write
 from shared.domain.quotas import OVERRIDE_PROPERTIES
 from shared.domain.rows import REJECTED, Entity, Int64
 from shared.store.errors import ConflictError, StorageUnavailableError
@@ -22,31 +23,33 @@ class QuotaAdministration:
         self.store = indexer.store
 
     async def set_limits(self, container: str, limits: Mapping[str, int]) -> None:
-        """Store a job's limit overrides on every counter shard, atomically.
+        """Store a job's limit overrides on its counter row, and return every escrow, atomically.
 
-        Touching every shard makes any writer that decided on the old limits fail its ETag
-        condition and decide again. Rejected outputs are then re-admitted up to the limits.
+        Writers holding escrow granted under the old limits fail their next transaction on
+        their escrow row and ask again under the new ones. Rejected outputs are then
+        re-admitted up to the limits.
         """
         await self.indexer.registry.register(container)
         for attempt in range(MAX_ATTEMPTS):
             low, high = keys.prefix_range(keys.shard_prefix())
-            existing = {row["RowKey"]: row async for row in self.store.query_range(container, low, high)}
-            ops: list[Operation] = []
-            for shard in range(self.indexer.shard_count):
-                row_key = keys.shard_key(shard)
-                row = existing.get(row_key)
-                entity = {k: v for k, v in (row or {"RowKey": row_key}).items() if k not in ("__etag", "PartitionKey")}
-                for field_name, prop in OVERRIDE_PROPERTIES.items():
-                    if field_name in limits:
-                        entity[prop] = Int64(limits[field_name])
-                ops.append(write(entity, row))
+            view = JobView.of([row async for row in self.store.query_range(container, low, high)])
+            counter = view.counter
+            entity = {k: v for k, v in (counter or {"RowKey": keys.counter_key()}).items() if k not in ("__etag", "PartitionKey")}
+            for field_name, prop in OVERRIDE_PROPERTIES.items():
+                if field_name in limits:
+                    entity[prop] = Int64(limits[field_name])
+            now = datetime.now(timezone.utc)
+            held = [e for e in view.escrows.values() if e.outputs or e.bytes]
+            ops: list[Operation] = [write(entity, counter)]
+            ops += [write(e.entity(0, 0, now), e.row) for e in held[: MAX_BATCH_OPERATIONS - 1]]
             try:
                 await self.store.submit(container, ops)
             except (ConflictError, StorageUnavailableError):
                 await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
                 continue
-            self.indexer.forget_shards(container)
-            break
+            if len(held) < MAX_BATCH_OPERATIONS:
+                self.indexer.forget_limits(container)
+                break
         else:
             raise ContentionError(f"could not update the limits of {container}")
         await self.readmit_rejected(container)

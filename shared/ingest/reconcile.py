@@ -46,6 +46,7 @@ class ReconcileReport:
     fixed: int = 0
     removed: int = 0
     tombstones_purged: int = 0
+    deltas_folded: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -85,6 +86,8 @@ class Reconciler:
         except JobNotFoundError:
             return
         report.jobs_reconciled += 1
+        # A writer folds the deltas it wrote a moment later; this catches any it could not.
+        report.deltas_folded += await self.reindexer.indexer.compactor.fold(container)
         report.added += result.added
         report.fixed += result.fixed
         report.removed += result.removed

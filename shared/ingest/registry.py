@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 
 from shared.domain import keys
@@ -16,14 +17,39 @@ class JobRegistry:
     def __init__(self, store: TableStore) -> None:
         self.store = store
         self._known: set[str] = set()
+        self._pending: dict[str, asyncio.Future[None]] = {}
 
     async def register(self, container: str, job_id: str | None = None) -> None:
         """Record ``container`` (once per process); ``job_id`` when a client tells us (``PUT /api/jobs``).
 
         A hashed container name cannot be reversed, so its job ID is known only once registered.
         """
-        if job_id is None and container in self._known:
-            return
+        if job_id is None:
+            if container in self._known:
+                return
+            # Concurrent deliveries of a new job register it once, not once each (a second
+            # create would only fail: a wasted, failed request per delivery).
+            pending = self._pending.get(container)
+            if pending is not None:
+                return await asyncio.shield(pending)
+            self._pending[container] = asyncio.get_running_loop().create_future()
+        try:
+            await self._record(container, job_id)
+        except BaseException as exc:
+            self._settle(container, exc)
+            raise
+        self._settle(container, None)
+
+    def _settle(self, container: str, error: BaseException | None) -> None:
+        future = self._pending.pop(container, None)
+        if future is not None and not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+                future.exception()  # retrieved: waiters re-raise it, nobody else needs to
+
+    async def _record(self, container: str, job_id: str | None) -> None:
         entity: Entity = {"PartitionKey": keys.JOBS_PARTITION, "RowKey": container, "FirstSeenAt": datetime.now(timezone.utc)}
         derived = job_id or job_id_from_container(container)
         if derived:

@@ -4,6 +4,11 @@ A token is ``base64url(json) + "." + base64url(HMAC-SHA256)`` keyed with
 ``TOKEN_SIGNING_KEY``. Its body names the query's scope (route, job, task, filters) and where
 the next page starts; a token that was altered, or is replayed against another job, route or
 filter, fails verification and the request is answered 400.
+
+A scope is given as its fields (``("job-outputs", container, kind, prefix)``) and hashed as a
+JSON array, so it is unambiguous: a missing kind (``null``) is not the kind ``"None"``, and a
+``|`` inside a kind or prefix cannot shift one field into the next. (A scope given as one
+string is hashed as that string, for callers that build it themselves.)
 """
 
 from __future__ import annotations
@@ -13,8 +18,12 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+#: A query's scope: its fields in order (``None`` for a filter not given), or one string.
+Scope = str | Sequence[str | None]
 
 
 class InvalidTokenError(ValueError):
@@ -27,6 +36,12 @@ class Position:
 
     part: int = 0
     after: str | None = None
+
+
+def scope_digest(scope: Scope) -> str:
+    """What a token stores of its scope: a hash of the fields, encoded as a JSON array."""
+    text = scope if isinstance(scope, str) else json.dumps(list(scope), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _b64(data: bytes) -> str:
@@ -45,14 +60,14 @@ class TokenCodec:
     def _sign(self, body: bytes) -> bytes:
         return hmac.new(self._key, body, hashlib.sha256).digest()
 
-    def encode(self, scope: str, position: Position) -> str:
+    def encode(self, scope: Scope, position: Position) -> str:
         body = json.dumps(
-            {"s": hashlib.sha256(scope.encode("utf-8")).hexdigest()[:32], "p": position.part, "a": position.after},
+            {"s": scope_digest(scope), "p": position.part, "a": position.after},
             separators=(",", ":"),
         ).encode("utf-8")
         return f"{_b64(body)}.{_b64(self._sign(body))}"
 
-    def decode(self, scope: str, token: str) -> Position:
+    def decode(self, scope: Scope, token: str) -> Position:
         try:
             body_text, signature_text = token.split(".", 1)
             body, signature = _unb64(body_text), _unb64(signature_text)
@@ -61,7 +76,7 @@ class TokenCodec:
         if not hmac.compare_digest(signature, self._sign(body)):
             raise InvalidTokenError("continuation token was altered")
         data: Any = json.loads(body)
-        if data.get("s") != hashlib.sha256(scope.encode("utf-8")).hexdigest()[:32]:
+        if not isinstance(data, dict) or data.get("s") != scope_digest(scope):
             raise InvalidTokenError("continuation token belongs to another query")
         after = data.get("a")
         part = data.get("p")

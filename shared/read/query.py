@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from shared.domain import keys
 from shared.domain.conventions import container_name
+from shared.domain.ledger import JobView
 from shared.domain.quotas import Limits, QuotaDefaults
 from shared.domain.rows import LIVE, OUTPUT_FIELDS, REJECTED, Entity, Usage, as_int
 from shared.store.table import TableStore
@@ -147,19 +148,17 @@ class QueryService:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    async def usage(self, container: str) -> tuple[Usage, Entity | None, datetime | None]:
-        """The job's usage summed over its shards, the shard carrying overrides, last index time."""
+    async def ledger(self, container: str) -> tuple[JobView, dict[str, Entity]]:
+        """The job's ledger (one range query) and the task rows its unfolded deltas touch."""
         low, high = keys.prefix_range(keys.shard_prefix())
-        total = Usage()
-        carrier: Entity | None = None
-        last: datetime | None = None
-        async for row in self.store.query_range(container, low, high):
-            total = total.plus(Usage.of(row))
-            carrier = carrier or row
-            at = row.get("LastIndexedAt")
-            if at is not None and (last is None or at > last):
-                last = at
-        return total, carrier, last
+        view = JobView.of([row async for row in self.store.query_range(container, low, high)])
+        pending = view.pending_tasks()
+        return view, (await self.store.get_rows(container, pending) if pending else {})
+
+    async def usage(self, container: str) -> tuple[Usage, Entity | None, datetime | None]:
+        """The job's exact usage (counters plus unfolded deltas), its limits' carrier, last index time."""
+        view, task_rows = await self.ledger(container)
+        return view.usage(task_rows), view.carrier, view.last_indexed()
 
     async def limits(self, job_id: str) -> Limits:
         """The job's limits: its overrides, else the settings' defaults."""
@@ -245,7 +244,7 @@ class QueryService:
         self, job_id: str, task_id: str, kind: str | None, prefix: str, page_size: int, token: str | None
     ) -> Page:
         container = container_name(job_id)
-        kinds = [kind] if kind is not None else Usage.kinds_of(await self.store.get(container, keys.task_usage_key(task_id)))
+        kinds = [kind] if kind is not None else await self.task_kinds(container, task_id)
         ranges = [_key_range(keys.task_outputs_prefix(k, task_id, prefix), k, prefix, task_id=task_id) for k in kinds]
         checks = [keep for _, keep in ranges if keep is not None]
         listing = _Listing(
@@ -256,6 +255,17 @@ class QueryService:
             select=OUTPUT_FIELDS,
         )
         return await self._outputs(job_id, listing, page_size, token)
+
+    async def task_kinds(self, container: str, task_id: str) -> list[str]:
+        """The kinds a task has live outputs of: its row's and its unfolded deltas'."""
+        task_row = keys.task_usage_key(task_id)
+        low, high = keys.prefix_range(keys.shard_prefix())
+        row, ledger = await asyncio.gather(
+            self.store.get(container, task_row),
+            _collect(self.store.query_range(container, low, high)),
+        )
+        usage = JobView.of(ledger).task_usage(task_row, row)
+        return sorted(k for k, (n, _) in usage.kinds.items() if n > 0)
 
     async def all_task_outputs(self, job_id: str, kind: str | None, prefix: str, page_size: int, token: str | None) -> Page:
         part, keep = _key_range(keys.task_outputs_prefix(kind), kind, prefix, exact=not prefix)
@@ -279,16 +289,25 @@ class QueryService:
         return await self._outputs(job_id, listing, page_size, token)
 
     async def tasks(self, job_id: str, page_size: int, token: str | None) -> Page:
+        """Tasks with live outputs, each with its exact usage (its row plus unfolded deltas).
+
+        A task whose only outputs are in deltas not folded yet has no row to list: callers
+        fold the job first (``Compactor.fold``), which leaves at most what landed meanwhile.
+        """
         container = container_name(job_id)
+        view, _ = await self.ledger(container)
+        pending = view.pending_tasks()
         listing = _Listing(
             scope=f"tasks|{container}",
             parts=[keys.prefix_range(keys.task_usage_prefix())],
-            keep=lambda row: as_int(row.get("Outputs")) > 0,
+            keep=lambda row: as_int(row.get("Outputs")) > 0 or row["RowKey"] in pending,
         )
         rows, next_token = await self._page(container, listing, page_size, token)
         items = []
         for row in rows:
-            usage = Usage.of(row)
+            usage = view.task_usage(row["RowKey"], row)
+            if usage.outputs <= 0:
+                continue
             items.append(
                 {
                     "jobId": job_id,
@@ -300,3 +319,7 @@ class QueryService:
                 }
             )
         return Page(items, next_token)
+
+
+async def _collect(rows: AsyncIterator[Entity]) -> list[Entity]:
+    return [row async for row in rows]

@@ -8,6 +8,7 @@ managed identity in Azure.
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -23,6 +24,23 @@ from shared.settings import RetrySettings, Settings, StorageConnection
 from .throttle import THROTTLE_STATUSES, AdaptiveLimiter
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+#: azure-core logs every request and every response at INFO through this logger (and
+#: azure-identity each token it gets): two records per storage call, several per event, all
+#: shipped to Application Insights under the Functions host. Warnings and errors still show;
+#: set this logger's level to INFO (host.json ``logging.logLevel``) to trace requests.
+QUIET_LOGGERS = ("azure.core.pipeline.policies.http_logging_policy", "azure.identity")
+
+
+def quiet_sdk_logging() -> None:
+    """Per-request HTTP logging off (errors still logged), unless configured already."""
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
+quiet_sdk_logging()
 
 
 def _jittered(backoff: Any) -> Any:

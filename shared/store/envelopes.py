@@ -30,11 +30,12 @@ def read_envelope(item: Mapping[str, Any]) -> Envelope:
     return Envelope(grid.event_type, grid.subject, grid.data, grid.event_time)
 
 
-def parse_event(item: Mapping[str, Any]) -> BlobEvent | NamespaceEvent | SkippedEvent:
-    """One event dict as a ``BlobEvent``, or why it is skipped."""
-    return events.parse_event(item, read_envelope)
+def parse_event(item: Mapping[str, Any], account: str | None = None) -> BlobEvent | NamespaceEvent | SkippedEvent:
+    """One event dict as a ``BlobEvent``, or why it is skipped (``account``: see ``events.parse_event``)."""
+    return events.parse_event(item, read_envelope, account)
 
 
-def parse_events(payload: Any) -> EventBatch:
-    """A delivery (one event or an array, either schema) as an ``EventBatch``."""
-    return events.parse_events(payload, read_envelope)
+def parse_events(payload: Any, account: str | None = None) -> EventBatch:
+    """A delivery (one event or an array, either schema) as an ``EventBatch``; with ``account``,
+    events from another storage account are skipped as ``foreign-account``."""
+    return events.parse_events(payload, read_envelope, account)

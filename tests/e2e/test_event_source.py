@@ -366,7 +366,7 @@ def test_switch_local_event_feed() -> None:
 
 
 def test_put_and_delete_through_the_proxy_are_indexed_by_the_app(azurite: Azurite, serve: Callable[..., Any], settings: Any) -> None:
-    key = settings.api_keys[0]
+    key = settings.events_keys[0]
     webhook = Webhook(f"http://127.0.0.1:{free_port()}/api/events", key)  # the app is not up yet
     feed = EventFeed(webhook, first_backoff=0.05, max_backoff=0.2)
     proxy = EventProxy(f"http://127.0.0.1:{azurite.blob_port}", feed).start()

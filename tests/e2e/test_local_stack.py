@@ -15,7 +15,7 @@ from devtools.event_proxy import EventProxy
 from shared.conventions import container_name
 
 from ..helpers import eventually
-from ..support.stack import TEST_KEY, RunningApp
+from ..support.stack import EVENTS_KEY, RunningApp
 
 DONE_WHEN = {
     "task-1/$TaskOutput/frames/a b#1.txt": b"frame one",
@@ -27,7 +27,7 @@ DONE_WHEN = {
 @pytest.fixture
 def local_source(azurite: Azurite) -> Iterator[tuple[EventProxy, Webhook, BlobServiceClient]]:
     """The event source as make run wires it: a proxy on the blob endpoint posting to /api/events."""
-    webhook = Webhook(f"http://127.0.0.1:{free_port()}/api/events", TEST_KEY)
+    webhook = Webhook(f"http://127.0.0.1:{free_port()}/api/events", EVENTS_KEY)
     proxy = EventProxy(f"http://127.0.0.1:{azurite.blob_port}", EventFeed(webhook, max_backoff=0.2)).start()
     blobs = BlobServiceClient.from_connection_string(proxy.connection_string())
     yield proxy, webhook, blobs

@@ -9,7 +9,7 @@ import pytest
 
 from shared.conventions import container_name
 
-from ..helpers import blob_event, load_events
+from ..helpers import blob_event, from_local_account, load_events
 from ..support.stack import RunningApp
 
 JOB = "MyJob"
@@ -51,7 +51,7 @@ def test_key_as_code_query_parameter_and_any_configured_key(app: RunningApp) -> 
      "cloudevents_blob_deleted.json", "adls_create_then_flush.json"],
 )
 def test_documented_samples_answer_200(app: RunningApp, sample: str) -> None:
-    events = load_events(sample)
+    events = [from_local_account(e) for e in load_events(sample)]
     response = app.post_events(events)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -97,7 +97,7 @@ def test_bodies_that_are_not_events_answer_400(app: RunningApp, body: bytes) -> 
 
 
 def test_data_lake_create_then_flush_records_the_final_size(app: RunningApp) -> None:
-    events = load_events("adls_create_then_flush.json")
+    events = [from_local_account(e) for e in load_events("adls_create_then_flush.json")]
     for event in events:
         event["subject"] = event["subject"].replace("my-file-system/blobs/new-file.txt", f"{C}/blobs/t1/$TaskOutput/new-file.txt")
     random.shuffle(events)

@@ -20,13 +20,13 @@ from shared.settings import Settings
 from ..helpers import blob_event, real_blob_event
 from ..support.stack import RunningApp
 
-ACCOUNT_URL = "https://acct.dfs.core.windows.net"
+ACCOUNT_URL = "https://devstoreaccount1.dfs.core.windows.net"  # the suite's outputs account
 
 
 def namespace_event(event_type: str, container: str, name: str, sequencer: int, **data: object) -> dict:
     return {
         "id": f"ns-{sequencer}",
-        "topic": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/acct",
+        "topic": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
         "subject": f"/blobServices/default/containers/{container}/blobs/{name}",
         "eventType": event_type,
         "eventTime": "2026-11-23T10:00:00Z",

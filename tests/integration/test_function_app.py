@@ -8,6 +8,8 @@ import asyncio
 import azure.functions as func
 import pytest
 
+from ..helpers import LOCAL_BLOB_ENDPOINT, LOCAL_TOPIC
+
 
 def test_trigger_indexes_through_the_shared_service(azurite, settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """Calls the registered trigger function the way the worker does, against Azurite."""
@@ -17,8 +19,9 @@ def test_trigger_indexes_through_the_shared_service(azurite, settings, monkeypat
     holder = ServiceHolder(settings)
     monkeypatch.setattr(blob_events, "services", holder)
     event = func.EventGridEvent(
-        id="2", data={"api": "PutBlob", "url": "https://a/b", "sequencer": "0002", "contentLength": 5},
-        topic="/t", subject="/blobServices/default/containers/job-trig/blobs/t1/$TaskLog/out.txt",
+        id="2", data={"api": "PutBlob", "url": f"{LOCAL_BLOB_ENDPOINT}/job-trig/t1/%24TaskLog/out.txt",
+                      "sequencer": "0" * 31 + "2", "contentLength": 5},
+        topic=LOCAL_TOPIC, subject="/blobServices/default/containers/job-trig/blobs/t1/$TaskLog/out.txt",
         event_type="Microsoft.Storage.BlobCreated", event_time=None, data_version="1",
     )
 

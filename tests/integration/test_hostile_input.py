@@ -16,8 +16,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from shared.conventions import container_name
+from shared.domain.sources import is_azure_sequencer
 
-from ..helpers import blob_event
+from ..helpers import LOCAL_ACCOUNT, LOCAL_TOPIC, blob_event
 from ..support.hostile import JSON, SENTINEL, SENTINEL_CONTAINER, TARGET, TEXT, hostile_events
 from ..support.stack import RunningApp
 from ..support.workload import index_state
@@ -94,4 +95,40 @@ def test_api_never_answers_5xx_to_hostile_ids_and_filters(serve: Callable[..., R
         assert put.status_code in (200, 400, 404, 405), put.text
 
     query()
+    assert index_state(app, SENTINEL) == before
+
+
+ACCOUNTS = st.one_of(st.sampled_from([LOCAL_ACCOUNT, LOCAL_ACCOUNT.upper(), "attacker", f"{LOCAL_ACCOUNT}x", f"x{LOCAL_ACCOUNT}", ""]),
+                     st.from_regex(r"[a-zA-Z0-9-]{0,24}", fullmatch=True))
+SEQUENCERS = st.one_of(st.integers(min_value=0, max_value=10**20).map(lambda n: f"{n:032d}"), st.just("f" * 32), st.just("~" * 32), TEXT)
+
+
+def test_only_the_outputs_account_and_azures_sequencers_are_ever_indexed(serve: Callable[..., RunningApp], settings) -> None:
+    """Issue 14: hypothesis over the account an event names (topic or URL) and its sequencer."""
+    app = serve(settings)
+    before = seed_sentinel(app)
+    outcomes: set[bool] = set()
+
+    @hsettings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(account=ACCOUNTS, sequencer=SEQUENCERS, where=st.sampled_from(["topic", "url", "both"]))
+    def deliver(account: str, sequencer: str, where: str) -> None:
+        event = blob_event(container_name(TARGET), "t1/$TaskOutput/x.txt", sequencer=sequencer)
+        if where in ("topic", "both"):
+            event["topic"] = LOCAL_TOPIC.replace(LOCAL_ACCOUNT, account)
+        if where in ("url", "both"):
+            event["data"]["url"] = f"https://{account}.blob.core.windows.net/{container_name(TARGET)}/t1/%24TaskOutput/x.txt"
+        response = app.post_events([event])
+        assert response.status_code == 200, response.text
+        body = response.json()
+        trusted = account.lower() == LOCAL_ACCOUNT and is_azure_sequencer(sequencer)
+        outcomes.add(trusted)
+        if trusted:
+            assert body["skipped"] == 0, body
+        else:
+            assert body["indexed"] == body["unchanged"] == 0 and body["skipped"] == 1, body
+            if account.lower() != LOCAL_ACCOUNT:
+                assert body["skippedByReason"] == {"foreign-account": 1}, body
+
+    deliver()
+    assert outcomes == {True, False}, "the strategies never reached both outcomes"
     assert index_state(app, SENTINEL) == before

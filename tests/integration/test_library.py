@@ -12,8 +12,8 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from batch_outputs import JobOutputKind, JobOutputStorage, OutputNotFoundError, OutputStorageError, TaskOutputKind, TaskOutputStorage
+from batch_outputs.conventions import ConventionError, container_name
 from devtools.azurite import Azurite
-from shared.conventions import ConventionError, container_name
 
 
 @pytest.fixture
@@ -30,11 +30,12 @@ def task_storage(azurite: Azurite, job: str) -> TaskOutputStorage:
 
 
 def test_save_file_text_and_custom_kinds_under_convention_names(
-    task_storage: TaskOutputStorage, job: str, blob_service: BlobServiceClient, tmp_path: Path
+    task_storage: TaskOutputStorage, job: str, blob_service: BlobServiceClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     image = tmp_path / "thumb ü #1.png"
     image.write_bytes(b"\x89PNG...")
-    saved = task_storage.save(TaskOutputKind.PREVIEW, image)
+    saved = task_storage.save(TaskOutputKind.PREVIEW, "thumb ü #1.png")
     assert saved.blob_name == "task-7/$TaskPreview/thumb ü #1.png"
     assert (saved.kind, saved.path, saved.task_id, saved.size) == ("TaskPreview", "thumb ü #1.png", "task-7", 7)
     task_storage.save(TaskOutputKind.OUTPUT, image, "frames/100%/a?.png")
@@ -73,6 +74,7 @@ def test_save_tracked_follows_a_growing_log_and_flushes_at_the_end(task_storage:
     blob = blob_service.get_blob_client(container_name(job), "task-7/$TaskLog/stdout.txt")
     seen_while_running: list[int] = []
 
+    log.write_text("", encoding="utf-8")
     with task_storage.save_tracked(TaskOutputKind.LOG, log, "stdout.txt", interval=timedelta(milliseconds=50)) as tracked:
         assert tracked.blob_name == "task-7/$TaskLog/stdout.txt"
         with open(log, "a", encoding="utf-8") as handle:
@@ -96,7 +98,7 @@ def test_save_tracked_follows_a_growing_log_and_flushes_at_the_end(task_storage:
 
 def test_save_tracked_of_a_file_written_at_once_still_lands(task_storage: TaskOutputStorage, tmp_path: Path) -> None:
     log = tmp_path / "late.txt"
-    with task_storage.save_tracked(TaskOutputKind.LOG, log, interval=timedelta(hours=1)):
+    with task_storage.save_tracked(TaskOutputKind.LOG, log, "late.txt", interval=timedelta(hours=1)):
         log.write_bytes(b"x" * (5 * 1024 * 1024 + 3))  # more than one append block, never flushed before close
     assert task_storage.get(TaskOutputKind.LOG, "late.txt").size == 5 * 1024 * 1024 + 3
 

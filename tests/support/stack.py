@@ -22,6 +22,8 @@ from shared.http.app import create_app
 from shared.settings import Settings
 
 TEST_KEY = "test-key-1"
+#: The events key (EVENTS_KEYS): it posts to /api/events and nothing else.
+EVENTS_KEY = "test-events-key"
 ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
 
 
@@ -38,6 +40,7 @@ def settings_for(azurite: Azurite, **values: str) -> Settings:
         "INDEX_STORAGE": azurite.connection_string,
         "INDEX_TABLE": "idx" + uuid.uuid4().hex[:16],
         "API_KEYS": f"{TEST_KEY},second-key",
+        "EVENTS_KEYS": EVENTS_KEY,
         "TOKEN_SIGNING_KEY": "test-signing-key",
         "STORAGE_RETRY_TOTAL": "3",
         "STORAGE_RETRY_BACKOFF_SECONDS": "0.05",
@@ -78,6 +81,16 @@ class RunningApp:
             response = self.client.get(body["nextLink"])
 
 
+class RoleKeys(httpx.Auth):
+    """The test client's key by role: the events key on the webhook, the API key elsewhere
+    (a key the request already carries wins)."""
+
+    def auth_flow(self, request: httpx.Request):
+        if "x-functions-key" not in request.headers:
+            request.headers["x-functions-key"] = EVENTS_KEY if request.url.path == "/api/events" else TEST_KEY
+        yield request
+
+
 class _Server(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # running in a thread
         pass
@@ -99,7 +112,7 @@ def app_server() -> Iterator[Callable[..., RunningApp]]:
                 raise RuntimeError("app did not start")
             time.sleep(0.02)
         url = f"http://127.0.0.1:{port}"
-        client = httpx.Client(base_url=url, headers={"x-functions-key": TEST_KEY}, timeout=60)
+        client = httpx.Client(base_url=url, auth=RoleKeys(), timeout=60)
         servers.append((server, thread, client))
         return RunningApp(url, settings, client)
 

@@ -22,7 +22,7 @@ def bindings() -> dict[str, list]:
 
 
 def test_registered_functions() -> None:
-    assert set(bindings()) == {"http_app_func", "index_blob_event", "health", "reconcile"}
+    assert set(bindings()) == {"http_app_func", "events_webhook", "index_blob_event", "health", "reconcile"}
 
 
 def test_api_is_one_asgi_function_guarded_by_function_keys() -> None:
@@ -59,7 +59,7 @@ def test_host_json_routes_match_the_app() -> None:
 
 def test_trigger_event_is_parsed_by_the_same_core() -> None:
     event = func.EventGridEvent(
-        id="1", data={"api": "PutBlob", "url": "https://a/b", "sequencer": "0001", "contentLength": 3},
+        id="1", data={"api": "PutBlob", "url": "https://a/b", "sequencer": "0" * 31 + "1", "contentLength": 3},
         topic="/t", subject="/blobServices/default/containers/job-x/blobs/t1/$TaskOutput/a b.txt",
         event_type="Microsoft.Storage.BlobCreated", event_time=None, data_version="1",
     )

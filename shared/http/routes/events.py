@@ -1,4 +1,11 @@
-"""``POST /api/events``: the Event Grid webhook (SPEC §3), and the CloudEvents handshake."""
+"""``POST /api/events``: the Event Grid webhook (SPEC §3), and the CloudEvents handshake.
+
+Guarded by an events key (``EVENTS_KEYS``), which can do nothing else. The body is read with its
+limit enforced as it arrives (a declared or streamed body over the limit is answered 413 without
+reading the rest) and within a deadline (a client trickling its body gets 408). Events whose
+topic or URLs name another storage account than the outputs account are skipped and counted
+(``foreign-account``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from shared.domain.events import EventPayloadError, decode_body
+from shared.domain.events import MAX_PAYLOAD_BYTES, EventBatch, EventPayloadError, PayloadTooLargeError, decode_body
 from shared.store.envelopes import parse_events
 from shared.store.errors import StorageBusyError
 
@@ -20,6 +27,10 @@ log = logging.getLogger(__name__)
 
 #: Event Grid waits 30 s for an answer; answer well within it (a late 503 is redelivered).
 WEBHOOK_DEADLINE_SECONDS = 20.0
+#: A delivery of 16 MiB arrives in well under this; a client slower than that holds a connection.
+BODY_READ_SECONDS = 10.0
+#: Skipped events logged one by one per delivery; the rest are counted in one line.
+LOGGED_SKIPS = 10
 
 router = APIRouter(tags=["events"])
 
@@ -30,30 +41,69 @@ _BODY = {"requestBody": {"required": True, "content": {
 }}}
 
 
+def _too_large(size: str) -> ApiError:
+    # Close the connection: the rest of the body is never read.
+    return ApiError(413, "PayloadTooLarge", f"A delivery is at most {MAX_PAYLOAD_BYTES} bytes; this one is {size}.",
+                    {"Connection": "close"})
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_PAYLOAD_BYTES:
+        raise _too_large(f"{declared} bytes")
+    body = bytearray()
+
+    async def read() -> None:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > MAX_PAYLOAD_BYTES:
+                raise _too_large("larger")
+
+    try:
+        await asyncio.wait_for(read(), BODY_READ_SECONDS)
+    except TimeoutError as exc:
+        raise ApiError(408, "RequestTimeout", f"The body did not arrive within {BODY_READ_SECONDS:g} s.",
+                       {"Connection": "close"}) from exc
+    return bytes(body)
+
+
+def _log_skips(batch: EventBatch) -> None:
+    for skipped in batch.skipped[:LOGGED_SKIPS]:
+        log.warning("skipped event %s: %s (%s)", skipped.event_id, skipped.reason.value, skipped.detail)
+    if len(batch.skipped) > LOGGED_SKIPS:
+        log.warning("skipped %d more events of this delivery", len(batch.skipped) - LOGGED_SKIPS)
+
+
 @router.post(
     "/api/events",
     response_model=IngestResult | ValidationResponse,
     response_model_exclude_unset=True,
-    responses=error_statuses(400, 401, 413, 429, 503),
+    responses=error_statuses(400, 401, 408, 413, 429, 503),
     openapi_extra=_BODY,
 )
 async def events(request: Request, svc: ServiceDep) -> IngestResult | ValidationResponse:
     """The Event Grid webhook: BlobCreated/BlobDeleted in either schema, one or an array."""
-    body = await request.body()
+    body = await read_body(request)
     try:
-        batch = parse_events(decode_body(body))
+        batch = parse_events(decode_body(body), svc.blobs.account_name)
+    except PayloadTooLargeError as exc:
+        raise _too_large(f"{len(body)} bytes") from exc
     except EventPayloadError as exc:
         raise ApiError(400, "InvalidEvents", str(exc)) from exc
     if batch.validation_code is not None:
         log.info("Event Grid subscription validation answered")
-        return ValidationResponse(validationResponse=batch.validation_code)
-    for skipped in batch.skipped:
-        log.warning("skipped event %s: %s (%s)", skipped.event_id, skipped.reason.value, skipped.detail)
+        if not (batch.blob_events or batch.namespace_events or batch.skipped):
+            return ValidationResponse(validationResponse=batch.validation_code)
+    _log_skips(batch)
     try:
         report = await asyncio.wait_for(svc.ingest(batch), WEBHOOK_DEADLINE_SECONDS)
     except TimeoutError as exc:
         raise StorageBusyError("delivery not indexed within the webhook deadline") from exc
-    return IngestResult.model_validate(report.as_dict())
+    answer = report.as_dict()
+    if batch.validation_code is not None:
+        answer["validationResponse"] = batch.validation_code  # the handshake, and the events beside it
+    return IngestResult.model_validate(answer)
 
 
 @router.options("/api/events", status_code=200, response_class=Response)

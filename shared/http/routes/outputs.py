@@ -68,7 +68,7 @@ async def _indexed_output(svc: Service, job_id: str, task_id: str | None, kind: 
 async def _one_output(svc: Service, job_id: str, task_id: str | None, kind: str, path: str) -> Output:
     item = await _indexed_output(svc, job_id, task_id, kind, path)
     try:
-        link = await svc.sas.read_link(item["container"], item["blobName"])
+        link = await svc.sas.read_link(item["container"], item["blobName"], item.get("contentType"))
     except SasError as exc:
         raise ApiError(503, "DownloadLinkUnavailable", str(exc)) from exc
     return Output.model_validate({**item, "downloadUrl": link.url, "downloadUrlExpiresAt": iso(link.expires_at)})

@@ -48,6 +48,26 @@
     return el;
   }
 
+  // Names are untrusted text: bidi controls (U+202E RIGHT-TO-LEFT OVERRIDE turns "\u202egnp.exe"
+  // into what reads as "exe.png"), other invisible formatting and control characters are shown as
+  // visible [U+XXXX] marks, and every name sits in its own <bdi> so it cannot reorder the text
+  // around it. Attributes (title, alt) get the marked text.
+  const HIDDEN = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+  const mark = (ch) => `[U+${ch.codePointAt(0).toString(16).toUpperCase().padStart(4, '0')}]`;
+  const shown = (text) => String(text).replace(HIDDEN, mark);
+  function nm(text, attrs) {
+    const value = String(text);
+    const parts = [];
+    let last = 0;
+    for (const match of value.matchAll(HIDDEN)) {
+      if (match.index > last) parts.push(value.slice(last, match.index));
+      parts.push(h('span', { class: 'ctl', title: 'an invisible control character, shown' }, mark(match[0])));
+      last = match.index + match[0].length;
+    }
+    if (last < value.length) parts.push(value.slice(last));
+    return h('bdi', { dir: 'auto', ...(attrs || {}) }, parts);
+  }
+
   const enc = encodeURIComponent;
   const encPath = (path) => path.split('/').map(enc).join('/');
   const jobHref = (job) => `/ui/jobs/${enc(job)}`;
@@ -72,7 +92,7 @@
     return new Date(iso).toLocaleDateString(undefined, { year: 'numeric', month: 'short', day: 'numeric' });
   }
   const when = (iso) => h('td', { class: 'when', title: iso || '' }, ago(iso));
-  const chip = (kind, count) => h('span', { class: `chip k-${kind}` }, kind, count === undefined ? null : h('b', {}, num(count)));
+  const chip = (kind, count) => h('span', { class: `chip k-${kind}` }, nm(kind), count === undefined ? null : h('b', {}, num(count)));
 
   // -- the API -----------------------------------------------------------------------------
 
@@ -103,7 +123,7 @@
     for (;;) {
       items.push(...body.value);
       if (!body.nextLink || items.length >= limit) return { items: items.slice(0, limit), more: Boolean(body.nextLink) || items.length > limit };
-      const next = new URL(body.nextLink);       // same API, whatever host name it was built with
+      const next = new URL(body.nextLink, location.origin);   // relative, or on PUBLIC_BASE_URL: same API
       body = await api(next.pathname + next.search);
     }
   }
@@ -152,7 +172,7 @@
 
   function downloadLink(item, label = 'Download') {
     const a = h('a', { class: 'dl pending', href: '#', target: '_blank', rel: 'noopener noreferrer',
-      title: `Download ${item.path} (${bytes(item.size)})` }, label);
+      title: `Download ${shown(item.path)} (${bytes(item.size)})` }, label);
     a.loadLink = () => downloadUrl(item).then((url) => { a.href = url; a.classList.remove('pending'); }, () => {});
     a.addEventListener('click', async (event) => {
       const cached = links.get(outputKey(item));
@@ -171,7 +191,7 @@
   function previewImage(item, className) {
     const key = `${className}\u0000${outputKey(item)}`;
     if (thumbs.has(key)) return thumbs.get(key);
-    const img = h('img', { alt: `${item.kind} ${item.path}${item.taskId ? ` of ${item.taskId}` : ''}`, decoding: 'async' });
+    const img = h('img', { alt: shown(`${item.kind} ${item.path}${item.taskId ? ` of ${item.taskId}` : ''}`), decoding: 'async' });
     const frame = h('div', { class: `frame ${className} loading` }, img);
     img.addEventListener('load', () => frame.classList.remove('loading'));
     frame.loadLink = () => downloadUrl(item).then((url) => { img.src = url; }, () => frame.classList.remove('loading'));
@@ -189,7 +209,7 @@
     const nodes = [];
     parts.forEach(([label, href], i) => {
       if (i) nodes.push(h('span', { class: 'sep' }, '/'));
-      nodes.push(href ? h('a', { href }, label) : h('span', { title: label }, label));
+      nodes.push(href ? h('a', { href }, nm(label)) : h('span', { title: shown(label) }, nm(label)));
     });
     crumbsEl.replaceChildren(...nodes);
   }
@@ -234,9 +254,9 @@
     const rows = items.map((job) => {
       const id = job.jobId;
       return h('tr', {},
-        h('td', {}, id ? h('a', { href: jobHref(id) }, id)
+        h('td', {}, id ? h('a', { href: jobHref(id) }, nm(id))
           : h('span', { class: 'sub', title: 'A hashed container: register its job ID (PUT /api/jobs/{jobId}, or batch-outputs prepare), or open /ui/jobs/{jobId}' }, 'job ID not registered')),
-        h('td', { class: 'path' }, job.container),
+        h('td', { class: 'path' }, nm(job.container)),
         h('td', { class: 'num' }, num(job.tasks)),
         h('td', { class: 'num' }, num(job.outputs)),
         h('td', { class: 'num' }, bytes(job.bytes)),
@@ -259,8 +279,8 @@
       summary = await api(base);
     } catch (error) {
       if (!(error instanceof NotFound)) throw error;
-      show(h('div', { class: 'page-head' }, h('h1', {}, jobId)),
-        h('div', { class: 'panel empty', id: 'not-indexed' }, `No output of job ${jobId} is indexed yet. This page updates as soon as one is.`));
+      show(h('div', { class: 'page-head' }, h('h1', {}, nm(jobId))),
+        h('div', { class: 'panel empty', id: 'not-indexed' }, 'No output of job ', nm(jobId), ' is indexed yet. This page updates as soon as one is.'));
       state.fingerprint = null;
       return;
     }
@@ -282,8 +302,8 @@
 
     show(
       h('div', { class: 'page-head' },
-        h('div', {}, h('h1', {}, summary.jobId || jobId),
-          h('div', { class: 'sub' }, h('span', { class: 'mono' }, summary.container), ' · last indexed ', h('span', { title: summary.lastIndexedAt || '' }, ago(summary.lastIndexedAt))))),
+        h('div', {}, h('h1', {}, nm(summary.jobId || jobId)),
+          h('div', { class: 'sub' }, h('span', { class: 'mono' }, nm(summary.container)), ' · last indexed ', h('span', { title: summary.lastIndexedAt || '' }, ago(summary.lastIndexedAt))))),
       h('div', { class: 'stats' },
         stat('Outputs', num(summary.usage.outputs)), stat('Size', bytes(summary.usage.bytes)),
         stat('Tasks', num(summary.tasks)), stat('Rejected', num(summary.rejections.outputs), summary.rejections.outputs > 0)),
@@ -299,27 +319,27 @@
           'Nothing indexed.'))),
       panel('Job outputs', `${num(jobOutputs.items.length)}${jobOutputs.more ? '+' : ''}`,
         jobPreviews.length ? h('div', { class: 'hero section' }, jobPreviews.map((o) => h('figure', {}, previewImage(o, 'hero-frame'),
-          h('figcaption', {}, h('span', { class: 'mono' }, o.path), bytes(o.size), downloadLink(o))))) : null,
+          h('figcaption', {}, h('span', { class: 'mono' }, nm(o.path)), bytes(o.size), downloadLink(o))))) : null,
         outputsTable(jobOutputs.items, false, 'The job has no job outputs yet (JobOutput, JobPreview).'),
         moreButton(state, 'outputs', PAGE.outputs, jobOutputs.items.length, jobOutputs.more)),
       panel('Task previews', `${num(summary.kinds.TaskPreview ? summary.kinds.TaskPreview.outputs : 0)}`,
         previews.items.length ? h('div', { class: 'thumbs', id: 'previews' }, previews.items.map((o) =>
-          h('a', { class: 'thumb', href: taskHref(jobId, o.taskId), title: `${o.taskId}: ${o.path}` }, previewImage(o, 'thumb-frame'),
-            h('div', { class: 'caption' }, h('span', { class: 'name' }, o.taskId), h('span', { class: 'size' }, bytes(o.size))))))
+          h('a', { class: 'thumb', href: taskHref(jobId, o.taskId), title: shown(`${o.taskId}: ${o.path}`) }, previewImage(o, 'thumb-frame'),
+            h('div', { class: 'caption' }, h('span', { class: 'name' }, nm(o.taskId)), h('span', { class: 'size' }, bytes(o.size))))))
           : h('div', { class: 'empty' }, 'No TaskPreview yet.'),
         moreButton(state, 'previews', PAGE.previews, previews.items.length, previews.more)),
       panel('Tasks', num(summary.tasks),
         table([['Task'], ['Outputs by kind'], ['Outputs', 'num'], ['Size', 'num'], ['Last indexed']],
           tasks.items.map((t) => h('tr', { 'data-task': t.taskId },
-            h('td', {}, h('a', { href: taskHref(jobId, t.taskId) }, t.taskId)),
+            h('td', {}, h('a', { href: taskHref(jobId, t.taskId) }, nm(t.taskId))),
             h('td', {}, Object.entries(t.kinds).map(([kind, k]) => chip(kind, k.outputs))),
             h('td', { class: 'num' }, num(t.outputs)), h('td', { class: 'num' }, bytes(t.bytes)), when(t.lastIndexedAt))),
           'No task has saved an output yet.'),
         moreButton(state, 'tasks', PAGE.tasks, tasks.items.length, tasks.more)),
       rejections.items.length ? panel('Rejected by quota', num(summary.rejections.outputs),
         table([['Task'], ['Kind'], ['Path'], ['Size', 'num'], ['Limit crossed'], ['Event']],
-          rejections.items.map((o) => h('tr', {}, h('td', {}, o.taskId ? h('a', { href: taskHref(jobId, o.taskId) }, o.taskId) : '(job)'),
-            h('td', {}, chip(o.kind)), h('td', { class: 'path' }, o.path), h('td', { class: 'num' }, bytes(o.size)),
+          rejections.items.map((o) => h('tr', {}, h('td', {}, o.taskId ? h('a', { href: taskHref(jobId, o.taskId) }, nm(o.taskId)) : '(job)'),
+            h('td', {}, chip(o.kind)), h('td', { class: 'path' }, nm(o.path)), h('td', { class: 'num' }, bytes(o.size)),
             h('td', {}, o.reason || ''), when(o.createdAt))), '')) : null);
   }
 
@@ -331,7 +351,7 @@
 
   function outputsTable(items, withTask, empty) {
     return table([['Kind'], ['Path'], ['Size', 'num'], ['Saved'], ['']],
-      items.map((o) => h('tr', { 'data-output': `${o.kind}/${o.path}` }, h('td', {}, chip(o.kind)), h('td', { class: 'path' }, o.path),
+      items.map((o) => h('tr', { 'data-output': `${o.kind}/${o.path}` }, h('td', {}, chip(o.kind)), h('td', { class: 'path' }, nm(o.path)),
         h('td', { class: 'num' }, bytes(o.size)), when(o.createdAt), h('td', { class: 'num' }, downloadLink(o)))),
       empty);
   }
@@ -358,11 +378,11 @@
     const previews = items.filter((o) => o.kind === 'TaskPreview' && isImage(o));
     show(
       h('div', { class: 'page-head' }, h('div', {},
-        h('h1', {}, taskId),
-        h('div', { class: 'sub' }, 'Task of ', h('a', { href: jobHref(jobId) }, jobId), ` · ${num(items.length)}${more ? '+' : ''} outputs · ${bytes(total)}`))),
-      items.length ? null : h('div', { class: 'panel empty' }, `Task ${taskId} has no indexed outputs yet. This page updates as soon as it has.`),
+        h('h1', {}, nm(taskId)),
+        h('div', { class: 'sub' }, 'Task of ', h('a', { href: jobHref(jobId) }, nm(jobId)), ` · ${num(items.length)}${more ? '+' : ''} outputs · ${bytes(total)}`))),
+      items.length ? null : h('div', { class: 'panel empty' }, 'Task ', nm(taskId), ' has no indexed outputs yet. This page updates as soon as it has.'),
       previews.length ? panel('Previews', num(previews.length), h('div', { class: 'hero' }, previews.map((o) => h('figure', {}, previewImage(o, 'hero-frame'),
-        h('figcaption', {}, h('span', { class: 'mono' }, o.path), bytes(o.size), downloadLink(o)))))) : null,
+        h('figcaption', {}, h('span', { class: 'mono' }, nm(o.path)), bytes(o.size), downloadLink(o)))))) : null,
       logs.length ? panel('Logs', num(logs.length), logViews) : null,
       items.length ? panel('Outputs', num(items.length), outputsTable(items, false, ''),
         moreButton(state, 'outputs', PAGE.outputs * 10, items.length, more)) : null);
@@ -378,7 +398,7 @@
     const pre = h('pre', { class: 'tail', 'data-log': item.path, tabindex: '0' },
       tail.truncated ? h('span', { class: 'cut' }, `… ${bytes(tail.start)} earlier not shown\n`) : null, tail.text || '(empty)');
     const element = h('div', { class: 'log' },
-      h('div', { class: 'log-head' }, h('span', { class: 'name' }, item.path),
+      h('div', { class: 'log-head' }, h('span', { class: 'name' }, nm(item.path)),
         h('span', { class: 'meta' }, tail.truncated ? `last ${bytes(tail.size - tail.start)} of ${bytes(tail.size)}` : bytes(tail.size),
           h('span', { title: item.createdAt || '' }, ago(item.createdAt)), downloadLink(item, 'Full log'))),
       pre);

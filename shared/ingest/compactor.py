@@ -1,0 +1,177 @@
+"""Folding usage deltas into the job's and tasks' counters (the round is in ``ledger.py``).
+
+Ingest creates one delta row per transaction; folding keeps their number small so summaries
+read few rows. A writer schedules a fold of a job a moment after it wrote deltas there, so one
+round folds many transactions' worth; the reconciler folds every active job too. The round
+row doubles as a lease: while one instance's round is fresh, others leave the job alone, so
+instances do not race each other for the counters. Any step may fail or crash; the next fold
+resumes the round where it stopped (every step is idempotent, see ``ledger``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+
+from shared.domain import keys
+from shared.domain.ledger import MAX_ROUND_DELTAS, Delta, FoldRound, JobView, TaskPart
+from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation, write
+from shared.domain.rows import Entity, Usage
+from shared.store.errors import ConflictError, StorageBusyError, StorageUnavailableError
+from shared.store.table import TableStore
+
+log = logging.getLogger(__name__)
+
+#: How long after its first delta a job is folded by the writer that wrote it.
+FOLD_DELAY = 2.0
+#: A round not renewed for this long is taken over by any instance.
+ROUND_LEASE = timedelta(seconds=30)
+MAX_FOLD_ATTEMPTS = 8
+_KEPT = ("__etag", "PartitionKey")
+
+
+def _kept(row: Entity | None) -> Entity:
+    return {k: v for k, v in (row or {}).items() if k not in _KEPT}
+
+
+def _latest(*times: datetime | None) -> datetime | None:
+    return max((t for t in times if t is not None), default=None)
+
+
+class Compactor:
+    def __init__(self, store: TableStore, writer: str, *, delay: float = FOLD_DELAY) -> None:
+        self.store = store
+        self.writer = writer
+        self.delay = delay
+        self._scheduled: dict[str, asyncio.Task[None]] = {}
+        self.rounds = 0  # rounds this instance completed (for tests and metrics)
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def schedule(self, container: str) -> None:
+        """Fold ``container`` soon (once, however many deltas this writer adds meanwhile)."""
+        task = self._scheduled.get(container)
+        if task is None or task.done():
+            self._scheduled[container] = asyncio.get_running_loop().create_task(self._later(container))
+
+    async def _later(self, container: str) -> None:
+        await asyncio.sleep(self.delay)
+        try:
+            await self.fold(container)
+        except (StorageBusyError, ConflictError) as exc:
+            log.warning("fold of %s postponed (the next write or the reconciler folds it): %s", container, exc)
+
+    async def drain(self) -> None:
+        """Run every scheduled fold now (shutdown, tests, benchmarks)."""
+        pending = [c for c, t in self._scheduled.items() if not t.done()]
+        for task in self._scheduled.values():
+            task.cancel()
+        self._scheduled.clear()
+        for container in pending:
+            await self.fold(container, force=True)
+
+    # -- a round ---------------------------------------------------------------------------
+
+    async def _view(self, container: str) -> JobView:
+        low, high = keys.prefix_range(keys.shard_prefix())
+        return JobView.of([row async for row in self.store.query_range(container, low, high)])
+
+    async def fold(self, container: str, *, force: bool = False) -> int:
+        """Fold the job's deltas; the number folded. ``force`` resumes another's fresh round."""
+        folded = 0
+        for attempt in range(MAX_FOLD_ATTEMPTS):
+            view = await self._view(container)
+            now = datetime.now(timezone.utc)
+            fold = view.fold
+            if fold is None:
+                if not view.deltas:
+                    return folded
+                fold = FoldRound(uuid.uuid4().hex, [d.key for d in view.deltas[:MAX_ROUND_DELTAS]], 0,
+                                 self.writer, now + ROUND_LEASE)
+                try:  # the round row first, before any step adds to it
+                    etags = await self.store.submit(container, [Operation(Op.CREATE, fold.entity())])
+                except ConflictError:
+                    continue  # another instance started a round just now
+                fold.row = {**fold.entity(), "__etag": etags[0]}
+            elif fold.holder != self.writer and fold.expires is not None and fold.expires > now and not force:
+                return folded
+            try:
+                folded += await self._run(container, view, fold, now)
+            except (ConflictError, StorageUnavailableError) as exc:
+                log.debug("fold of %s re-read after %s (attempt %d)", container, exc, attempt + 1)
+                await asyncio.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
+                continue
+            self.rounds += 1
+            if len(view.deltas) <= len(fold.deltas):
+                return folded
+        raise StorageBusyError(f"fold of {container} lost {MAX_FOLD_ATTEMPTS} races")
+
+    def _claim(self, fold: FoldRound, now: datetime) -> Operation:
+        """The round row rewritten on its ETag: renews this instance's lease, and fails the
+        step if anyone else moved the round meanwhile."""
+        assert fold.row is not None
+        fold.holder, fold.expires = self.writer, now + ROUND_LEASE
+        return Operation(Op.REPLACE, fold.entity(), fold.row["__etag"])
+
+    async def _submit_with_round(self, container: str, ops: list[Operation], fold: FoldRound, now: datetime) -> None:
+        ops.append(self._claim(fold, now))
+        etags = await self.store.submit(container, ops)
+        fold.row = {**fold.entity(), "__etag": etags[-1]}
+
+    async def _run(self, container: str, view: JobView, fold: FoldRound, now: datetime) -> int:
+        deltas = [d for d in view.deltas if d.key in set(fold.deltas)]
+        counter = view.counter
+        if counter is None or counter.get("LastFold") != fold.round_id:
+            await self._fold_tasks(container, deltas, fold, now)
+            await self._fold_job(container, counter, deltas, fold, now)
+        await self._delete(container, deltas, fold)
+        return len(deltas)
+
+    async def _fold_tasks(self, container: str, deltas: list[Delta], fold: FoldRound, now: datetime) -> None:
+        parts: dict[str, TaskPart] = {}
+        for delta in deltas:
+            for task_row, part in delta.tasks.items():
+                total = parts.setdefault(task_row, TaskPart(part.task_id))
+                total.usage = total.usage.plus(part.usage)
+        rows = await self.store.get_rows(container, parts)  # one range query, not a read per task
+        todo = [t for t in parts if (rows.get(t) or {}).get("LastFold") != fold.round_id]
+        room = MAX_BATCH_OPERATIONS - 1
+        for start in range(0, len(todo), room):
+            ops: list[Operation] = []
+            for task_row in todo[start : start + room]:
+                row = rows.get(task_row)
+                before, after = Usage.of(row), Usage.of(row).plus(parts[task_row].usage)
+                fold.tasks_delta += (after.outputs > 0) - (before.outputs > 0)
+                entity = {**_kept(row), "RowKey": task_row, "TaskId": (row or {}).get("TaskId") or parts[task_row].task_id,
+                          **after.properties(), "LastIndexedAt": _latest(*(d.at for d in deltas)) or now,
+                          "LastFold": fold.round_id}
+                ops.append(write(entity, row))
+            await self._submit_with_round(container, ops, fold, now)
+
+    async def _fold_job(self, container: str, counter: Entity | None, deltas: list[Delta], fold: FoldRound, now: datetime) -> None:
+        usage = Usage.of(counter)
+        for delta in deltas:
+            usage = usage.plus(delta.job)
+        usage.tasks += fold.tasks_delta
+        entity = {**_kept(counter), "RowKey": keys.counter_key(), **usage.properties(),
+                  "LastIndexedAt": _latest((counter or {}).get("LastIndexedAt"), *(d.at for d in deltas)) or now,
+                  "LastFold": fold.round_id}
+        await self._submit_with_round(container, [write(entity, counter)], fold, now)
+
+    async def _delete(self, container: str, deltas: Iterable[Delta], fold: FoldRound) -> None:
+        """Delete the folded deltas, and the round row with the last of them."""
+        remaining = list(deltas)
+        room = MAX_BATCH_OPERATIONS - 1
+        while True:
+            piece, remaining = remaining[:room], remaining[room:]
+            ops = [Operation(Op.DELETE, {"RowKey": d.key}, d.etag) for d in piece]
+            if not remaining:
+                assert fold.row is not None
+                ops.append(Operation(Op.DELETE, {"RowKey": keys.fold_round_key()}, fold.row["__etag"]))
+            await self.store.submit(container, ops)
+            if not remaining:
+                return
