@@ -13,7 +13,8 @@ those events (Event Grid schema, ``blob_event``), numbers them (``Sequencer``) a
   honouring ``Retry-After``: never dropped, never reordered;
 * ``400``/``401``/``403``/``413`` are what Event Grid dead-letters: logged loudly and dropped.
 
-The delivery target is pluggable: ``Webhook`` posts to ``/api/events`` with a function key;
+The delivery target is pluggable: ``Webhook`` posts to ``/api/events`` with an events key
+(``EVENTS_KEYS``: it posts events and nothing else; an API key gets 401 there);
 tests pass any ``async def deliver(batch)`` (raise to have the batch redelivered later).
 """
 
@@ -123,7 +124,8 @@ def blob_event(
 
 
 class Webhook:
-    """Delivers batches to an Event Grid webhook endpoint, e.g. the app's ``/api/events``."""
+    """Delivers batches to an Event Grid webhook endpoint, e.g. the app's ``/api/events``, with an
+    events key (``make run`` passes the first of ``EVENTS_KEYS``)."""
 
     def __init__(self, endpoint: str, key: str | None = None, timeout: float = 30.0) -> None:
         self.endpoint = endpoint

@@ -13,6 +13,7 @@ from typing import Any
 import azure.functions as func
 
 from shared.domain.events import SkippedEvent
+from shared.domain.sources import outputs_account
 from shared.store.envelopes import parse_event
 from shared.store.errors import StorageBusyError
 
@@ -58,7 +59,7 @@ async def index_blob_event(event: func.EventGridEvent) -> None:
     # hands this function a func.CloudEvent, which event_payload reads as such.
     service = await services.get()
     # Only events from the outputs account are indexed (a forged or misrouted one is skipped).
-    outcome = parse_event(event_payload(event), service.blobs.account_name)
+    outcome = parse_event(event_payload(event), outputs_account(service.blobs.url, service.blobs.account_name))
     if isinstance(outcome, SkippedEvent):
         log.warning("skipped event %s: %s (%s)", outcome.event_id, outcome.reason.value, outcome.detail)
         return
@@ -67,7 +68,9 @@ async def index_blob_event(event: func.EventGridEvent) -> None:
     except StorageBusyError:
         log.warning("event %s handed back: index storage busy", outcome.event_id)
         raise
-    log.info("event %s durable; its group commit: %s", outcome.event_id, json.dumps(report.as_dict()))
+    # One line per commit (GroupCommit logs it), not per event: a delivery of 500 events
+    # would otherwise send 500 records to Application Insights.
+    log.debug("event %s durable; its group commit: %s", outcome.event_id, json.dumps(report.as_dict()))
 
 
 @blueprint.function_name("health")

@@ -107,8 +107,18 @@ def job_output_key(kind: str, path: str) -> str:
     return bounded(SEPARATOR.join((JOB_OUTPUT, encode(kind), encode(path))))
 
 
+#: Marks the exact spelling of a task ID that is not all lower case, at the end of its output keys.
+CASE = "c"
+
+
 def task_output_key(kind: str, task_id: str, path: str) -> str:
-    return bounded(SEPARATOR.join((TASK_OUTPUT, encode(kind), task_key(task_id), encode(path))))
+    """A task output's row. Batch task IDs are case-insensitive, so a task's outputs share the
+    lower-cased ID (one task, one key range); blob names are case-sensitive, so ``T1/...`` and
+    ``t1/...`` are two blobs, and an ID spelt with capitals ends the key with its spelling."""
+    key = SEPARATOR.join((TASK_OUTPUT, encode(kind), task_key(task_id), encode(path)))
+    if task_id != task_id.lower():
+        key = SEPARATOR.join((key, CASE + encode(task_id)))
+    return bounded(key)
 
 
 def output_key(kind: str, path: str, task_id: str | None = None) -> str:

@@ -93,9 +93,15 @@ def account_of_url(url: str) -> str | None:
         return account.lower() or None
     # {account}.blob.core.windows.net (and other clouds), {account}.dfs..., the DNS-zone form
     # {account}.z01.blob.storage.azure.net, Azurite's host-style {account}.blob.localhost.
-    labels = host.split(".")
+    labels = [label for label in host.split(".") if label != "privatelink"]  # {account}.privatelink.blob...
     service = labels[2] if len(labels) > 2 and _DNS_ZONE.fullmatch(labels[1]) else labels[1]
     return labels[0] if service in ("blob", "dfs") and labels[0] else None
+
+
+def outputs_account(endpoint: str, sdk_account_name: str | None) -> str | None:
+    """The outputs account's name from its blob endpoint (or the SDK's reading of it): what
+    events must name. None when neither says (an emulator host the SDK cannot read)."""
+    return account_of_url(endpoint) or (sdk_account_name or None)
 
 
 def foreign_source(item: Mapping[str, Any], data: Any, account: str) -> str | None:

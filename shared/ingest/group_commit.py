@@ -12,10 +12,14 @@ durable, and raises (so its event is redelivered) if the commit that carried it 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import Awaitable, Callable
 
 from shared.domain.events import BlobEvent, EventBatch, NamespaceEvent
 from shared.domain.planning import IngestReport
+
+log = logging.getLogger(__name__)
 
 #: Events one commit takes at most (a webhook delivery's worth).
 MAX_GROUP = 500
@@ -71,6 +75,7 @@ class GroupCommit:
                     if not future.done():
                         future.set_exception(exc)
             else:
+                log.info("group commit of %d events: %s", len(group), json.dumps(report.as_dict()))
                 for _, future in group:
                     if not future.done():
                         future.set_result(report)

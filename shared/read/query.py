@@ -230,12 +230,21 @@ class QueryService:
         return self.output_item(container, job_id, row)
 
     async def job_outputs(self, job_id: str, kind: str | None, prefix: str, page_size: int, token: str | None) -> Page:
-        part, keep = _key_range(keys.job_outputs_prefix(kind, prefix), kind, prefix, exact=kind is not None or not prefix)
+        container = container_name(job_id)
+        if kind is None and prefix:
+            # A path prefix is a key prefix once the kind is known: one key range per kind the
+            # job has (its ledger says which), so a prefix that matches nothing reads nothing.
+            view, _ = await self.ledger(container)
+            kinds = sorted(k for k, (n, _) in view.job_usage().kinds.items() if n > 0)
+            ranges = [_key_range(keys.job_outputs_prefix(k, prefix), k, prefix) for k in kinds]
+        else:
+            ranges = [_key_range(keys.job_outputs_prefix(kind, prefix), kind, prefix, exact=kind is not None or not prefix)]
+        checks = [keep for _, keep in ranges if keep is not None]
         listing = _Listing(
-            scope=f"job-outputs|{container_name(job_id)}|{kind}|{prefix}",
-            parts=[part],
+            scope=f"job-outputs|{container}|{kind}|{prefix}",
+            parts=[part for part, _ in ranges],
+            keep=(lambda row: any(check(row) for check in checks)) if checks else None,
             where={"State": LIVE},
-            keep=keep,
             select=OUTPUT_FIELDS,
         )
         return await self._outputs(job_id, listing, page_size, token)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from devtools.event_feed import Sequencer
 from shared.domain.events import BlobEvent, NamespaceEvent, SkippedEvent, SkipReason
-from shared.domain.sources import MAX_BLOB_BYTES, account_of_resource, account_of_url, is_azure_sequencer
+from shared.domain.sources import MAX_BLOB_BYTES, account_of_resource, account_of_url, is_azure_sequencer, outputs_account
 from shared.store.envelopes import parse_event, parse_events
 
 from ..helpers import LOCAL_ACCOUNT, LOCAL_TOPIC, blob_event, from_local_account, load_events
@@ -75,6 +75,9 @@ def test_a_rename_from_another_account_is_foreign() -> None:
     ("https://ACCT.dfs.core.windows.net/c/b", "acct"),
     ("https://acct.z01.blob.storage.azure.net/c/b", "acct"),
     ("https://acct.blob.core.chinacloudapi.cn/c/b", "acct"),
+    ("https://acct.privatelink.blob.core.windows.net/c/b", "acct"),
+    ("https://acct.evil.blob.core.windows.net/c/b", None),
+    ("http://azurite:10000/devstoreaccount1/c/b", "devstoreaccount1"),
     ("http://127.0.0.1:10000/devstoreaccount1/c/b", "devstoreaccount1"),
     ("http://localhost:10000/devstoreaccount1/c/b", "devstoreaccount1"),
     ("http://[::1]:10000/devstoreaccount1/c/b", "devstoreaccount1"),
@@ -85,6 +88,12 @@ def test_a_rename_from_another_account_is_foreign() -> None:
 ])
 def test_the_account_a_url_names(url: str, account: str | None) -> None:
     assert account_of_url(url) == account
+
+
+def test_the_outputs_account_is_read_from_its_endpoint() -> None:
+    assert outputs_account("http://azurite:10000/devstoreaccount1", None) == "devstoreaccount1"  # the SDK reads no name here
+    assert outputs_account("https://acct.privatelink.blob.core.windows.net", "acct.privatelink") == "acct"
+    assert outputs_account("https://acct.blob.core.windows.net/", "acct") == "acct"
 
 
 def test_the_account_a_topic_names() -> None:

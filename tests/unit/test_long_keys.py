@@ -23,7 +23,9 @@ def test_long_keys_stay_unique_and_keep_their_start() -> None:
 
 
 def test_short_keys_are_unchanged() -> None:
-    assert keys.task_output_key("TaskPreview", "T1", "a b/c.png") == "T|TaskPreview|t1|a b%2Fc.png"
+    assert keys.task_output_key("TaskPreview", "t1", "a b/c.png") == "T|TaskPreview|t1|a b%2Fc.png"
+    # A task ID with capitals keeps the task's key range and adds its exact spelling.
+    assert keys.task_output_key("TaskPreview", "T1", "a b/c.png") == "T|TaskPreview|t1|a b%2Fc.png|cT1"
 
 
 def test_a_cut_never_splits_an_escape() -> None:

@@ -697,8 +697,9 @@ def test_a_plain_event_with_the_rejected_rows_sequencer_is_a_duplicate() -> None
 # --- task IDs --------------------------------------------------------------------------------
 
 
-def test_task_ids_differing_in_case_are_one_task() -> None:
+def test_task_ids_differing_in_case_are_one_task_but_never_share_an_output_row() -> None:
     assert keys.task_key("Task-1") == keys.task_key("TASK-1") == "task-1"
+    assert len({keys.task_output_key("TaskOutput", t, "a") for t in ("Task-1", "TASK-1", "task-1")}) == 3
     part = Partition()
     plan = part.ingest(change("Task-1/$TaskOutput/a", 1), change("task-1/$TaskOutput/b", 2))
     assert plan.delta is not None
@@ -706,11 +707,14 @@ def test_task_ids_differing_in_case_are_one_task() -> None:
     assert plan.delta.tasks == {"U|task-1": TaskPart("Task-1", usage_of("TaskOutput", 2, 200))}
     assert part.usage.tasks == 1
     assert part.task("TASK-1").outputs == 2
-    # The same path under another case is the same output row.
-    plan = part.ingest(change("TASK-1/$TaskOutput/a", 3, deleted=True))
-    assert written(plan)[0] == (Op.REPLACE, keys.task_output_key("TaskOutput", "task-1", "a"))
-    assert part.live() == {"task-1/$TaskOutput/b": 100}
-    assert (part.usage.outputs, part.usage.tasks) == (1, 1)
+    # The same path under another case is another blob, so another output row.
+    plan = part.ingest(change("TASK-1/$TaskOutput/a", 3))
+    assert written(plan)[0] == (Op.CREATE, keys.task_output_key("TaskOutput", "TASK-1", "a"))
+    assert (part.usage.outputs, part.usage.tasks) == (3, 1)
+    # Deleting one of them leaves the other.
+    part.ingest(change("TASK-1/$TaskOutput/a", 4, deleted=True))
+    assert part.live() == {"Task-1/$TaskOutput/a": 100, "task-1/$TaskOutput/b": 100}
+    assert (part.usage.outputs, part.usage.tasks) == (2, 1)
 
 
 # --- the delta row ---------------------------------------------------------------------------

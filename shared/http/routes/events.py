@@ -16,6 +16,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from shared.domain.events import MAX_PAYLOAD_BYTES, EventBatch, EventPayloadError, PayloadTooLargeError, decode_body
+from shared.domain.sources import outputs_account
+from shared.service import Service
 from shared.store.envelopes import parse_events
 from shared.store.errors import StorageBusyError
 
@@ -68,6 +70,15 @@ async def read_body(request: Request) -> bytes:
     return bytes(body)
 
 
+def trusted_account(svc: Service) -> str | None:
+    """The account events must come from: the outputs account (None: it cannot be told, so
+    events are not checked for their source, and that is logged)."""
+    account = outputs_account(svc.blobs.url, svc.blobs.account_name)
+    if account is None:
+        log.warning("the outputs endpoint %s names no account: events are not checked for their source", svc.blobs.url)
+    return account
+
+
 def _log_skips(batch: EventBatch) -> None:
     for skipped in batch.skipped[:LOGGED_SKIPS]:
         log.warning("skipped event %s: %s (%s)", skipped.event_id, skipped.reason.value, skipped.detail)
@@ -86,7 +97,7 @@ async def events(request: Request, svc: ServiceDep) -> IngestResult | Validation
     """The Event Grid webhook: BlobCreated/BlobDeleted in either schema, one or an array."""
     body = await read_body(request)
     try:
-        batch = parse_events(decode_body(body), svc.blobs.account_name)
+        batch = parse_events(decode_body(body), trusted_account(svc))
     except PayloadTooLargeError as exc:
         raise _too_large(f"{len(body)} bytes") from exc
     except EventPayloadError as exc:

@@ -1,0 +1,154 @@
+"""The usage ledger against a real Azurite: writers of one job share no row, folds are exact.
+
+Two ``Service`` instances (as two Function instances would be) ingest one job; the summary is
+exact before any fold, while folds run concurrently, after a fold is cut short by dropped
+connections, and once everything is folded, when the deltas are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from devtools.azurite import Azurite
+from shared.domain import keys
+from shared.domain.conventions import container_name
+from shared.domain.events import EventBatch
+from shared.service import Service
+from shared.store.envelopes import parse_events
+
+from ..helpers import blob_event
+from ..support.faultproxy import FaultProxy
+from ..support.stack import settings_for
+
+JOB = "ledger-job"
+CONTAINER = container_name(JOB)
+
+
+def workload(count: int, seed: int) -> tuple[list[dict], dict[str, int]]:
+    """Creates, overwrites and deletes over 40 tasks; the truly live blobs and their sizes."""
+    rng = random.Random(seed)
+    events, live = [], {}
+    for sequencer in range(1, count + 1):
+        name = f"task-{rng.randrange(40):02d}/${rng.choice(['TaskOutput', 'TaskPreview', 'TaskLog'])}/f{rng.randrange(60)}.bin"
+        if name in live and rng.random() < 0.2:
+            events.append(blob_event(CONTAINER, name, deleted=True, sequencer=sequencer))
+            del live[name]
+        else:
+            size = rng.randrange(1, 5000)
+            events.append(blob_event(CONTAINER, name, sequencer=sequencer, size=size))
+            live[name] = size
+    return events, live
+
+
+def expected(live: dict[str, int]) -> tuple[dict[str, int], int, dict[str, dict[str, int]]]:
+    kinds: dict[str, dict[str, int]] = {}
+    for name, size in live.items():
+        entry = kinds.setdefault(name.split("/")[1][1:], {"outputs": 0, "bytes": 0})
+        entry["outputs"] += 1
+        entry["bytes"] += size
+    return {"outputs": len(live), "bytes": sum(live.values())}, len({n.split("/")[0] for n in live}), dict(sorted(kinds.items()))
+
+
+async def ledger_rows(service: Service) -> list[str]:
+    low, high = keys.prefix_range(keys.shard_prefix())
+    return [row["RowKey"] async for row in service.store.query_range(CONTAINER, low, high)]
+
+
+async def assert_exact(service: Service, live: dict[str, int]) -> None:
+    usage, tasks, kinds = expected(live)
+    summary = await service.query.job_summary(JOB)
+    assert summary is not None
+    assert (summary["usage"], summary["tasks"], summary["kinds"]) == (usage, tasks, kinds)
+
+
+async def ingest(service: Service, events: list[dict]) -> None:
+    for start in range(0, len(events), 100):
+        batch: EventBatch = parse_events(events[start : start + 100])
+        await service.ingest(batch)
+
+
+@pytest.fixture
+def proxy(azurite: Azurite) -> Iterator[FaultProxy]:
+    instance = FaultProxy(f"http://127.0.0.1:{azurite.table_port}", seed=5, faults=("drop", "drop_after")).start()
+    yield instance
+    instance.stop()
+
+
+def test_two_writers_share_no_row_and_every_fold_step_keeps_usage_exact(azurite: Azurite, proxy: FaultProxy) -> None:
+    settings = settings_for(azurite)
+    faulty = settings_for(azurite, INDEX_STORAGE=proxy.connection_string(azurite.connection_string, azurite.table_port),
+                          INDEX_TABLE=settings.index_table, STORAGE_RETRY_TOTAL="0")
+    events, live = workload(1200, seed=21)
+
+    async def run() -> None:
+        first_, second_, checker_ = [await Service.create(settings) for _ in range(3)]
+        try:
+            # Folds are left to this test: nothing folds behind its back.
+            for service in (first_, second_):
+                service.indexer.compactor.delay = 3600
+            await asyncio.gather(ingest(first_, events[0::2]), ingest(second_, events[1::2]))
+            rows = await ledger_rows(checker_)
+            deltas = [r for r in rows if r.startswith(keys.delta_prefix())]
+            assert deltas and not any(r == keys.counter_key() for r in rows), rows[:5]
+            await assert_exact(checker_, live)  # counters hold nothing yet: deltas alone
+
+            # A fold cut short by dropped connections leaves a round that the next fold resumes.
+            broken = await Service.create(faulty)
+            try:
+                proxy.rate = 0.35
+                for _ in range(3):
+                    try:
+                        await broken.indexer.compactor.fold(CONTAINER, force=True)
+                    except Exception:  # the round stops part-way: that is the point
+                        pass
+                    await assert_exact(checker_, live)
+            finally:
+                proxy.rate = 0.0
+                await broken.close()
+
+            # Two instances folding at once: still exact, and nothing is folded twice.
+            await asyncio.gather(first_.indexer.compactor.fold(CONTAINER, force=True),
+                                 second_.indexer.compactor.fold(CONTAINER, force=True))
+            await first_.indexer.compactor.fold(CONTAINER, force=True)
+            rows = await ledger_rows(checker_)
+            assert rows == [keys.counter_key()], rows[:5]
+            await assert_exact(checker_, live)
+        finally:
+            for service in (first_, second_, checker_):
+                await service.close()
+
+    asyncio.run(run())
+    assert proxy.injected, "no fault was injected: the resumption proves nothing"
+
+
+def test_a_delivery_of_500_trigger_invocations_logs_a_few_records(settings, caplog: pytest.LogCaptureFixture,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the default level: no per-request azure-core lines, no per-event lines."""
+    import json
+
+    import azure.functions as func
+    from azure.functions.eventgrid import EventGridEventInConverter
+
+    from functions import blob_events
+
+    container = container_name("quiet-job")
+    events = [EventGridEventInConverter.decode(func.meta.Datum(json.dumps(blob_event(container, f"t{i % 9}/$TaskOutput/{i}")), "json"),
+                                               trigger_metadata={}) for i in range(500)]
+    monkeypatch.setattr(blob_events.services, "_settings", settings)
+    caplog.set_level(logging.INFO)
+
+    async def run() -> None:
+        try:
+            await asyncio.gather(*(blob_events.index_blob_event(e) for e in events))
+        finally:
+            await blob_events.services.close()
+
+    asyncio.run(run())
+    records = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert not [r for r in records if r.name.startswith("azure.core")], "azure-core logged requests at INFO"
+    assert len(records) < 500 * 0.1, [r.getMessage()[:100] for r in records[:20]]
