@@ -16,7 +16,7 @@ from shared.domain.quotas import Limits, QuotaDefaults
 from shared.domain.rows import LIVE, OUTPUT_FIELDS, REJECTED, Entity, Usage, as_int
 from shared.store.table import TableStore
 
-from .paging import Position, TokenCodec
+from .paging import Position, Scope, TokenCodec
 
 #: Key ranges of one listing read at once (a task has one range per kind it wrote).
 PARALLEL_PARTS = 8
@@ -63,7 +63,7 @@ class Page:
 class _Listing:
     """A listing: one or more key ranges read in order, with optional filters."""
 
-    scope: str
+    scope: Scope
     parts: Sequence[tuple[str, str]]
     where: Mapping[str, Any] | None = None
     keep: Callable[[Entity], bool] | None = None
@@ -241,7 +241,7 @@ class QueryService:
             ranges = [_key_range(keys.job_outputs_prefix(kind, prefix), kind, prefix, exact=kind is not None or not prefix)]
         checks = [keep for _, keep in ranges if keep is not None]
         listing = _Listing(
-            scope=f"job-outputs|{container}|{kind}|{prefix}",
+            scope=("job-outputs", container, kind, prefix),
             parts=[part for part, _ in ranges],
             keep=(lambda row: any(check(row) for check in checks)) if checks else None,
             where={"State": LIVE},
@@ -257,7 +257,7 @@ class QueryService:
         ranges = [_key_range(keys.task_outputs_prefix(k, task_id, prefix), k, prefix, task_id=task_id) for k in kinds]
         checks = [keep for _, keep in ranges if keep is not None]
         listing = _Listing(
-            scope=f"task-outputs|{container}|{task_id.lower()}|{kind}|{prefix}",
+            scope=("task-outputs", container, task_id.lower(), kind, prefix),
             parts=[part for part, _ in ranges],
             where={"State": LIVE},
             keep=(lambda row: any(check(row) for check in checks)) if checks else None,
@@ -279,7 +279,7 @@ class QueryService:
     async def all_task_outputs(self, job_id: str, kind: str | None, prefix: str, page_size: int, token: str | None) -> Page:
         part, keep = _key_range(keys.task_outputs_prefix(kind), kind, prefix, exact=not prefix)
         listing = _Listing(
-            scope=f"all-task-outputs|{container_name(job_id)}|{kind}|{prefix}",
+            scope=("all-task-outputs", container_name(job_id), kind, prefix),
             parts=[part],
             where={"State": LIVE},
             keep=keep,
@@ -290,7 +290,7 @@ class QueryService:
     async def rejections(self, job_id: str, page_size: int, token: str | None) -> Page:
         container = container_name(job_id)
         listing = _Listing(
-            scope=f"rejections|{container}",
+            scope=("rejections", container),
             parts=[keys.outputs_span()],
             where={"State": REJECTED},
             select=OUTPUT_FIELDS,
@@ -307,7 +307,7 @@ class QueryService:
         view, _ = await self.ledger(container)
         pending = view.pending_tasks()
         listing = _Listing(
-            scope=f"tasks|{container}",
+            scope=("tasks", container),
             parts=[keys.prefix_range(keys.task_usage_prefix())],
             keep=lambda row: as_int(row.get("Outputs")) > 0 or row["RowKey"] in pending,
         )
