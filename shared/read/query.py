@@ -225,9 +225,20 @@ class QueryService:
         """One live output by its ID (a point read of its row); ``None`` if absent, deleted or rejected."""
         container = container_name(job_id)
         row = await self.store.get(container, keys.output_key(kind, path, task_id))
+        if (row is None or row.get("State") != LIVE) and task_id:
+            # Task IDs are case-insensitive, blob names are not: the blob may spell the task
+            # otherwise. Its row shares the lower-cased key's start (``keys.task_output_key``).
+            row = await self._any_spelling(container, task_id, kind, path)
         if row is None or row.get("State") != LIVE:
             return None
         return self.output_item(container, job_id, row)
+
+    async def _any_spelling(self, container: str, task_id: str, kind: str, path: str) -> Entity | None:
+        (low, high), _ = _key_range(keys.task_outputs_prefix(kind, task_id.lower(), path), kind, path, task_id=task_id)
+        async for row in self.store.query_range(container, low, high, where={"State": LIVE}):
+            if row.get("Path") == path and str(row.get("TaskId", "")).lower() == task_id.lower():
+                return row
+        return None
 
     async def job_outputs(self, job_id: str, kind: str | None, prefix: str, page_size: int, token: str | None) -> Page:
         container = container_name(job_id)
