@@ -124,3 +124,4 @@ class ServiceHolder:
         if self._service is not None:
             await self._service.close()
             self._service = None
+        self._lock = None  # bound to this event loop; the next one makes its own
