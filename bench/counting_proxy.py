@@ -13,17 +13,15 @@ deployed app would be billed and throttled for, whatever process or path sent th
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp import web
-from yarl import URL
 
-_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
+from devtools.table_proxy import TableProxy
+
 _OPERATION = re.compile(rb"^(POST|PUT|MERGE|PATCH|DELETE) https?://", re.MULTILINE)
 _FAILED_PART = re.compile(rb"^HTTP/1\.1 [45]\d\d", re.MULTILINE)
 
@@ -38,7 +36,7 @@ class Counts:
 
     def failed(self, request: web.Request, status: int) -> None:
         self.failed_tx += 1
-        kind = "batch" if request.path.endswith("$batch") else ("entity" if "(" in request.path else "table")
+        kind = "batch" if request.path.endswith("$batch") else "entity"
         label = f"{request.method} {kind} {status}"
         self.failures[label] = self.failures.get(label, 0) + 1
 
@@ -47,23 +45,11 @@ class Counts:
                 "failures": dict(self.failures)}
 
 
-@dataclass
-class CountingProxy:
-    target: str  # Azurite's table endpoint, e.g. http://127.0.0.1:10002
-    counts: Counts = field(default_factory=Counts)
-
-    def start(self) -> CountingProxy:
-        self._ready = threading.Event()
+class CountingProxy(TableProxy):
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.counts = Counts()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("counting proxy did not start")
-        return self
-
-    @property
-    def port(self) -> int:
-        return self._port
 
     def take(self) -> Counts:
         """The counts so far, and start again from zero."""
@@ -71,35 +57,11 @@ class CountingProxy:
             counts, self.counts = self.counts, Counts()
         return counts
 
-    def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(self._serve())
-        self._loop.run_forever()
-
-    async def _serve(self) -> None:
-        self._session = aiohttp.ClientSession(auto_decompress=False, connector=aiohttp.TCPConnector(limit=0))
-        app = web.Application(client_max_size=64 << 20)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._ready.set()
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        # The raw path and no added headers: Shared Key signs the path and the content type.
-        async with self._session.request(
-            request.method, URL(f"{self.target}{request.raw_path}", encoded=True), headers=headers, data=body,
-            allow_redirects=False, skip_auto_headers=("Content-Type", "Accept-Encoding", "User-Agent"),
-        ) as upstream:
-            payload = await upstream.read()
-            status = upstream.status
-            out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+        status, headers, payload = await self.forward(request, body)
         self._count(request, body, status, payload)
-        return web.Response(status=status, body=payload, headers=out_headers)
+        return web.Response(status=status, body=payload, headers=headers)
 
     def _count(self, request: web.Request, body: bytes, status: int, payload: bytes) -> None:
         with self._lock:
@@ -119,12 +81,3 @@ class CountingProxy:
                 counts.failed(request, status)
             else:
                 counts.entities += 1
-
-    def stop(self) -> None:
-        async def close() -> None:
-            await self._runner.cleanup()
-            await self._session.close()
-
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)

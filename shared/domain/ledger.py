@@ -94,6 +94,14 @@ class FoldRound:
     holder: str = ""
     expires: datetime | None = None
     row: Entity | None = None
+    _named: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._named = frozenset(self.deltas)
+
+    def names(self, delta: Delta) -> bool:
+        """Whether ``delta`` is one this round folds."""
+        return delta.key in self._named
 
     def entity(self) -> Entity:
         return {
@@ -172,7 +180,7 @@ class JobView:
         return self.counter or (self.counters[0] if self.counters else None)
 
     def _in_round(self, delta: Delta) -> bool:
-        return self.fold is not None and delta.key in self.fold.deltas
+        return self.fold is not None and self.fold.names(delta)
 
     def _job_folded(self, delta: Delta) -> bool:
         counter = self.counter

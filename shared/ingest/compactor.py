@@ -123,7 +123,7 @@ class Compactor:
         fold.row = {**fold.entity(), "__etag": etags[-1]}
 
     async def _run(self, container: str, view: JobView, fold: FoldRound, now: datetime) -> int:
-        deltas = [d for d in view.deltas if d.key in set(fold.deltas)]
+        deltas = [d for d in view.deltas if fold.names(d)]
         counter = view.counter
         if counter is None or counter.get("LastFold") != fold.round_id:
             await self._fold_tasks(container, deltas, fold, now)

@@ -148,10 +148,14 @@ class QueryService:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    async def ledger(self, container: str) -> tuple[JobView, dict[str, Entity]]:
-        """The job's ledger (one range query) and the task rows its unfolded deltas touch."""
+    async def job_view(self, container: str) -> JobView:
+        """The job's ledger: counters, unfolded deltas, escrows (one range query)."""
         low, high = keys.prefix_range(keys.shard_prefix())
-        view = JobView.of([row async for row in self.store.query_range(container, low, high)])
+        return JobView.of(await _collect(self.store.query_range(container, low, high)))
+
+    async def ledger(self, container: str) -> tuple[JobView, dict[str, Entity]]:
+        """The job's ledger and the task rows its unfolded deltas touch (for exact task counts)."""
+        view = await self.job_view(container)
         pending = view.pending_tasks()
         return view, (await self.store.get_rows(container, pending) if pending else {})
 
@@ -245,7 +249,7 @@ class QueryService:
         if kind is None and prefix:
             # A path prefix is a key prefix once the kind is known: one key range per kind the
             # job has (its ledger says which), so a prefix that matches nothing reads nothing.
-            view, _ = await self.ledger(container)
+            view = await self.job_view(container)
             kinds = sorted(k for k, (n, _) in view.job_usage().kinds.items() if n > 0)
             ranges = [_key_range(keys.job_outputs_prefix(k, prefix), k, prefix) for k in kinds]
         else:
@@ -279,12 +283,8 @@ class QueryService:
     async def task_kinds(self, container: str, task_id: str) -> list[str]:
         """The kinds a task has live outputs of: its row's and its unfolded deltas'."""
         task_row = keys.task_usage_key(task_id)
-        low, high = keys.prefix_range(keys.shard_prefix())
-        row, ledger = await asyncio.gather(
-            self.store.get(container, task_row),
-            _collect(self.store.query_range(container, low, high)),
-        )
-        usage = JobView.of(ledger).task_usage(task_row, row)
+        row, view = await asyncio.gather(self.store.get(container, task_row), self.job_view(container))
+        usage = view.task_usage(task_row, row)
         return sorted(k for k, (n, _) in usage.kinds.items() if n > 0)
 
     async def all_task_outputs(self, job_id: str, kind: str | None, prefix: str, page_size: int, token: str | None) -> Page:
@@ -315,7 +315,7 @@ class QueryService:
         fold the job first (``Compactor.fold``), which leaves at most what landed meanwhile.
         """
         container = container_name(job_id)
-        view, _ = await self.ledger(container)
+        view = await self.job_view(container)
         pending = view.pending_tasks()
         listing = _Listing(
             scope=("tasks", container),

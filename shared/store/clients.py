@@ -19,6 +19,9 @@ from azure.storage.blob import ExponentialRetry
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.blob.aio import ExponentialRetry as AsyncExponentialRetry
 
+# Azurite's development account and the ``UseDevelopmentStorage=true`` shorthand are the
+# client package's (the indexer and compute nodes expand it the same way).
+from batch_outputs.clients import DEVSTORE_ACCOUNT, DEVSTORE_KEY, development_storage
 from shared.settings import RetrySettings, Settings, StorageConnection
 
 from .throttle import THROTTLE_STATUSES, AdaptiveLimiter
@@ -135,24 +138,6 @@ def blob_service_client(settings: Settings) -> BlobServiceClient:
         )
     return BlobServiceClient(
         account_url=conn.service_uri or "", credential=credential_for(conn), retry_policy=policy
-    )
-
-
-#: Azurite's well-known development account (public, documented; not a secret).
-DEVSTORE_ACCOUNT = "devstoreaccount1"
-DEVSTORE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-
-def development_storage(connection_string: str) -> str:
-    """Expand ``UseDevelopmentStorage=true`` to Azurite's full connection string."""
-    if connection_string.replace(" ", "").lower() != "usedevelopmentstorage=true":
-        return connection_string
-    return (
-        "DefaultEndpointsProtocol=http;"
-        f"AccountName={DEVSTORE_ACCOUNT};AccountKey={DEVSTORE_KEY};"
-        f"BlobEndpoint=http://127.0.0.1:10000/{DEVSTORE_ACCOUNT};"
-        f"QueueEndpoint=http://127.0.0.1:10001/{DEVSTORE_ACCOUNT};"
-        f"TableEndpoint=http://127.0.0.1:10002/{DEVSTORE_ACCOUNT};"
     )
 
 

@@ -396,3 +396,44 @@ def test_put_and_delete_through_the_proxy_are_indexed_by_the_app(azurite: Azurit
         assert app.get(f"/api/jobs/{job}").json()["usage"] == {"outputs": 1, "bytes": 3}
     finally:
         proxy.stop()
+
+
+def test_only_azures_events_then_the_reconciler_leave_exact_usage(azurite: Azurite, serve: Callable[..., Any], settings: Any) -> None:
+    """The ledger fed only what Azure emits: appends and a container delete raise no event;
+    the reconciler (as its timer runs it) resizes the append blob and removes the deleted job."""
+    from shared.service import Service
+
+    app = serve(settings)
+    feed = EventFeed(Webhook(f"{app.url}/api/events", settings.events_keys[0]), first_backoff=0.05, max_backoff=0.2)
+    proxy = EventProxy(f"http://127.0.0.1:{azurite.blob_port}", feed).start()
+    try:
+        jobs = [f"OnlyAzure-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+        kept, dropped = (ContainerClient.from_connection_string(proxy.connection_string(), container_name(j)) for j in jobs)
+        for container in (kept, dropped):
+            container.create_container()
+            container.upload_blob("task-1/$TaskOutput/a.bin", b"x" * 10)
+        log = kept.get_blob_client("task-2/$TaskLog/stdout.txt")
+        log.create_append_blob()  # BlobCreated, size 0
+        for _ in range(3):
+            log.append_block(b"line\n")  # no event: Azure sends none for appends
+        assert proxy.drain(5) and feed.dead_lettered == 0
+        assert eventually(lambda: app.get(f"/api/jobs/{jobs[0]}").json()["usage"] == {"outputs": 2, "bytes": 10})
+        dropped.delete_container()  # no event either
+        assert proxy.drain(5)
+        assert app.get(f"/api/jobs/{jobs[1]}").status_code == 200  # nothing told the index yet
+
+        async def reconcile() -> dict[str, Any]:
+            service = await Service.create(settings)
+            try:
+                return (await service.reconciler().run()).as_dict()
+            finally:
+                await service.close()
+
+        report = asyncio.run(reconcile())
+        assert report["jobs_removed"] == 1 and report["fixed"] >= 1, report
+        summary = app.get(f"/api/jobs/{jobs[0]}").json()
+        assert (summary["usage"], summary["tasks"]) == ({"outputs": 2, "bytes": 25}, 2)
+        assert app.get(f"/api/jobs/{jobs[1]}").status_code == 404
+        assert asyncio.run(reconcile())["fixed"] == 0  # a second run changes nothing
+    finally:
+        proxy.stop()

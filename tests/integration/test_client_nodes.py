@@ -92,11 +92,14 @@ def test_a_container_sas_url_bridges_to_output_files_and_from_container_url(
     assert storage.output_storage_path(TaskOutputKind.OUTPUT) == "task-3/$TaskOutput"  # GetOutputStoragePath
     assert JobOutputStorage.connect(azurite.connection_string, job).output_storage_path(JobOutputKind.PREVIEW) == "$JobPreview"
 
+    asked = datetime.now(timezone.utc).replace(microsecond=0)
     url = storage.container_sas_url(timedelta(hours=2))
+    answered = datetime.now(timezone.utc)
     base, query = url.split("?", 1)
     assert base == storage.container.url and "sig=" in query and "sp=racwl" in query
     expiry = datetime.strptime(dict(p.split("=", 1) for p in query.split("&"))["se"].replace("%3A", ":"), "%Y-%m-%dT%H:%M:%SZ")
-    assert timedelta(hours=1) < expiry.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc) <= timedelta(hours=2)
+    # The expiry is two hours after the call (to the second the SAS carries), not any other span.
+    assert asked + timedelta(hours=2) <= expiry.replace(tzinfo=timezone.utc) <= answered + timedelta(hours=2)
 
     from_url = TaskOutputStorage.from_container_url(url, "task-4")
     assert (from_url.job_id, from_url.task_id) == (job, "task-4")  # a plain container name gives the job back

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 from collections import Counter
-from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
-from yarl import URL
+
+from devtools.table_proxy import TableProxy
 
 FAULTS = ("busy", "timeout", "drop", "drop_after")
-_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
 
 
 def _table_error(status: int, code: str, message: str) -> web.Response:
@@ -31,47 +28,14 @@ def _table_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response(body, status=status, headers={"x-ms-error-code": code})
 
 
-@dataclass
-class FaultProxy:
-    target: str  # e.g. http://127.0.0.1:10002
-    rate: float = 0.0
-    faults: tuple[str, ...] = FAULTS
-    seed: int = 0
-    injected: Counter[str] = field(default_factory=Counter)
-    forwarded: int = 0
-
-    def start(self) -> FaultProxy:
-        self._rng = random.Random(self.seed)
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("fault proxy did not start")
-        return self
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    def connection_string(self, azurite_connection_string: str, table_port: int) -> str:
-        """Azurite's connection string with the Table endpoint pointed at this proxy."""
-        return azurite_connection_string.replace(f":{table_port}/", f":{self._port}/")
-
-    def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(self._serve())
-        self._loop.run_forever()
-
-    async def _serve(self) -> None:
-        self._session = aiohttp.ClientSession(auto_decompress=False)
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = site._server.sockets[0].getsockname()[1]
-        self._ready.set()
+class FaultProxy(TableProxy):
+    def __init__(self, target: str, rate: float = 0.0, faults: tuple[str, ...] = FAULTS, seed: int = 0) -> None:
+        super().__init__(target)
+        self.rate = rate
+        self.faults = faults
+        self.injected: Counter[str] = Counter()
+        self.forwarded = 0
+        self._rng = random.Random(seed)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -84,17 +48,11 @@ class FaultProxy:
             return _table_error(500, "OperationTimedOut", "Operation could not be completed within the specified time (injected).")
         if fault == "drop":
             return self._drop(request)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        async with self._session.request(
-            request.method, URL(f"{self.target}{request.raw_path}", encoded=True), headers=headers, data=body,
-            skip_auto_headers=("Content-Type", "Accept-Encoding", "User-Agent"),
-        ) as upstream:
-            payload = await upstream.read()
-            self.forwarded += 1
-            if fault == "drop_after":
-                return self._drop(request)
-            out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
-            return web.Response(status=upstream.status, body=payload, headers=out_headers)
+        status, headers, payload = await self.forward(request, body)
+        self.forwarded += 1
+        if fault == "drop_after":
+            return self._drop(request)
+        return web.Response(status=status, body=payload, headers=headers)
 
     @staticmethod
     def _drop(request: web.Request) -> web.StreamResponse:
@@ -102,12 +60,3 @@ class FaultProxy:
         if transport is not None:
             transport.abort()
         raise asyncio.CancelledError  # aiohttp ends the handler without writing a response
-
-    def stop(self) -> None:
-        async def close() -> None:
-            await self._runner.cleanup()
-            await self._session.close()
-
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)

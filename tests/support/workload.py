@@ -127,6 +127,17 @@ def index_state(app: RunningApp, job: str) -> tuple[dict[str, int], dict[str, in
     )
 
 
+def assert_quota_held(app: RunningApp, job: str, workload: Workload, limit: int) -> None:
+    """Never over ``maxOutputs``; every truly live blob listed or rejected, never both; exact counts."""
+    listed, rejected, summary = index_state(app, job)
+    assert summary["usage"]["outputs"] <= limit
+    assert summary["usage"] == {"outputs": len(listed), "bytes": sum(listed.values())}
+    assert summary["rejections"] == {"outputs": len(rejected), "bytes": sum(rejected.values())}
+    assert set(listed).isdisjoint(rejected)
+    assert {**listed, **rejected} == workload.live
+    assert rejected, "the quota never bit: the test proves nothing"
+
+
 def assert_index_is_exact(app: RunningApp, job: str, workload: Workload) -> dict:
     """Listing equals the truly live blobs; usage, per-kind and task counts are exact."""
     listed, rejected, summary = index_state(app, job)
