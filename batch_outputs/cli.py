@@ -16,6 +16,7 @@ time, and older typer (the newest on Python 3.9) cannot resolve postponed ones.
 import json
 import os
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 from urllib.parse import quote
@@ -270,6 +271,13 @@ def summary(job: Annotated[str, typer.Argument(help="job ID")], api: ApiOption =
     quota = body["quota"]
     say(out, f"quota: outputs {_limit(quota['maxOutputs'])}, bytes {_limit(quota['maxBytes'])}, per task {_limit(quota['maxOutputsPerTask'])}; "
              f"rejected {body['rejections']['outputs']} ({human_size(body['rejections']['bytes'])})")
+    lag = body.get("lag")
+    if lag is not None:
+        say(out, "lag over the last hour: " + (f"p50 {lag['p50']} s, p95 {lag['p95']} s, max {lag['max']} s ({lag['events']} events)"
+                                               if lag["events"] else "no event indexed"))
+    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted((body.get("skippedByReason") or {}).items()))
+    if "handedBack" in body:
+        say(out, f"handed back for redelivery: {body['handedBack']}; skipped: {skipped or 'none'}")
 
 
 @app.command()
@@ -304,6 +312,84 @@ def reindex(job: Annotated[str, typer.Argument(help="job ID")], api: ApiOption =
         print_json(body)
         return
     say(out, f"{job}: added {body['added']}, fixed {body['fixed']}, removed {body['removed']}, unchanged {body['unchanged']}")
+
+
+_DURATION = {"m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: Optional[str]) -> Optional[str]:
+    """``--since``: an ISO 8601 date or time (UTC when it names no offset), or an age such as
+    ``30m``, ``24h`` or ``7d``; the API's ISO 8601 form."""
+    if value is None:
+        return None
+    text = value.strip()
+    now = datetime.now(timezone.utc)
+    if len(text) > 1 and text[-1].lower() in _DURATION and text[:-1].isdigit():
+        when = now - timedelta(seconds=int(text[:-1]) * _DURATION[text[-1].lower()])
+    else:
+        try:
+            when = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" and text else text)
+        except ValueError:
+            raise CliError(f"invalid --since {value!r}: an ISO 8601 time (2026-11-23T08:00:00Z) or an age (30m, 24h, 7d)",
+                           BAD_INPUT) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _merge_replay(total: dict[str, Any], page: dict[str, Any]) -> None:
+    for name, count in page["blobs"].items():
+        total["blobs"][name] = total["blobs"].get(name, 0) + count
+    total["events"] += page["events"]
+    counts = ("events", "indexed", "unchanged", "rejected", "skipped")
+    for reason, outcome in page["byReason"].items():
+        mine = total["byReason"].setdefault(reason, {**dict.fromkeys(counts, 0), "skippedByReason": {}})
+        for name in counts:
+            mine[name] += outcome[name]
+        for why, count in outcome["skippedByReason"].items():
+            mine["skippedByReason"][why] = mine["skippedByReason"].get(why, 0) + count
+
+
+@app.command("replay-deadletters")
+def replay_deadletters(
+    since: Annotated[Optional[str], typer.Option("--since", help="only what was dead-lettered since: ISO 8601 time or an age (30m, 24h, 7d)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="read and count, index and mark nothing")] = False,
+    api: ApiOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Index the events Event Grid dead-lettered, and mark them replayed (a second run changes nothing)."""
+    params: dict[str, Any] = {"dryRun": "true" if dry_run else "false"}
+    when = parse_since(since)
+    if when:
+        params["since"] = when
+    client = Api(Config(api, key, None))
+    total: dict[str, Any] = {"dryRun": dry_run, "container": None, "blobs": {}, "events": 0, "byReason": {}}
+    with Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), console=err, transient=True,
+                  disable=as_json) as progress:
+        task = progress.add_task("replaying dead letters", total=None)
+        while True:
+            page = client.call("POST", "/api/admin/replay-deadletters", params=params)
+            total["container"] = page["container"]
+            _merge_replay(total, page)
+            progress.update(task, description=f"{total['blobs'].get('listed', 0)} dead-letter blobs looked at")
+            if not page.get("nextMarker"):
+                break
+            params["marker"] = page["nextMarker"]
+    if as_json:
+        print_json(total)
+        return
+    blobs = total["blobs"]
+    say(out, f"{'dry run: ' if dry_run else ''}{total['container']}: {blobs.get('listed', 0)} blobs, "
+             f"{blobs.get('replayed', 0)} {'to replay' if dry_run else 'replayed'}, {blobs.get('alreadyReplayed', 0)} already replayed, "
+             f"{blobs.get('beforeSince', 0)} before --since, {blobs.get('unreadable', 0)} unreadable; {total['events']} events")
+    if total["byReason"]:
+        table = Table("dead-letter reason", "events", "indexed", "unchanged", "rejected", "skipped")
+        for reason, o in sorted(total["byReason"].items()):
+            skipped = ", ".join(f"{why} {n}" for why, n in sorted(o["skippedByReason"].items()))
+            table.add_row(plain(reason), str(o["events"]), str(o["indexed"]), str(o["unchanged"]), str(o["rejected"]),
+                          plain(f"{o['skipped']} ({skipped})" if skipped else str(o["skipped"])))
+        out.print(table)
 
 
 # -- entry point ---------------------------------------------------------------------------

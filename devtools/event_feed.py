@@ -9,9 +9,16 @@ those events (Event Grid schema, ``blob_event``), numbers them (``Sequencer``) a
 * events are delivered in the order they were published (so per blob in sequencer order), in
   batches of up to ``batch_size``, the first within ``linger`` seconds of being published;
 * a batch that fails (connection refused because the app is not up yet, a timeout, any answer
-  but 2xx and the dead-letter codes, e.g. 429/503) is retried with capped exponential backoff,
-  honouring ``Retry-After``: never dropped, never reordered;
-* ``400``/``401``/``403``/``413`` are what Event Grid dead-letters: logged loudly and dropped.
+  but 2xx and the dead-letter codes, e.g. 429/500/503) is retried with capped exponential
+  backoff, honouring ``Retry-After``, never reordered, as Event Grid's retry policy does: until an
+  event has had ``max_attempts`` deliveries or is older than ``time_to_live`` seconds (30 and
+  24 hours by default, the subscription's; ``make run`` reads ``LOCAL_EVENT_FEED_MAX_ATTEMPTS``
+  and ``LOCAL_EVENT_FEED_TTL_MINUTES``). Then it is dead-lettered;
+* ``400``/``401``/``403``/``413`` are what Event Grid dead-letters at once.
+
+Dead-lettered events go to ``dead_letters`` (``devtools.dead_letters.BlobDeadLetters`` under
+``make run``: the dead-letter container, in Event Grid's format, with ``deadLetterReason``,
+``deliveryAttempts``, ``lastDeliveryOutcome``, ...); without one they are logged and dropped.
 
 The delivery target is pluggable: ``Webhook`` posts to ``/api/events`` with an events key
 (``EVENTS_KEYS``: it posts events and nothing else; an API key gets 401 there);
@@ -31,6 +38,8 @@ from typing import Any
 
 import aiohttp
 
+from shared.domain.deadletters import dead_lettered
+
 log = logging.getLogger("event-feed")
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
@@ -41,22 +50,43 @@ TOPIC = (
 )
 #: Event Grid does not retry these: the events go to the dead-letter container.
 DEAD_LETTER_STATUSES = frozenset({400, 401, 403, 413})
+#: Event Grid's default retry policy (the Bicep's subscription has the same).
+MAX_ATTEMPTS = 30
+TIME_TO_LIVE = 24 * 3600.0
+#: ``lastDeliveryOutcome`` by status, as Event Grid writes it.
+_OUTCOMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 408: "TimedOut",
+             413: "RequestEntityTooLarge", 429: "Busy", 503: "Busy"}
 
 Event = dict[str, Any]
 #: Delivers one batch; raising (anything) hands the batch back for redelivery later.
 Deliver = Callable[[list[Event]], Awaitable[None]]
+#: Stores dead-lettered events (each with its delivery record) as one dead-letter blob.
+DeadLetters = Callable[[list[Event]], Awaitable[Any]]
 
 
 class DeadLettered(Exception):
     """The target refused the batch for good (what Event Grid dead-letters): do not retry."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class HandedBack(Exception):
     """The target asked for redelivery later (e.g. 429/503), optionally after ``retry_after`` s."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
+
+
+def _outcome(exc: BaseException) -> tuple[str, int | None]:
+    """``lastDeliveryOutcome`` and ``lastHttpStatusCode`` of a failed delivery."""
+    status = getattr(exc, "status", None)
+    if status is not None:
+        return _OUTCOMES.get(status, "GenericError"), status
+    return ("TimedOut" if isinstance(exc, asyncio.TimeoutError | TimeoutError) else "GenericError"), None
 
 
 class Sequencer:
@@ -141,11 +171,12 @@ class Webhook:
             if 200 <= response.status < 300:
                 return
             if response.status in DEAD_LETTER_STATUSES:
-                raise DeadLettered(f"{response.status}: {body[:300]}")
+                raise DeadLettered(f"{response.status}: {body[:300]}", response.status)
             retry_after = response.headers.get("Retry-After")
             raise HandedBack(
                 f"{response.status}: {body[:200]}",
                 float(retry_after) if retry_after and retry_after.isdigit() else None,
+                response.status,
             )
 
     async def close(self) -> None:
@@ -165,8 +196,17 @@ class EventFeed:
         linger: float = 0.05,
         first_backoff: float = 0.2,
         max_backoff: float = 2.0,
+        max_attempts: int = MAX_ATTEMPTS,
+        time_to_live: float = TIME_TO_LIVE,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         self.deliver = deliver
+        self.max_attempts = max_attempts
+        self.time_to_live = time_to_live
+        self.dead_letters = dead_letters
+        #: Per event (by position in the queue, keyed by ``id``): deliveries tried, when published.
+        self._attempts: dict[str, int] = {}
+        self._published: dict[str, float] = {}
         self.batch_size = batch_size
         self.linger = linger
         self.first_backoff = first_backoff
@@ -187,6 +227,7 @@ class EventFeed:
 
     def publish(self, event: Event) -> None:
         """Queue one event for delivery (call from the feed's event loop)."""
+        self._published[event["id"]] = time.time()
         self._queue.append(event)
         self._events()[0].set()
         self._events()[1].clear()
@@ -228,12 +269,14 @@ class EventFeed:
                 self._in_flight = 0
                 raise
             except DeadLettered as exc:
-                log.error("%d events dead-lettered (not retried, as Event Grid would not): %s", len(batch), exc)
-                self.dead_lettered += len(batch)
+                self._queue.extendleft(reversed(await self._give_up(batch, exc, at_once=True)))
             except Exception as exc:
-                # Not delivered: put the batch back in front, in order, and retry later.
-                self._queue.extendleft(reversed(batch))
+                retry = await self._give_up(batch, exc, at_once=False)
                 self._in_flight = 0
+                if not retry:
+                    continue  # all of it dead-lettered: nothing to wait for
+                # Not delivered: put the rest back in front, in order, and retry later.
+                self._queue.extendleft(reversed(retry))
                 self.failures += 1
                 delay = min(backoff, self.max_backoff)
                 if isinstance(exc, HandedBack) and exc.retry_after is not None:
@@ -241,12 +284,54 @@ class EventFeed:
                 log.log(
                     logging.WARNING if self.failures % 10 == 1 else logging.DEBUG,
                     "%d events not delivered (%s: %s); retrying in %.1fs",
-                    len(batch), type(exc).__name__, exc, delay,
+                    len(retry), type(exc).__name__, exc, delay,
                 )
                 backoff = min(backoff * 2, self.max_backoff)
                 await asyncio.sleep(delay)
                 continue
             else:
                 self.delivered += len(batch)
+                self._forget(batch)
             self._in_flight = 0
             backoff = self.first_backoff
+
+    def _forget(self, events: list[Event]) -> None:
+        for event in events:
+            self._attempts.pop(event["id"], None)
+            self._published.pop(event["id"], None)
+
+    async def _give_up(self, batch: list[Event], exc: BaseException, *, at_once: bool) -> list[Event]:
+        """Count a failed delivery; dead-letter what Event Grid would give up on now. Returns
+        the events to retry."""
+        now = time.time()
+        expired: dict[str, list[Event]] = {}
+        retry: list[Event] = []
+        for event in batch:
+            attempts = self._attempts[event["id"]] = self._attempts.get(event["id"], 0) + 1
+            if at_once:
+                expired.setdefault("UndeliverableDueToHttpBadRequest" if getattr(exc, "status", None) == 400
+                                   else "UndeliverableDueToClientError", []).append(event)
+            elif attempts >= self.max_attempts:
+                expired.setdefault("MaxDeliveryAttemptsExceeded", []).append(event)
+            elif now - self._published.get(event["id"], now) > self.time_to_live:
+                expired.setdefault("TimeToLiveExceeded", []).append(event)
+            else:
+                retry.append(event)
+        outcome, status = _outcome(exc)
+        for reason, events in expired.items():
+            letters = [dead_lettered(e, reason=reason, attempts=self._attempts[e["id"]], outcome=outcome, status=status,
+                                     published=datetime.fromtimestamp(self._published.get(e["id"], now), timezone.utc),
+                                     last_attempt=datetime.fromtimestamp(now, timezone.utc)) for e in events]
+            try:
+                if self.dead_letters is None:
+                    log.error("%d events dead-lettered and dropped (%s, no dead-letter container): %s", len(events), reason, exc)
+                else:
+                    await self.dead_letters(letters)
+            except Exception as failure:  # the container is unreachable: keep them, try again later
+                log.error("could not dead-letter %d events (%s): retrying later", len(events), failure)
+                kept = {id(e) for e in events + retry}
+                retry = [e for e in batch if id(e) in kept]
+                continue
+            self.dead_lettered += len(events)
+            self._forget(events)
+        return retry

@@ -388,9 +388,10 @@ class EventProxy:
         await self._session.close()
         for client in self._clients.values():
             await client.close()
-        close = getattr(self.feed.deliver, "close", None)
-        if close is not None:
-            await close()
+        for target in (self.feed.deliver, self.feed.dead_letters):
+            close = getattr(target, "close", None)
+            if close is not None:
+                await close()
 
     # forwarding
 

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from devtools.ncrontab import next_run
 from shared.service import Service
 from shared.settings import Settings
+from shared.store.errors import IndexStoreError
 
 log = logging.getLogger("devtools.reconcile")
 
@@ -34,7 +35,7 @@ class ReconcileLoop:
         asyncio.run(self._loop())
 
     async def _loop(self) -> None:
-        service = await Service.create(self.settings)
+        service: Service | None = None
         try:
             while not self._stop.is_set():
                 now = datetime.now(timezone.utc)
@@ -42,8 +43,12 @@ class ReconcileLoop:
                 if self._stop.wait((due - now).total_seconds()):
                     return
                 try:
+                    service = service or await Service.create(self.settings)
                     await service.reconciler().run()  # logs its own report
+                except IndexStoreError as exc:  # busy or misconfigured (the store logged the cause once)
+                    log.warning("reconcile run skipped, index storage failing: %s", exc)
                 except Exception:  # a failed run is retried at the next one, as the timer would
                     log.exception("reconcile run failed")
         finally:
-            await service.close()
+            if service is not None:
+                await service.close()

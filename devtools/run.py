@@ -34,15 +34,20 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from devtools.azurite import Azurite, AzuriteError, free_port, port_open
-from devtools.event_feed import EventFeed, Webhook
+from devtools.dead_letters import BlobDeadLetters
+from devtools.event_feed import MAX_ATTEMPTS, TIME_TO_LIVE, EventFeed, Webhook
 from devtools.event_proxy import EventProxy
 from devtools.reconcile_loop import ReconcileLoop
 from shared.http import logs
 from shared.settings import LOCAL_SETTINGS_FILE, PROJECT_ROOT, Settings
+from shared.store.clients import DEVSTORE_ACCOUNT
 
 APP_PORT = 7071
 BLOB_PORT, QUEUE_PORT, TABLE_PORT = 10000, 10001, 10002
 FEED_SWITCH = "LOCAL_EVENT_FEED"
+#: The local subscription's retry policy (Event Grid's: 30 attempts, 24 hours); then it dead-letters.
+FEED_MAX_ATTEMPTS = "LOCAL_EVENT_FEED_MAX_ATTEMPTS"
+FEED_TTL_MINUTES = "LOCAL_EVENT_FEED_TTL_MINUTES"
 
 
 def feed_enabled(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
@@ -112,6 +117,26 @@ UVICORN_OPTIONS = (
 )
 
 
+def retry_policy(environ: dict[str, str] | os._Environ[str] = os.environ) -> tuple[int, float]:
+    """The local event source's retry policy: attempts and time to live in seconds."""
+    attempts = environ.get(FEED_MAX_ATTEMPTS, "").strip()
+    minutes = environ.get(FEED_TTL_MINUTES, "").strip()
+    try:
+        return (max(1, int(attempts)) if attempts else MAX_ATTEMPTS,
+                max(1.0, float(minutes)) * 60 if minutes else TIME_TO_LIVE)
+    except ValueError:
+        raise SystemExit(f"{FEED_MAX_ATTEMPTS} and {FEED_TTL_MINUTES} must be numbers") from None
+
+
+def local_feed(settings: Settings, env: dict[str, str], azurite: Azurite) -> EventFeed:
+    """The local event source's delivery: to the app's webhook with an events key, and what it
+    gives up on to the dead-letter container (``DEADLETTER_CONTAINER``), as Event Grid does."""
+    attempts, ttl = retry_policy()
+    dead_letters = BlobDeadLetters(azurite.connection_string, settings.deadletter_container, DEVSTORE_ACCOUNT)
+    webhook = Webhook(f"http://127.0.0.1:{APP_PORT}/api/events", session_events_key(settings, env))
+    return EventFeed(webhook, max_attempts=attempts, time_to_live=ttl, dead_letters=dead_letters)
+
+
 def delivery_key(settings: Settings) -> str | None:
     """The key the event source posts with: an events-only key (SPEC §10)."""
     return settings.events_keys[0] if settings.events_keys else None
@@ -154,7 +179,7 @@ def main() -> int:
     env = {**os.environ, **{k: str(v) for k, v in values.items() if k not in os.environ}}
     proxy: EventProxy | None = None
     if with_feed:
-        feed = EventFeed(Webhook(f"http://127.0.0.1:{APP_PORT}/api/events", session_events_key(settings, env)))
+        feed = local_feed(settings, env, azurite)
         try:
             proxy = EventProxy(f"http://127.0.0.1:{azurite_blob_port}", feed, port=BLOB_PORT).start()
         except RuntimeError as exc:
@@ -178,6 +203,10 @@ def main() -> int:
         signal.signal(signum, lambda *_: stop.set())
     log.info("API on http://127.0.0.1:%d/api (key: x-functions-key or ?code= from API_KEYS; events: EVENTS_KEYS)%s", APP_PORT,
              "; the local event source delivers BlobCreated/BlobDeleted to /api/events" if with_feed else "")
+    if with_feed:
+        log.info("events the local event source gives up on (%s attempts or %s minutes) are dead-lettered to %s: "
+                 "batch-outputs replay-deadletters indexes them", *(int(x) for x in (feed.max_attempts, feed.time_to_live / 60)),
+                 settings.deadletter_container)
     log.info("Ctrl-C stops everything")
     try:
         while not stop.is_set():

@@ -15,7 +15,7 @@ import azure.functions as func
 from shared.domain.events import SkippedEvent
 from shared.domain.sources import outputs_account
 from shared.store.envelopes import parse_event
-from shared.store.errors import StorageBusyError
+from shared.store.errors import StorageAccessError, StorageBusyError
 
 from .http_app import services
 
@@ -68,12 +68,26 @@ async def index_blob_event(event: func.EventGridEvent) -> None:
     except StorageBusyError:
         log.warning("event %s handed back: index storage busy", outcome.event_id)
         raise
+    except StorageAccessError:
+        # Misconfigured (logged once, with the fix, by the store): Event Grid retries, then
+        # dead-letters, and replay-deadletters indexes the event once it is fixed.
+        raise
     # One line per commit (GroupCommit logs it), not per event: a delivery of 500 events
     # would otherwise send 500 records to Application Insights.
     log.debug("event %s durable; its group commit: %s", outcome.event_id, json.dumps(report.as_dict()))
 
 
+#: The host does not check a key on this anonymous function, so it cannot tell who asks for
+#: detail: the detailed health is ``GET /api/admin/health``, behind the host's function keys.
+DETAIL_ELSEWHERE = json.dumps({"error": {
+    "code": "DetailNeedsKey",
+    "message": "Under Azure Functions the detailed health is GET /api/admin/health, with a function key.",
+}})
+
+
 @blueprint.function_name("health")
 @blueprint.route(route="api/health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: func.HttpRequest) -> func.HttpResponse:
+    if (req.params.get("detail") or "").lower() in ("true", "1"):
+        return func.HttpResponse(DETAIL_ELSEWHERE, status_code=401, mimetype="application/json")
     return func.HttpResponse('{"status":"ok"}', mimetype="application/json")

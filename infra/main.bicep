@@ -307,6 +307,8 @@ var appSettings = {
   OUTPUTS_STORAGE__credential: 'managedidentity'
   OUTPUTS_STORAGE__clientId: identity.outputs.clientId
   INDEX_STORAGE__tableServiceUri: storage.outputs.tableEndpoint
+  // The same account holds the dead-letter container (replay-deadletters reads it).
+  INDEX_STORAGE__blobServiceUri: storage.outputs.blobEndpoint
   INDEX_STORAGE__credential: 'managedidentity'
   INDEX_STORAGE__clientId: identity.outputs.clientId
   INDEX_TABLE: storage.outputs.indexTableName
@@ -324,6 +326,8 @@ var appSettings = {
   STORAGE_MAX_CONCURRENCY: string(storageMaxConcurrency)
   RECONCILE_SCHEDULE: reconcileSchedule
   RECONCILE_WINDOW_HOURS: string(reconcileWindowHours)
+  // Where the subscription dead-letters (eventSubscription below): replay-deadletters reads it.
+  DEADLETTER_CONTAINER: storage.outputs.deadLetterContainerName
 }
 
 module api 'app/api.bicep' = {

@@ -10,21 +10,29 @@ import asyncio
 import functools
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
+from shared.domain import keys
+from shared.domain.deadletters import ReplayReport
 from shared.domain.events import EventBatch
 from shared.domain.planning import IngestReport
+from shared.domain.sources import outputs_account
 from shared.ingest.group_commit import GroupCommit
 from shared.ingest.indexer import Indexer
 from shared.ingest.namespace import NamespaceIndexer
 from shared.ingest.quota_admin import QuotaAdministration
 from shared.ingest.reconcile import Reconciler
 from shared.ingest.reindex import Reindexer
+from shared.ingest.replay import DEFAULT_MAX_BLOBS, DeadLetterReplayer
 from shared.read.paging import TokenCodec
 from shared.read.query import QueryService
 from shared.settings import Settings
 from shared.store.blobs import OutputsAccount
 from shared.store.clients import blob_service_client, table_client
+from shared.store.deadletters import DeadLetterContainer, dead_letter_account
+from shared.store.errors import IndexStoreError, StorageAccessError, StorageBusyError
+from shared.store.health import IndexAccess
 from shared.store.publisher import QuotaExceededPublisher
 from shared.store.sas import SasIssuer
 from shared.store.table import TableStore
@@ -45,9 +53,12 @@ class Service:
     publisher: QuotaExceededPublisher | None = None
 
     @classmethod
-    async def create(cls, settings: Settings) -> Service:
+    async def create(cls, settings: Settings, access: IndexAccess | None = None) -> Service:
+        """``access``: where both table stores report a misconfiguration (the holder keeps it,
+        so it is known even when this fails)."""
+        access = access or IndexAccess()
         limiter = AdaptiveLimiter(settings.max_concurrency)
-        store = TableStore(table_client(settings, limiter), limiter)
+        store = TableStore(table_client(settings, limiter), limiter, access)
         try:
             await store.ensure_table()
         except BaseException:
@@ -58,7 +69,7 @@ class Service:
         # Reads get their own client and concurrency budget: listings cannot take the
         # connections and storage slots ingest needs (and ingest cannot starve reads).
         read_limiter = AdaptiveLimiter(settings.max_concurrency)
-        read_store = TableStore(table_client(settings, read_limiter), read_limiter)
+        read_store = TableStore(table_client(settings, read_limiter), read_limiter, access)
         query = QueryService(read_store, settings.quota, TokenCodec(settings.token_signing_key), blobs.url)
         if not settings.token_signing_key:
             log.warning("TOKEN_SIGNING_KEY is not set: continuation tokens work only within this process")
@@ -88,19 +99,46 @@ class Service:
             report.add(namespace)
         report.received += len(batch.skipped)
         report.skipped.update(s.reason.value for s in batch.skipped)
+        self.indexer.telemetry.delivered(report)
         return report
+
+    def outputs_account(self) -> str | None:
+        """The account events must come from (``None``: its endpoint names none)."""
+        return outputs_account(self.blobs.url, self.blobs.account_name)
+
+    async def replay_dead_letters(self, *, since: datetime | None = None, dry_run: bool = False,
+                                  max_blobs: int = DEFAULT_MAX_BLOBS, marker: str | None = None) -> ReplayReport:
+        """Re-ingest what Event Grid dead-lettered (``shared.ingest.replay``)."""
+        container = DeadLetterContainer(dead_letter_account(self.settings), self.settings.deadletter_container)
+        try:
+            replayer = DeadLetterReplayer(container, self.ingest, self.outputs_account())
+            return await replayer.run(since=since, dry_run=dry_run, max_blobs=max_blobs, marker=marker)
+        finally:
+            await container.close()
+
+    async def probe(self) -> None:
+        """One point read of the index: refreshes what ``store.access`` knows."""
+        await self.store.get(keys.JOBS_PARTITION, "~health")
 
     def reconciler(self) -> Reconciler:
         window = timedelta(hours=self.settings.reconcile_window_hours)
         return Reconciler(self.store, self.blobs, self.reindexer(), window)
 
     async def close(self) -> None:
-        await self.indexer.compactor.drain()
-        await self.store.close()
-        await self.query.store.close()
-        await self.blobs.close()
-        if self.publisher is not None:
-            await self.publisher.close()
+        try:
+            # Counts and deltas not written now are written by whoever comes next (deltas: the
+            # next fold; counts: lost with the process, docs say a lower bound).
+            for drain in (self.indexer.telemetry.drain, self.indexer.compactor.drain):
+                try:
+                    await drain()
+                except IndexStoreError as exc:
+                    log.warning("shutting down with index storage failing: %s", exc)
+        finally:
+            await self.store.close()
+            await self.query.store.close()
+            await self.blobs.close()
+            if self.publisher is not None:
+                await self.publisher.close()
 
 
 class ServiceHolder:
@@ -110,6 +148,8 @@ class ServiceHolder:
         self._settings = settings
         self._service: Service | None = None
         self._lock: asyncio.Lock | None = None
+        #: What the index store learned about its access, kept even while ``get`` fails.
+        self.access = IndexAccess()
 
     async def get(self) -> Service:
         if self._service is None:
@@ -117,8 +157,24 @@ class ServiceHolder:
                 self._lock = asyncio.Lock()
             async with self._lock:
                 if self._service is None:
-                    self._service = await Service.create(self._settings or Settings.load())
+                    self._service = await Service.create(self._settings or Settings.load(), self.access)
         return self._service
+
+    async def health(self) -> dict[str, Any]:
+        """The detailed health: whether the index is reachable and rightly configured, and if not,
+        what to fix (``GET /api/health?detail=true``)."""
+        settings = self._settings or Settings.load()
+        index: dict[str, Any] = {"table": settings.index_table}
+        try:
+            service = await self.get()
+            await service.probe()
+        except StorageAccessError:
+            pass  # in self.access, with what to fix
+        except StorageBusyError as exc:
+            index.update(status="unavailable", message=str(exc))
+        if "status" not in index:
+            index.update(self.access.as_wire())
+        return {"status": index["status"], "index": index, "deadLetterContainer": settings.deadletter_container}
 
     async def close(self) -> None:
         if self._service is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ SETTING_NAMES: tuple[str, ...] = (
     "OUTPUTS_STORAGE__clientId",
     "INDEX_STORAGE",
     "INDEX_STORAGE__tableServiceUri",
+    "INDEX_STORAGE__blobServiceUri",
     "INDEX_STORAGE__credential",
     "INDEX_STORAGE__clientId",
     "INDEX_TABLE",
@@ -51,7 +53,11 @@ SETTING_NAMES: tuple[str, ...] = (
     "STORAGE_MAX_CONCURRENCY",
     "RECONCILE_SCHEDULE",
     "RECONCILE_WINDOW_HOURS",
+    "DEADLETTER_CONTAINER",
 )
+
+#: The container Event Grid dead-letters to (``infra/main.bicep``: ``deadLetterContainerName``).
+DEFAULT_DEADLETTER_CONTAINER = "eventgrid-deadletter"
 
 #: Every 15 minutes, on the minute (NCRONTAB: second minute hour day month day-of-week).
 DEFAULT_RECONCILE_SCHEDULE = "0 */15 * * * *"
@@ -84,6 +90,17 @@ def public_base_url(raw: str | None) -> str | None:
     return raw.rstrip("/")
 
 
+_CONTAINER_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def container_setting(name: str, raw: str | None, default: str) -> str:
+    """A blob container name setting (3-63 of ``a-z0-9-``, no ``--``), ``default`` when unset."""
+    value = raw or default
+    if not _CONTAINER_NAME.match(value):
+        raise SettingsError(f"{name} must be a blob container name (3-63 of a-z, 0-9, '-'), got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class StorageConnection:
     """One storage account connection: a connection string, or an identity-based service URI."""
@@ -93,6 +110,9 @@ class StorageConnection:
     service_uri: str | None = None
     credential: str | None = None
     client_id: str | None = None
+    #: The same account's blob endpoint, identity-based (``<NAME>__blobServiceUri``), when a
+    #: connection reaches a second service of it (the index account's dead-letter container).
+    blob_service_uri: str | None = None
 
     @property
     def identity_based(self) -> bool:
@@ -125,6 +145,8 @@ class Settings:
     max_concurrency: int = 16
     reconcile_schedule: str = DEFAULT_RECONCILE_SCHEDULE
     reconcile_window_hours: int = 24
+    #: Event Grid's dead-letter container, in the index account (``replay-deadletters``).
+    deadletter_container: str = DEFAULT_DEADLETTER_CONTAINER
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> Settings:
@@ -175,6 +197,7 @@ class Settings:
                 service_uri=uri,
                 credential=text(f"{name}__credential"),
                 client_id=text(f"{name}__clientId"),
+                blob_service_uri=text(f"{name}__blobServiceUri") if uri_suffix != "blobServiceUri" else None,
             )
 
         api_keys, events_keys = key_roles(text("API_KEYS"), text("EVENTS_KEYS"))
@@ -202,6 +225,7 @@ class Settings:
             max_concurrency=integer("STORAGE_MAX_CONCURRENCY", 16, minimum=1),
             reconcile_schedule=text("RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE) or DEFAULT_RECONCILE_SCHEDULE,
             reconcile_window_hours=integer("RECONCILE_WINDOW_HOURS", 24, minimum=1),
+            deadletter_container=container_setting("DEADLETTER_CONTAINER", text("DEADLETTER_CONTAINER"), DEFAULT_DEADLETTER_CONTAINER),
         )
 
     @classmethod

@@ -36,6 +36,8 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
 
 // The host keeps keys and leases in blobs and Flex Consumption reads the deployment package
 // from a container; Blob Data Owner is what the Functions docs prescribe for AzureWebJobsStorage.
+// It also lets replay-deadletters read the dead-letter container and mark replayed blobs
+// (metadata replayedAt) through INDEX_STORAGE__blobServiceUri.
 resource hostBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, appPrincipalId, roles.storageBlobDataOwner)
   scope: storage

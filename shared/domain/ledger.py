@@ -24,18 +24,31 @@ summary is exact at every step, and a crashed round is resumed by whoever comes 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from . import keys
+from .lag import LagHistogram, LagWindows
 from .rows import Entity, Int64, Usage, as_int
 
 #: Delta parts are JSON; Table storage holds at most 32K UTF-16 units in one string property.
 _PART_CHARS = 30_000
 #: A fold round folds at most this many deltas (the round row lists them in one property).
 MAX_ROUND_DELTAS = 400
+#: What a delta and ``S|00`` say besides usage: the lag of the delta's events (``S|00``: by
+#: window, the last hour), and events that wrote no output, per reason skipped and handed back.
+LAG, LAG_WINDOWS, SKIPPED, HANDED_BACK = "Lag", "LagWindows", "Skipped", "HandedBack"
+
+
+def _counts(text: str | None) -> Counter[str]:
+    return Counter({k: int(v) for k, v in json.loads(text).items()}) if text else Counter()
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+    return json.dumps(dict(sorted((k, v) for k, v in counts.items() if v)), separators=(",", ":"))
 
 
 def _usage_list(usage: Usage) -> list[Any]:
@@ -55,13 +68,21 @@ class TaskPart:
 
 @dataclass(slots=True)
 class Delta:
-    """What one transaction changed: the job's usage and each task's."""
+    """What one transaction changed: the job's usage and each task's, and the lag of its events.
+
+    A delta may also carry counts of events that wrote no output (``skipped`` by reason,
+    ``handed_back``): a process flushes those as a delta of their own (``at`` None: it indexed
+    nothing), so they too are folded without a shared row being rewritten on the hot path.
+    """
 
     key: str
     job: Usage = field(default_factory=Usage)
     tasks: dict[str, TaskPart] = field(default_factory=dict)
     at: datetime | None = None
     etag: str | None = None
+    lag: LagHistogram = field(default_factory=LagHistogram)
+    skipped: Counter[str] = field(default_factory=Counter)
+    handed_back: int = 0
 
     def task(self, task_row: str, task_id: str) -> Usage:
         return self.tasks.setdefault(task_row, TaskPart(task_id)).usage
@@ -71,7 +92,15 @@ class Delta:
             {row: [part.task_id, *_usage_list(part.usage)] for row, part in self.tasks.items()},
             separators=(",", ":"), sort_keys=True,
         )
-        entity: Entity = {"RowKey": self.key, **self.job.properties(), "LastIndexedAt": self.at}
+        entity: Entity = {"RowKey": self.key, **self.job.properties()}
+        if self.at is not None:
+            entity["LastIndexedAt"] = self.at
+        if self.lag.counts:
+            entity[LAG] = self.lag.text()
+        if +self.skipped:
+            entity[SKIPPED] = counts_text(self.skipped)
+        if self.handed_back:
+            entity[HANDED_BACK] = Int64(self.handed_back)
         for index, start in enumerate(range(0, len(parts), _PART_CHARS)):
             entity[f"Parts{index}"] = parts[start : start + _PART_CHARS]
         return entity
@@ -83,7 +112,8 @@ class Delta:
             task_row: TaskPart(values[0], _usage_from(values[1:]))
             for task_row, values in (json.loads(text) if text else {}).items()
         }
-        return cls(row["RowKey"], Usage.of(row), tasks, row.get("LastIndexedAt"), row.get("__etag"))
+        return cls(row["RowKey"], Usage.of(row), tasks, row.get("LastIndexedAt"), row.get("__etag"),
+                   LagHistogram.parse(row.get(LAG)), _counts(row.get(SKIPPED)), as_int(row.get(HANDED_BACK)))
 
 
 @dataclass(slots=True)
@@ -228,6 +258,28 @@ class JobView:
         """One task's exact usage: its row plus what its deltas add."""
         part = self.task_pending({task_row: row} if row is not None else {}).get(task_row)
         return Usage.of(row).plus(part.usage) if part else Usage.of(row)
+
+    def _unfolded(self) -> list[Delta]:
+        return [d for d in self.deltas if not self._job_folded(d)]
+
+    def lag(self) -> LagWindows:
+        """The job's lag by window: folded (``S|00``) plus every delta not folded into it yet."""
+        windows = LagWindows.parse((self.counter or {}).get(LAG_WINDOWS))
+        for delta in self._unfolded():
+            if delta.at is not None:
+                windows.add(delta.at, delta.lag)
+        return windows
+
+    def skipped(self) -> Counter[str]:
+        """Events of the job skipped since it was first indexed, by reason."""
+        total = _counts((self.counter or {}).get(SKIPPED))
+        for delta in self._unfolded():
+            total.update(delta.skipped)
+        return +total
+
+    def handed_back(self) -> int:
+        """Events of the job handed back to be redelivered (storage busy or misconfigured)."""
+        return as_int((self.counter or {}).get(HANDED_BACK)) + sum(d.handed_back for d in self._unfolded())
 
     def last_indexed(self) -> datetime | None:
         times = [r.get("LastIndexedAt") for r in self.counters] + [d.at for d in self.deltas]

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from .events import BlobAction
+from .lag import lag_seconds
 from .ledger import Delta, Escrow
 from .quotas import Limits, RejectReason, admission
 from .rows import DELETED, LIVE, REJECTED, Change, Entity, Usage, as_int, output_entity
@@ -181,6 +182,8 @@ def plan_chunk(
             report.unchanged += 1
             continue
         state, reason = counters.decide(change, old)
+        if change.timed:
+            delta.lag.add(lag_seconds(change.event_time, now))
         if reason is not None:
             crossings.setdefault(reason, change.output.blob_name)
             report.rejected += 1

@@ -56,13 +56,16 @@ class Change:
     etag: str | None = None
     blob_type: str | None = None
     readmit: bool = False
+    #: Whether its lag (event time to indexed) is measured: not for a re-admission or a
+    #: reindex, whose event times are the blob's, not a delivery's.
+    timed: bool = True
 
     @property
     def task_row(self) -> str | None:
         return keys.task_usage_key(self.output.task_id) if self.output.task_id else None
 
     @classmethod
-    def from_event(cls, event: BlobEvent, output: OutputPath) -> Change:
+    def from_event(cls, event: BlobEvent, output: OutputPath, *, timed: bool = True) -> Change:
         return cls(
             container=event.container,
             row_key=keys.output_key(output.kind, output.path, output.task_id),
@@ -75,6 +78,7 @@ class Change:
             content_type=event.content_type,
             etag=event.etag,
             blob_type=event.blob_type,
+            timed=timed,
         )
 
     @classmethod
@@ -95,6 +99,7 @@ class Change:
             etag=row.get("BlobETag"),
             blob_type=row.get("BlobType"),
             readmit=readmit,
+            timed=False,
         )
 
 

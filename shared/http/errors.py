@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.read.paging import InvalidTokenError
-from shared.store.errors import StorageBusyError
+from shared.store.errors import StorageAccessError, StorageBusyError
 
 from .schemas import ErrorBody
 
@@ -69,9 +69,18 @@ async def _busy(request: Request, exc: Exception) -> JSONResponse:
                           {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
+async def _misconfigured(request: Request, exc: Exception) -> JSONResponse:
+    # 500, not 503: Event Grid retries it on its schedule and then dead-letters, and the
+    # dead letters are replayed once the cause is fixed. Logged once, with the fix, by the store.
+    assert isinstance(exc, StorageAccessError)
+    log.debug("%s %s -> 500: index storage misconfigured: %s", request.method, request.url.path, exc)
+    return error_response(500, "IndexStorageMisconfigured", f"{exc}. Fix: {exc.fix} (setting {exc.setting}).")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(InvalidTokenError, _bad_token)
     app.add_exception_handler(StorageBusyError, _busy)
+    app.add_exception_handler(StorageAccessError, _misconfigured)

@@ -80,6 +80,16 @@ class Quota(_Model):
     maxOutputsPerTask: int = Field(ge=0, description="0 = no limit")
 
 
+class Lag(_Model):
+    """How long events took from their eventTime to indexed, over the last hour."""
+
+    windowSeconds: int = Field(description="the span measured: the last hour (in 5-minute windows, so up to 65 minutes)")
+    events: int = Field(description="events measured: each indexed or rejected output change, not duplicates or reindex repairs")
+    p50: float | None = Field(description="median seconds (bucketed: at most 25% above the true value, never above max); null when none")
+    p95: float | None = Field(description="95th percentile seconds; null when none")
+    max: float | None = Field(description="the longest, exact, in seconds; null when none")
+
+
 class JobSummary(_Model):
     jobId: str | None
     container: str
@@ -90,6 +100,10 @@ class JobSummary(_Model):
     rejections: Counts
     lastIndexedAt: str | None
     lastReconciledAt: str | None = Field(default=None, description="when the reconciler last checked the job against its container")
+    lag: Lag | None = Field(default=None, description="seconds from eventTime to indexed over the last hour")
+    skippedByReason: dict[str, int] = Field(
+        default_factory=dict, description="events of the job's container skipped since it was first indexed, by reason")
+    handedBack: int = Field(default=0, description="events of the job handed back for redelivery (storage busy or misconfigured)")
 
 
 class JobItem(_Model):
@@ -159,8 +173,53 @@ class ValidationResponse(_Model):
     validationResponse: str
 
 
+class IndexStorageError(_Model):
+    cause: str = Field(description="authorization or table-not-found")
+    code: str = Field(description="the storage error code, e.g. AuthorizationFailure, AuthorizationPermissionMismatch, TableNotFound")
+    status: int | None
+    message: str
+    setting: str = Field(description="the app setting to fix, e.g. INDEX_STORAGE or INDEX_TABLE")
+    fix: str
+
+
+class IndexStorageHealth(_Model):
+    status: str = Field(description="ok, misconfigured (see error) or unavailable (unreachable or busy)")
+    table: str
+    error: IndexStorageError | None = None
+    message: str | None = None
+    since: str | None = None
+
+
 class Health(_Model):
-    status: str
+    status: str = Field(description="ok; with detail=true the index's status")
+    index: IndexStorageHealth | None = Field(default=None, description="detail=true only")
+    deadLetterContainer: str | None = Field(default=None, description="detail=true only")
+
+
+class ReplayBlobs(_Model):
+    listed: int
+    replayed: int = Field(description="blobs whose events were re-ingested and that are now marked replayedAt (dry run: would be)")
+    alreadyReplayed: int = Field(description="blobs a previous replay marked: skipped")
+    beforeSince: int = Field(description="blobs dead-lettered before since: skipped")
+    unreadable: int = Field(description="blobs that are not a JSON array of events: left as they are")
+
+
+class ReplayOutcome(_Model):
+    events: int
+    indexed: int
+    unchanged: int = Field(description="already indexed, or overtaken by a newer event of the same blob")
+    rejected: int
+    skipped: int
+    skippedByReason: dict[str, int]
+
+
+class ReplayResult(_Model):
+    dryRun: bool
+    container: str
+    blobs: ReplayBlobs
+    events: int
+    byReason: dict[str, ReplayOutcome] = Field(description="per deadLetterReason, what its events did")
+    nextMarker: str | None = Field(default=None, description="more blobs to look at: call again with marker=nextMarker")
 
 
 class OutputTail(_Model):

@@ -18,9 +18,10 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 from shared.domain import keys
-from shared.domain.ledger import MAX_ROUND_DELTAS, Delta, FoldRound, JobView, TaskPart
+from shared.domain.lag import LagWindows
+from shared.domain.ledger import HANDED_BACK, LAG_WINDOWS, MAX_ROUND_DELTAS, SKIPPED, Delta, FoldRound, JobView, TaskPart, counts_text
 from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation, write
-from shared.domain.rows import Entity, Usage
+from shared.domain.rows import Entity, Int64, Usage, as_int
 from shared.store.errors import ConflictError, StorageBusyError, StorageUnavailableError
 from shared.store.table import TableStore
 
@@ -40,6 +41,20 @@ def _kept(row: Entity | None) -> Entity:
 
 def _latest(*times: datetime | None) -> datetime | None:
     return max((t for t in times if t is not None), default=None)
+
+
+def _folded_events(counter: Entity | None, deltas: list[Delta], now: datetime) -> Entity:
+    """``S|00``'s lag windows (trimmed to the last hour) and event counts, with ``deltas`` added."""
+    view = JobView(counters=[counter] if counter else [])
+    windows = LagWindows.parse((counter or {}).get(LAG_WINDOWS))
+    skipped = view.skipped()
+    handed_back = as_int((counter or {}).get(HANDED_BACK))
+    for delta in deltas:
+        if delta.at is not None:
+            windows.add(delta.at, delta.lag)
+        skipped.update(delta.skipped)
+        handed_back += delta.handed_back
+    return {LAG_WINDOWS: windows.trimmed(now).text(), SKIPPED: counts_text(skipped), HANDED_BACK: Int64(handed_back)}
 
 
 class Compactor:
@@ -158,8 +173,10 @@ class Compactor:
             usage = usage.plus(delta.job)
         usage.tasks += fold.tasks_delta
         entity = {**_kept(counter), "RowKey": keys.counter_key(), **usage.properties(),
-                  "LastIndexedAt": _latest((counter or {}).get("LastIndexedAt"), *(d.at for d in deltas)) or now,
-                  "LastFold": fold.round_id}
+                  **_folded_events(counter, deltas, now), "LastFold": fold.round_id}
+        last = _latest((counter or {}).get("LastIndexedAt"), *(d.at for d in deltas))
+        if last is not None:  # a round of flushed counts only indexed nothing
+            entity["LastIndexedAt"] = last
         await self._submit_with_round(container, [write(entity, counter)], fold, now)
 
     async def _delete(self, container: str, deltas: Iterable[Delta], fold: FoldRound) -> None:

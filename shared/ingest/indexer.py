@@ -36,7 +36,14 @@ from shared.domain.ledger import Escrow, JobView
 from shared.domain.planning import IngestReport, Operation, Plan, chunk_changes, guard, plan_chunk
 from shared.domain.quotas import Limits, QuotaDefaults
 from shared.domain.rows import ROW_STATE, Change, Entity, Usage
-from shared.store.errors import ConflictError, InvalidEntityError, StorageBusyError, StorageUnavailableError
+from shared.store.errors import (
+    ConflictError,
+    IndexStoreError,
+    InvalidEntityError,
+    StorageAccessError,
+    StorageBusyError,
+    StorageUnavailableError,
+)
 from shared.store.row_locks import RowLocks
 from shared.store.table import TableStore
 
@@ -44,6 +51,7 @@ from .compactor import Compactor
 from .crossings import CrossingAnnouncer
 from .escrow import EscrowKeeper, Need
 from .registry import JobRegistry
+from .telemetry import IngestTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +80,7 @@ class Indexer:
         *,
         writer: str | None = None,
         fold_delay: float | None = None,
+        flush_delay: float | None = None,
     ) -> None:
         self.store = store
         self.quota_defaults = quota_defaults
@@ -81,6 +90,8 @@ class Indexer:
         self.crossings = CrossingAnnouncer(store)
         self.escrows = EscrowKeeper(store, self.writer, quota_defaults)
         self.compactor = Compactor(store, self.writer) if fold_delay is None else Compactor(store, self.writer, delay=fold_delay)
+        self.telemetry = (IngestTelemetry(store, self.registry, self.compactor) if flush_delay is None
+                          else IngestTelemetry(store, self.registry, self.compactor, delay=flush_delay))
         self._limits: dict[str, tuple[float, Limits]] = {}
         self._limited_locks: dict[str, asyncio.Lock] = {}
         # Chunks of this process never race each other for a task row they guard.
@@ -88,11 +99,13 @@ class Indexer:
 
     # -- entry point ---------------------------------------------------------------------
 
-    async def ingest(self, events: Sequence[BlobEvent]) -> IngestReport:
-        """Index a delivery. Raises ``StorageBusyError`` when it must be handed back.
+    async def ingest(self, events: Sequence[BlobEvent], *, timed: bool = True) -> IngestReport:
+        """Index a delivery. Raises ``StorageBusyError`` when it must be handed back
+        (``StorageAccessError`` when index storage is misconfigured).
 
         Chunks that committed before the error stay committed; redelivery finds them
-        already applied, so handing the whole delivery back never double-counts.
+        already applied, so handing the whole delivery back never double-counts. ``timed``:
+        measure the events' lag (not for a reindex's synthetic events).
         """
         report = IngestReport(received=len(events))
         latest: dict[tuple[str, str], Change] = {}
@@ -103,8 +116,9 @@ class Indexer:
             output = parse_blob_path(event.blob_name)
             if output is None:
                 report.skipped[SkipReason.NOT_A_CONVENTION_PATH.value] += 1
+                self.telemetry.skipped_in_job(event.container, SkipReason.NOT_A_CONVENTION_PATH.value)
                 continue
-            change = Change.from_event(event, output)
+            change = Change.from_event(event, output, timed=timed)
             key = (change.container, change.row_key)
             previous = latest.get(key)
             if previous is None or change.sequencer > previous.sequencer:
@@ -126,19 +140,27 @@ class Indexer:
 
     async def _apply(self, by_container: Mapping[str, list[Change]], report: IngestReport) -> None:
         containers = list(by_container)
-        await asyncio.gather(*(self.registry.register(c) for c in containers))
-        limits = await asyncio.gather(*(self.limits(c) for c in containers))
-        jobs = [
-            self._apply_chunk(container, chunk)
+        try:
+            await asyncio.gather(*(self.registry.register(c) for c in containers))
+            limits = await asyncio.gather(*(self.limits(c) for c in containers))
+        except IndexStoreError:
+            for container, changes in by_container.items():
+                self.telemetry.handed_back(container, len(changes))
+            raise
+        chunks = [
+            (container, chunk)
             for container, job_limits in zip(containers, limits, strict=True)
             for chunk in chunk_changes(by_container[container], guard_tasks=bool(job_limits.max_outputs_per_task))
         ]
-        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        outcomes = await asyncio.gather(*(self._apply_chunk(c, chunk) for c, chunk in chunks), return_exceptions=True)
         failure: BaseException | None = None
-        for outcome in outcomes:
+        for (container, chunk), outcome in zip(chunks, outcomes, strict=True):
             if isinstance(outcome, IngestReport):
                 report.add(outcome)
-            elif failure is None or not isinstance(failure, StorageBusyError):
+                continue
+            if isinstance(outcome, IndexStoreError):
+                self.telemetry.handed_back(container, len(chunk))
+            if _severity(outcome) > _severity(failure):
                 failure = outcome
         if failure is not None:
             raise failure
@@ -236,6 +258,8 @@ class Indexer:
         raise ContentionError(f"chunk of {container} lost {MAX_ATTEMPTS} optimistic races")
 
     def _committed(self, container: str, plan: Plan, etags: Sequence[str | None], allowance: Escrow | None, limits: Limits) -> None:
+        if plan.delta is not None:
+            self.telemetry.lag(plan.delta.lag)
         if allowance is not None and limits.limits_job:
             for op, etag in zip(plan.operations, etags, strict=True):
                 if op.entity["RowKey"] == allowance.key:
@@ -260,10 +284,19 @@ class Indexer:
             log.warning("skipped %s in %s: storage refused its row (%s)", change.output.blob_name, container, exc)
         report = IngestReport()
         report.skipped[SkipReason.UNINDEXABLE.value] += len(bad)
+        self.telemetry.skipped_in_job(container, SkipReason.UNINDEXABLE.value, len(bad))
         rest = [c for c in changes if c not in bad]
         if rest:
             report.add(await self._commit(container, rest))
         return report
+
+
+def _severity(failure: BaseException | None) -> int:
+    """Which failure a delivery answers with: a misconfiguration over storage being busy (a
+    chunk that landed is a no-op on redelivery either way) over anything else."""
+    if failure is None:
+        return -1
+    return 2 if isinstance(failure, StorageAccessError) else 1 if isinstance(failure, StorageBusyError) else 0
 
 
 def _need(changes: Iterable[Change]) -> Need:

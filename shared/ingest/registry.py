@@ -64,6 +64,12 @@ class JobRegistry:
             await self.store.insert_if_absent(entity)
         self._known.add(container)
 
+    async def exists(self, container: str) -> bool:
+        """Whether ``container`` is a registered job (this process registered it, or its row exists)."""
+        if container not in self._known and await self.store.get(keys.JOBS_PARTITION, container) is not None:
+            self._known.add(container)
+        return container in self._known
+
     async def job_id_of(self, container: str) -> str | None:
         """The job ID recorded for ``container``, if any."""
         row = await self.store.get(keys.JOBS_PARTITION, container)

@@ -135,7 +135,7 @@ class Reindexer:
         for events, field_name in ((added, "added"), (fixed, "fixed"), (removed, "removed")):
             if not events:
                 continue
-            result = await self.indexer.ingest(events)
+            result = await self.indexer.ingest(events, timed=False)
             setattr(report, field_name, result.indexed + result.rejected)
             report.unchanged += result.unchanged
         if removed:

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from shared.domain import keys
 from shared.domain.conventions import container_name
+from shared.domain.lag import summary as lag_summary
 from shared.domain.ledger import JobView
 from shared.domain.quotas import Limits, QuotaDefaults
 from shared.domain.rows import LIVE, OUTPUT_FIELDS, REJECTED, Entity, Usage, as_int
@@ -188,12 +189,15 @@ class QueryService:
 
     async def job_summary(self, job_id: str) -> dict[str, Any] | None:
         container = container_name(job_id)
-        job_row, (usage, carrier, last) = await asyncio.gather(
-            self.job_row(container), self.usage(container)
-        )
+        job_row, (view, task_rows) = await asyncio.gather(self.job_row(container), self.ledger(container))
+        carrier = view.carrier
         if job_row is None and carrier is None:
             return None
-        summary = self._summary(container, job_row, usage, carrier, last)
+        summary = self._summary(container, job_row, view.usage(task_rows), carrier, view.last_indexed())
+        # Operations: how far behind the index is, and what wrote no output (folded + unfolded).
+        summary["lag"] = lag_summary(view.lag().recent(datetime.now(timezone.utc)))
+        summary["skippedByReason"] = dict(sorted(view.skipped().items()))
+        summary["handedBack"] = view.handed_back()
         if not (job_row or {}).get("Registered"):
             summary["jobId"] = job_id  # the caller's spelling: Batch IDs preserve case
         return summary

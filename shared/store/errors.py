@@ -38,3 +38,28 @@ class StorageBusyError(IndexStoreError):
 
 class StorageUnavailableError(StorageBusyError):
     """The connection failed (dropped, refused, timed out) after the retry budget."""
+
+
+class StorageAccessError(IndexStoreError):
+    """Index storage refused the app's identity or lacks the table: a misconfiguration.
+
+    Retrying cannot help until someone fixes what ``fix`` says (a role assignment, a setting),
+    so it is not a ``StorageBusyError``: the webhook answers 500 (Event Grid retries, then
+    dead-letters, and ``replay-deadletters`` recovers the events once it is fixed), the trigger
+    raises, and ``GET /api/health?detail=true`` shows it.
+    """
+
+    def __init__(self, message: str, *, status: int | None, code: str, setting: str, fix: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.setting = setting
+        self.fix = fix
+
+    @property
+    def cause(self) -> str:
+        return "table-not-found" if isinstance(self, TableNotFoundError) else "authorization"
+
+
+class TableNotFoundError(StorageAccessError):
+    """The index table does not exist (deleted, or ``INDEX_TABLE`` names another table)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
@@ -28,7 +29,15 @@ from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation
 from shared.domain.rows import Entity, Int64
 
 from .batch_encoder import submit_fast
-from .errors import ConflictError, InvalidEntityError, StorageBusyError, StorageUnavailableError
+from .errors import (
+    ConflictError,
+    InvalidEntityError,
+    StorageAccessError,
+    StorageBusyError,
+    StorageUnavailableError,
+    TableNotFoundError,
+)
+from .health import IndexAccess
 from .throttle import AdaptiveLimiter
 
 __all__ = ["ConflictError", "Entity", "Op", "Operation", "StorageBusyError", "StorageUnavailableError", "TableStore"]
@@ -66,23 +75,58 @@ def _busy(exc: HttpResponseError) -> StorageBusyError:
     return StorageBusyError(f"storage answered {exc.status_code}: {exc.reason}", exc.status_code)
 
 
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """Map what the SDK raises once its retries are spent to the index store's errors."""
-    try:
-        yield
-    except (ServiceRequestError, ServiceResponseError) as exc:
-        raise StorageUnavailableError(f"index storage unreachable: {exc}") from exc
-    except HttpResponseError as exc:
-        raise _busy(exc) from exc
+#: What to fix when index storage refuses the app: the role its identity needs, or the key.
+AUTHORIZATION_FIX = (
+    "grant the app's identity (INDEX_STORAGE__clientId) the 'Storage Table Data Contributor' role on the index "
+    "account (INDEX_STORAGE__tableServiceUri); with a connection string, check the account key in INDEX_STORAGE"
+)
+
+
+def _error_code(exc: HttpResponseError) -> str:
+    code = getattr(exc, "error_code", None)
+    return str(getattr(code, "value", code) or "")
+
+
+def access_error(exc: HttpResponseError, table: str) -> StorageAccessError | None:
+    """The misconfiguration ``exc`` reveals, if any: refused credentials or a missing table."""
+    code = _error_code(exc)
+    if isinstance(exc, ClientAuthenticationError) or exc.status_code in (401, 403):
+        code = code or ("AuthenticationFailed" if exc.status_code is None else f"HTTP{exc.status_code}")
+        reason = (exc.reason or (str(exc).splitlines() or [""])[0])[:200]
+        return StorageAccessError(f"index storage refused the app's credentials ({exc.status_code or 'no token'}: {reason})",
+                                  status=exc.status_code, code=code, setting="INDEX_STORAGE", fix=AUTHORIZATION_FIX)
+    if exc.status_code == 404 and code == "TableNotFound":
+        return TableNotFoundError(
+            f"the index table {table!r} does not exist", status=404, code=code, setting="INDEX_TABLE",
+            fix=f"set INDEX_TABLE to the index table's name, or restart the app to create {table!r} (it creates it at start)")
+    return None
 
 
 class TableStore:
     """Async adapter over one table."""
 
-    def __init__(self, client: TableClient, limiter: AdaptiveLimiter) -> None:
+    def __init__(self, client: TableClient, limiter: AdaptiveLimiter, access: IndexAccess | None = None) -> None:
         self._client = client
         self._limiter = limiter
+        #: Where a misconfiguration is reported (logged once, shown by the detailed health).
+        self.access = access or IndexAccess()
+
+    def _refused(self, exc: HttpResponseError) -> StorageAccessError | None:
+        error = access_error(exc, self._client.table_name)
+        if error is not None:
+            self.access.failed(error)
+        return error
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Map what the SDK raises once its retries are spent to the index store's errors."""
+        try:
+            yield
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise StorageUnavailableError(f"index storage unreachable: {exc}") from exc
+        except HttpResponseError as exc:
+            raise (self._refused(exc) or _busy(exc)) from exc
+        self.access.succeeded()
 
     @property
     def limiter(self) -> AdaptiveLimiter:
@@ -92,7 +136,7 @@ class TableStore:
         await self._client.close()
 
     async def ensure_table(self) -> None:
-        with _translated():
+        with self._translated():
             try:
                 async with self._limiter:
                     await self._client.create_table()
@@ -100,12 +144,14 @@ class TableStore:
                 pass
 
     async def get(self, partition: str, row: str) -> Entity | None:
-        with _translated():
+        with self._translated():
             try:
                 async with self._limiter:
                     entity = await self._client.get_entity(partition, row)
-            except ResourceNotFoundError:
-                return None
+            except ResourceNotFoundError as exc:
+                if self._refused(exc) is None:
+                    return None
+                raise
         return _plain(entity)
 
     async def get_many(self, partition: str, rows: Iterable[str]) -> dict[str, Entity]:
@@ -185,7 +231,7 @@ class TableStore:
         ).by_page()
         returned = 0
         while True:
-            with _translated():
+            with self._translated():
                 try:
                     async with self._limiter:
                         page = await pages.__anext__()
@@ -230,6 +276,7 @@ class TableStore:
             async with self._limiter:
                 status, etags = await submit_fast(self._client, batch)
                 if etags is not None:
+                    self.access.succeeded()
                     return etags
                 if status in _BUSY_STATUSES:  # the pipeline already spent the retry budget
                     raise StorageBusyError(f"storage answered {status} to a batch", status)
@@ -237,6 +284,9 @@ class TableStore:
                 # and raise its own, detailed error (which operation failed, and why).
                 results = await self._client.submit_transaction(batch)
         except TableTransactionError as exc:
+            refused = self._refused(exc)
+            if refused is not None:
+                raise refused from exc
             if exc.status_code in (404, 409, 412):
                 raise ConflictError(f"batch condition failed: {exc.message}", exc.index) from exc
             if exc.status_code == 400:
@@ -247,16 +297,20 @@ class TableStore:
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise StorageUnavailableError(f"batch outcome unknown, connection failed: {exc}") from exc
         except HttpResponseError as exc:
+            refused = self._refused(exc)
+            if refused is not None:
+                raise refused from exc
             if exc.status_code in (404, 409, 412):
                 raise ConflictError(f"batch condition failed: {exc.message}") from exc
             if exc.status_code == 400:
                 raise InvalidEntityError(f"batch refused: {exc.message}") from exc
             raise _busy(exc) from exc
+        self.access.succeeded()
         return [result.get("etag") for result in results]
 
     async def insert_if_absent(self, entity: Entity) -> bool:
         """Create a row unless it exists; True when this call created it."""
-        with _translated():
+        with self._translated():
             try:
                 async with self._limiter:
                     await self._client.create_entity(sdk_entity(entity))
@@ -266,6 +320,6 @@ class TableStore:
 
     async def merge(self, entity: Entity) -> None:
         """Upsert-merge one row (properties not given are kept)."""
-        with _translated():
+        with self._translated():
             async with self._limiter:
                 await self._client.upsert_entity(sdk_entity(entity), mode=UpdateMode.MERGE)

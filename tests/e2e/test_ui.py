@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -222,3 +223,35 @@ def test_without_a_key_the_page_asks_for_one(browser: WebDriver, app: RunningApp
     assert TEST_KEY not in browser.current_url
     link.click()
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, 'tr[data-task="t1"]'), what="the job page")
+
+
+def shown_duration(seconds: float) -> str:
+    """The page's own rendering of a duration (app.js ``duration``)."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def test_job_page_shows_how_far_behind_the_index_is(browser: WebDriver, app: RunningApp, outputs: Outputs) -> None:
+    now = datetime.now(timezone.utc)
+    events = []
+    for number, age in ((1, 4.0), (2, 95.0)):
+        name = blob_name("TaskOutput", f"lagged-{number}.bin", f"lag-{number}")
+        event = blob_event(C, name, sequencer=900 + number, size=3)
+        event["eventTime"] = (now - timedelta(seconds=age)).isoformat().replace("+00:00", "Z")
+        events.append(event)
+    assert app.post_events(events).status_code == 200
+    lag = app.get(f"/api/jobs/{quote(JOB, safe='')}").json()["lag"]
+    assert lag["events"] == 2 and lag["max"] >= 95 and lag["p95"] == lag["max"] and 4 <= lag["p50"] < 95
+
+    open_page(browser, app, job_page(JOB))
+    stat = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#lag .detail"), what="the lag figure")
+    assert browser.find_element(By.CSS_SELECTOR, "#lag .label").text.lower() == "lag p95, last hour"
+    assert browser.find_element(By.CSS_SELECTOR, "#lag .value").text == shown_duration(lag["p95"])
+    assert stat.text == f"p50 {shown_duration(lag['p50'])} · max {shown_duration(lag['max'])} · 2 events"
+    assert "eventTime to indexed" in browser.find_element(By.CSS_SELECTOR, "#lag").get_attribute("title")
+    shot(browser, "job-page-lag")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import azure.functions as func
 
 import function_app
-from functions.blob_events import event_payload
+from functions.blob_events import event_payload, health
 from shared.domain.events import BlobEvent
 from shared.store.envelopes import parse_event
 
@@ -66,3 +67,13 @@ def test_trigger_event_is_parsed_by_the_same_core() -> None:
     parsed = parse_event(event_payload(event))
     assert isinstance(parsed, BlobEvent)
     assert (parsed.container, parsed.blob_name, parsed.size) == ("job-x", "t1/$TaskOutput/a b.txt", 3)
+
+
+def test_the_anonymous_health_function_sends_detail_to_the_keyed_admin_route() -> None:
+    """Under the host ``/api/health`` is anonymous (the host checks no key), so it cannot tell who
+    asks for the index's detail: it answers 401 and names ``/api/admin/health`` (function keys)."""
+    plain = asyncio.run(health(func.HttpRequest("GET", "/api/health", body=b"")))
+    assert (plain.status_code, json.loads(plain.get_body())) == (200, {"status": "ok"})
+    detail = asyncio.run(health(func.HttpRequest("GET", "/api/health", params={"detail": "true"}, body=b"")))
+    assert detail.status_code == 401
+    assert "/api/admin/health" in json.loads(detail.get_body())["error"]["message"]

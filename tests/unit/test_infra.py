@@ -20,7 +20,7 @@ import pytest
 import tree_sitter
 import tree_sitter_bicep
 
-from shared.settings import SETTING_NAMES
+from shared.settings import DEFAULT_DEADLETTER_CONTAINER, SETTING_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -408,6 +408,20 @@ def test_subscription_endpoint_filter_retry_and_dead_letter() -> None:
     assert string_literal(object_at(dead_letter, "identity", "type")) == "SystemAssigned"
     assert string_literal(object_at(dead_letter, "deadLetterDestination", "endpointType")) == "StorageBlob"
     assert "deadLetterDestination" not in object_properties(props), "dead-letter with identity, not a key"
+
+
+def test_the_app_replays_the_container_the_subscription_dead_letters_to() -> None:
+    settings = object_properties(value_of(declarations(MAIN_BICEP, "variable")["appSettings"]))  # type: ignore[arg-type]
+    container = text(settings["DEADLETTER_CONTAINER"])
+    assert container == "storage.outputs.deadLetterContainerName"
+    main = MAIN_BICEP.read_text(encoding="utf-8")
+    assert f"deadLetterContainerName: {container}" in main  # what the subscription module is given
+    assert "deadLetterStorageAccountId: storage.outputs.id" in main  # in the index account ...
+    assert text(settings["INDEX_STORAGE__tableServiceUri"]) == "storage.outputs.tableEndpoint"
+    assert text(settings["INDEX_STORAGE__blobServiceUri"]) == "storage.outputs.blobEndpoint"  # ... reached so
+    # The setting's default is the container the Bicep creates.
+    default = string_literal(value_of(declarations(MAIN_BICEP, "variable")["deadLetterContainerName"]))
+    assert default == DEFAULT_DEADLETTER_CONTAINER
 
 
 def test_system_topic_has_an_identity_and_role_on_the_dead_letter_container() -> None:

@@ -306,7 +306,8 @@
           h('div', { class: 'sub' }, h('span', { class: 'mono' }, nm(summary.container)), ' · last indexed ', h('span', { title: summary.lastIndexedAt || '' }, ago(summary.lastIndexedAt))))),
       h('div', { class: 'stats' },
         stat('Outputs', num(summary.usage.outputs)), stat('Size', bytes(summary.usage.bytes)),
-        stat('Tasks', num(summary.tasks)), stat('Rejected', num(summary.rejections.outputs), summary.rejections.outputs > 0)),
+        stat('Tasks', num(summary.tasks)), stat('Rejected', num(summary.rejections.outputs), summary.rejections.outputs > 0),
+        lagStat(summary.lag)),
       h('div', { class: 'grid-2 section' },
         panel('Quota', null,
           meter('Outputs', summary.usage.outputs, quota.maxOutputs, num),
@@ -344,6 +345,26 @@
   }
 
   const isImage = (o) => /^image\//.test(o.contentType || '') || /\.(png|jpe?g|gif|webp|bmp|svg)$/i.test(o.path);
+
+  // Seconds as people read them: 850 ms, 12.4 s, 3.5 min, 2.1 h.
+  function duration(s) {
+    if (s === null || s === undefined) return '\u2014';
+    if (s < 1) return `${Math.round(s * 1000)} ms`;
+    if (s < 60) return `${s.toFixed(1)} s`;
+    if (s < 3600) return `${(s / 60).toFixed(1)} min`;
+    return `${(s / 3600).toFixed(1)} h`;
+  }
+
+  // How far behind the index is: eventTime to indexed, over the last hour (the summary's lag).
+  function lagStat(lag) {
+    const measured = Boolean(lag && lag.events > 0);
+    return h('div', { class: 'stat', id: 'lag', title: measured
+      ? `From eventTime to indexed, ${num(lag.events)} events in the last hour: p50 ${duration(lag.p50)}, p95 ${duration(lag.p95)}, max ${duration(lag.max)}`
+      : 'No event indexed in the last hour' },
+    h('div', { class: 'label' }, 'Lag p95, last hour'),
+    h('div', { class: 'value' }, measured ? duration(lag.p95) : '\u2014'),
+    measured ? h('div', { class: 'detail' }, `p50 ${duration(lag.p50)} \u00b7 max ${duration(lag.max)} \u00b7 ${num(lag.events)} events`) : null);
+  }
 
   function stat(label, value, bad) {
     return h('div', { class: 'stat' }, h('div', { class: 'label' }, label), h('div', { class: `value${bad ? ' bad' : ''}` }, value));
