@@ -171,6 +171,8 @@ def run_trigger(fleet: Fleet, table: str, instances: int, deliveries: list[list[
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
             results = [json.loads(proc.stdout.readline()) for proc in procs if proc.stdout is not None]
+            for proc in procs:  # each exits by itself once it has drained (no interrupt needed)
+                proc.wait(timeout=60)
     counts = fleet.proxy.take()
     events = sum(r["events"] for r in results)
     return _figures(events, max(r["seconds"] for r in results), counts.as_dict(),

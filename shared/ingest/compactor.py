@@ -81,13 +81,14 @@ class Compactor:
             log.warning("fold of %s postponed (the next write or the reconciler folds it): %s", container, exc)
 
     async def drain(self) -> None:
-        """Run every scheduled fold now (shutdown, tests, benchmarks)."""
+        """Run every scheduled fold now (shutdown, tests, benchmarks). A round another instance
+        holds is left to it: instances draining together must not fight over one round."""
         pending = [c for c, t in self._scheduled.items() if not t.done()]
         for task in self._scheduled.values():
             task.cancel()
         self._scheduled.clear()
         for container in pending:
-            await self.fold(container, force=True)
+            await self.fold(container)
 
     # -- a round ---------------------------------------------------------------------------
 
