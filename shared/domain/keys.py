@@ -22,6 +22,7 @@ filter is a key range too.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 JOBS_PARTITION = "~jobs"
@@ -47,19 +48,16 @@ MAX_KEY_UNITS = 512
 _HASH_SUFFIX_UNITS = 2 + 40  # "|h" + SHA-1 hex
 #: A prefix this short is a prefix of every key that starts with it, hashed or not.
 MAX_EXACT_PREFIX_UNITS = MAX_KEY_UNITS - _HASH_SUFFIX_UNITS - 3
-_ESCAPED = frozenset("%|/\\#?")
+#: What ``encode`` escapes (the separators, control characters, lone surrogates) and how.
+_ESCAPES = {
+    code: "".join(f"%{b:02X}" for b in chr(code).encode("utf-8", "surrogatepass"))
+    for code in (*map(ord, "%|/\\#?"), *range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000))
+}
 
 
 def encode(text: str) -> str:
     """Percent-encode the characters Table keys cannot hold (and the separator)."""
-    out: list[str] = []
-    for ch in text:
-        code = ord(ch)
-        if ch in _ESCAPED or code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF:
-            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
-        else:
-            out.append(ch)
-    return "".join(out)
+    return text.translate(_ESCAPES)
 
 
 def utf16_units(text: str) -> int:
@@ -98,6 +96,7 @@ def clip_prefix(prefix: str) -> tuple[str, bool]:
     return _cut(prefix, MAX_EXACT_PREFIX_UNITS), True
 
 
+@functools.lru_cache(maxsize=4096)  # a job's task IDs recur once per output
 def task_key(task_id: str) -> str:
     """Batch task IDs are case-insensitive: rows are keyed by the lower-cased ID."""
     return encode(task_id.lower())

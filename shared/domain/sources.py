@@ -19,6 +19,7 @@ Pure functions, no I/O.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -62,12 +63,14 @@ def is_azure_sequencer(value: Any) -> bool:
     return isinstance(value, str) and _SEQUENCER.fullmatch(value) is not None
 
 
+@functools.lru_cache(maxsize=256)  # a few topics: parsed once, not per event
 def account_of_resource(resource_id: str) -> str | None:
     """The storage account a ``topic``/``source`` resource ID names, or None when it names none."""
     match = _ACCOUNT_ID.match(resource_id.strip())
     return match.group(1).lower() if match else None
 
 
+@functools.lru_cache(maxsize=256)  # a few hosts: an IP address is parsed once, not per event
 def _is_path_style(host: str) -> bool:
     """Emulator endpoints put the account in the path: an IP address, or a host without dots."""
     if "." not in host:
@@ -81,6 +84,21 @@ def _is_path_style(host: str) -> bool:
 
 def account_of_url(url: str) -> str | None:
     """The storage account a blob or dfs URL names (host-style in Azure, path-style on Azurite)."""
+    # The scheme, host and first path segment decide it, and a delivery's URLs share a few of
+    # those: ``scheme://host/segment/`` is parsed once (the segment plain, so the same parse).
+    head = url.split("/", 4)
+    start = "/".join(head[:4])
+    if len(head) == 5 and not head[1] and head[3] and "?" not in start and "#" not in start:
+        return _account_of_head(start + "/")
+    return _parse_account(url)
+
+
+@functools.lru_cache(maxsize=1024)
+def _account_of_head(head: str) -> str | None:
+    return _parse_account(head)
+
+
+def _parse_account(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
@@ -123,10 +141,8 @@ def foreign_source(item: Mapping[str, Any], data: Any, account: str) -> str | No
 
 def oversized_field(item: Mapping[str, Any], data: Any) -> str | None:
     """Why an event holds a text longer than Azure ever sends, else None."""
-    fields = [("id", item.get("id"))]
-    if isinstance(data, dict):
-        fields += [(key, data.get(key)) for key in MAX_FIELD_CHARS if key != "id"]
-    for key, value in fields:
-        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS[key]:
-            return f"{key} is {len(value)} characters (at most {MAX_FIELD_CHARS[key]})"
+    for key, limit in MAX_FIELD_CHARS.items():
+        value = item.get(key) if key == "id" else data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, str) and len(value) > limit:
+            return f"{key} is {len(value)} characters (at most {limit})"
     return None

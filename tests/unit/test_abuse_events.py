@@ -90,6 +90,19 @@ def test_the_account_a_url_names(url: str, account: str | None) -> None:
     assert account_of_url(url) == account
 
 
+URL_PIECES = st.sampled_from(["http:", "https:", "ftp:", "", "/", "//", "?", "#", "@", ":", "[", "]", "\t", "\\",
+                               "acct", "ACCT.blob.core.windows.net", ".", "127.0.0.1:10000", "devstoreaccount1", "c"])
+
+
+@hsettings(max_examples=2000, deadline=None)
+@given(st.lists(URL_PIECES, max_size=12).map("".join))
+def test_the_account_is_the_same_whether_the_url_start_was_parsed_before_or_not(url: str) -> None:
+    from shared.domain.sources import _parse_account
+
+    assert account_of_url(url) == _parse_account(url)
+    assert account_of_url(url) == _parse_account(url)  # and from the cache
+
+
 def test_the_outputs_account_is_read_from_its_endpoint() -> None:
     assert outputs_account("http://azurite:10000/devstoreaccount1", None) == "devstoreaccount1"  # the SDK reads no name here
     assert outputs_account("https://acct.privatelink.blob.core.windows.net", "acct.privatelink") == "acct"
