@@ -6,8 +6,12 @@ import azure.functions as func
 from functions.blob_events import blueprint
 from functions.http_app import http_app, webhook_blueprint
 from functions.reconcile import blueprint as reconcile_blueprint
+from shared.runtime import settle_collector
 
 app = func.AsgiFunctionApp(app=http_app, http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(blueprint)
 app.register_functions(webhook_blueprint)
 app.register_functions(reconcile_blueprint)
+
+# The worker imports this module once, before any invocation: what exists now lives as long as it.
+settle_collector()

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.runtime import settle_collector
 from shared.service import ServiceHolder
 from shared.settings import Settings
 
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, *, check_keys: bool = True) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        settle_collector()  # served: everything imported so far lives as long as the process
         yield
         await holder.close()
 
