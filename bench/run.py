@@ -122,20 +122,27 @@ async def upload(connection: str, jobs: list[Job]) -> float:
 
 
 async def ingest_api(url: str, bodies: list[bytes], events: int) -> dict[str, Any]:
+    """Deliveries posted as Event Grid posts them. aiohttp rather than httpx: the poster shares
+    the machine with the app and Azurite, and aiohttp spends less CPU on a 1 MB body."""
     headers = {"x-functions-key": EVENTS_KEY, "content-type": "application/json"}
-    limits = httpx.Limits(max_connections=DELIVERIES_IN_FLIGHT)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=DELIVERIES_IN_FLIGHT)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(base_url=url, headers=headers, connector=connector, timeout=timeout) as session:
 
-        def post(body: bytes) -> Callable[[], Awaitable[httpx.Response]]:
-            return lambda: client.post("/api/events", content=body)
+        def post(body: bytes) -> Callable[[], Awaitable[tuple[int, Any]]]:
+            async def run() -> tuple[int, Any]:
+                async with session.post("/api/events", data=body) as response:
+                    return response.status, await response.json() if response.status == 200 else await response.text()
+
+            return run
 
         start = time.perf_counter()
-        responses = await bounded(DELIVERIES_IN_FLIGHT, [post(b) for b in bodies])
+        answers = await bounded(DELIVERIES_IN_FLIGHT, [post(b) for b in bodies])
         elapsed = time.perf_counter() - start
-    failed = [r for r in responses if r.status_code != 200]
+    failed = [(status, body) for status, body in answers if status != 200]
     if failed:
-        raise RuntimeError(f"{len(failed)} deliveries failed, first: {failed[0].status_code} {failed[0].text[:300]}")
-    indexed = sum(r.json()["indexed"] for r in responses)
+        raise RuntimeError(f"{len(failed)} deliveries failed, first: {failed[0][0]} {str(failed[0][1])[:300]}")
+    indexed = sum(body["indexed"] for _, body in answers)
     if indexed != events:
         raise RuntimeError(f"the app indexed {indexed} of {events} events")
     return {"events": events, "seconds": elapsed, "events_per_s": events / elapsed}

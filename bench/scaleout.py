@@ -95,12 +95,10 @@ def _wait_healthy(url: str) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
-async def _post_all(urls: list[str], deliveries: list[bytes], *, readers: int = 0, reader_paths: list[str] | None = None) -> dict[str, Any]:
+async def _post_all(urls: list[str], deliveries: list[bytes]) -> dict[str, Any]:
     """Deliveries round robin over the instances; refused ones are posted again."""
     redeliveries = 0
-    reads = 0
-    done = asyncio.Event()
-    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=len(urls) * IN_FLIGHT + readers + 8)) as client:
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=len(urls) * IN_FLIGHT + 8)) as client:
         semaphores = [asyncio.Semaphore(IN_FLIGHT) for _ in urls]
 
         async def post(index: int, body: bytes) -> None:
@@ -116,20 +114,31 @@ async def _post_all(urls: list[str], deliveries: list[bytes], *, readers: int = 
                     await asyncio.sleep(random.uniform(0.05, 0.5))
                 raise RuntimeError(f"a delivery was refused 60 times: {response.status_code} {response.text[:200]}")
 
-        async def reader(number: int) -> None:
-            nonlocal reads
-            paths = reader_paths or []
-            while not done.is_set():
-                await client.get(f"{urls[number % len(urls)]}{paths[number % len(paths)]}", headers={"x-functions-key": API_KEY})
-                reads += 1
-
-        reader_tasks = [asyncio.create_task(reader(n)) for n in range(readers)]
         started = time.perf_counter()
         await asyncio.gather(*(post(i, b) for i, b in enumerate(deliveries)))
         elapsed = time.perf_counter() - started
-        done.set()
-        await asyncio.gather(*reader_tasks, return_exceptions=True)
-    return {"seconds": elapsed, "redeliveries": redeliveries, "reads": reads}
+    return {"seconds": elapsed, "redeliveries": redeliveries}
+
+
+@contextmanager
+def _readers(count: int, url: str, paths: list[str]) -> Iterator[dict[str, int]]:
+    """``count`` readers of ``paths`` in their own process (``bench.readers``) while the block runs."""
+    answered = {"reads": 0}
+    if not count:
+        yield answered
+        return
+    command = [sys.executable, "-m", "bench.readers", str(count), url, *paths]
+    with _processes([command], {}, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as (proc,):
+        assert proc.stdin is not None and proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the readers did not start")
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        yield answered
+        proc.stdin.write("stop\n")
+        proc.stdin.flush()
+        answered["reads"] = int(proc.stdout.readline())
+        proc.wait(timeout=60)
 
 
 def run_webhook(fleet: Fleet, table: str, instances: int, deliveries: list[list[dict[str, Any]]], *,
@@ -145,11 +154,12 @@ def run_webhook(fleet: Fleet, table: str, instances: int, deliveries: list[list[
         if before is not None:
             before(urls)
         fleet.proxy.take()
-        posted = asyncio.run(_post_all(urls, bodies, readers=readers, reader_paths=reader_paths))
+        with _readers(readers, urls[0], reader_paths or []) as answered:
+            posted = asyncio.run(_post_all(urls, bodies))
         time.sleep(FOLD_DELAY + 1.0)  # the instances fold what they wrote, as they would in Azure
     counts = fleet.proxy.take()  # stopping drains any fold still pending
     events = sum(len(d) for d in deliveries)
-    return _figures(events, posted["seconds"], counts.as_dict(), redeliveries=posted["redeliveries"], reads=posted["reads"])
+    return _figures(events, posted["seconds"], counts.as_dict(), redeliveries=posted["redeliveries"], reads=answered["reads"])
 
 
 def run_trigger(fleet: Fleet, table: str, instances: int, deliveries: list[list[dict[str, Any]]]) -> dict[str, Any]:

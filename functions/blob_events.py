@@ -74,7 +74,8 @@ async def index_blob_event(event: func.EventGridEvent) -> None:
         raise
     # One line per commit (GroupCommit logs it), not per event: a delivery of 500 events
     # would otherwise send 500 records to Application Insights.
-    log.debug("event %s durable; its group commit: %s", outcome.event_id, json.dumps(report.as_dict()))
+    if log.isEnabledFor(logging.DEBUG):  # not formatted 500 times a delivery for nothing
+        log.debug("event %s durable; its group commit: %s", outcome.event_id, json.dumps(report.as_dict()))
 
 
 #: The host does not check a key on this anonymous function, so it cannot tell who asks for
