@@ -3,8 +3,9 @@
 ``python -m bench.worker DELIVERIES.json``: loads ``function_app.py`` (settings from the
 environment), finds the ``index_blob_event`` function the host would index, prints ``ready``,
 waits for a line on stdin, then handles its deliveries as the Event Grid extension does: each
-delivery's events are decoded by azure-functions' own converter and run as concurrent
-invocations of the single-event function; if any invocation fails the whole delivery is
+delivery's events are handed over as the worker hands them (``devtools.worker_binding``: the
+event's JSON for a ``str`` parameter, azure-functions' converter otherwise) and run as
+concurrent invocations of the single-event function; if any invocation fails the whole delivery is
 retried (Event Grid redelivers a batch whose delivery failed). Prints a JSON line of results.
 """
 
@@ -19,15 +20,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
-from azure.functions.eventgrid import EventGridEventInConverter
+from devtools.worker_binding import trigger_argument
 
 #: Deliveries one instance handles at once (Event Grid keeps several in flight per instance).
 IN_FLIGHT = 4
 MAX_ATTEMPTS = 30
 
 
-def trigger_function() -> Callable[[func.EventGridEvent], Awaitable[None]]:
+def trigger_function() -> Callable[[Any], Awaitable[None]]:
     import function_app
 
     for function in function_app.app.get_functions():
@@ -36,14 +36,10 @@ def trigger_function() -> Callable[[func.EventGridEvent], Awaitable[None]]:
     raise RuntimeError("function_app.py registers no index_blob_event")
 
 
-def decoded(event: dict[str, Any]) -> func.EventGridEvent | func.CloudEvent:
-    return EventGridEventInConverter.decode(func.meta.Datum(json.dumps(event), "json"), trigger_metadata={})
-
-
 async def deliver(function: Callable[[Any], Awaitable[None]], events: list[dict[str, Any]]) -> int:
     """One delivery, retried whole until every invocation succeeded; the number of attempts."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        outcomes = await asyncio.gather(*(function(decoded(e)) for e in events), return_exceptions=True)
+        outcomes = await asyncio.gather(*(function(trigger_argument(function, e)) for e in events), return_exceptions=True)
         if not any(isinstance(o, BaseException) for o in outcomes):
             return attempt
         await asyncio.sleep(random.uniform(0.05, 0.5))

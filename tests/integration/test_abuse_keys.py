@@ -12,6 +12,7 @@ import azure.functions as func
 import httpx
 import pytest
 
+from devtools.worker_binding import trigger_argument
 from shared.conventions import container_name
 
 from ..helpers import LOCAL_TOPIC, blob_event
@@ -109,12 +110,13 @@ def test_the_trigger_skips_an_event_of_another_account(azurite, settings, monkey
     holder = ServiceHolder(settings)
     monkeypatch.setattr(blob_events, "services", holder)
 
-    def grid_event(account: str, name: str) -> func.EventGridEvent:
-        return func.EventGridEvent(
-            id=name, data={"api": "PutBlob", "url": f"https://{account}.blob.core.windows.net/{C}/t1/%24TaskOutput/{name}",
-                           "sequencer": "0" * 31 + "3", "contentLength": 4},
-            topic=LOCAL_TOPIC.replace("devstoreaccount1", account), subject=f"/blobServices/default/containers/{C}/blobs/t1/$TaskOutput/{name}",
-            event_type="Microsoft.Storage.BlobCreated", event_time=None, data_version="1")
+    def grid_event(account: str, name: str) -> object:
+        return trigger_argument(blob_events.index_blob_event, {
+            "id": name, "data": {"api": "PutBlob", "url": f"https://{account}.blob.core.windows.net/{C}/t1/%24TaskOutput/{name}",
+                                 "sequencer": "0" * 31 + "3", "contentLength": 4},
+            "topic": LOCAL_TOPIC.replace("devstoreaccount1", account),
+            "subject": f"/blobServices/default/containers/{C}/blobs/t1/$TaskOutput/{name}",
+            "eventType": "Microsoft.Storage.BlobCreated", "eventTime": None, "dataVersion": "1"})
 
     async def run() -> list:
         await blob_events.index_blob_event(grid_event("attacker", "forged.txt"))

@@ -4,15 +4,13 @@ directory deletes, CloudEvents through the trigger, and the reconciler for what 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-import azure.functions as func
 import pytest
-from azure.functions.eventgrid import EventGridEventInConverter
 from azure.storage.blob import BlobServiceClient
 
+from devtools.worker_binding import trigger_argument
 from shared.domain.conventions import container_name
 from shared.service import Service
 from shared.settings import Settings
@@ -169,15 +167,14 @@ def test_an_older_blob_created_does_not_resurrect_a_deleted_directory(app: Runni
 # -- CloudEvents through the Event Grid trigger -------------------------------------------
 
 
-def test_cloudevent_decoded_by_the_functions_converter_is_indexed_by_the_trigger(
+def test_a_cloudevent_handed_to_the_trigger_is_indexed(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, app: RunningApp
 ) -> None:
     from functions import blob_events
 
     container = container_name("cloud-trigger")
     payload = blob_event(container, "t1/$TaskPreview/thumb.png", schema="cloudevents", sequencer=3, size=42)
-    event = EventGridEventInConverter.decode(func.meta.Datum(json.dumps(payload), "json"), trigger_metadata={})
-    assert isinstance(event, func.CloudEvent)
+    event = trigger_argument(blob_events.index_blob_event, payload)  # its JSON, as the worker hands it
     holder = blob_events.services
     monkeypatch.setattr(holder, "_settings", settings)
 

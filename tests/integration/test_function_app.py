@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-import azure.functions as func
 import pytest
+
+from devtools.worker_binding import trigger_argument
 
 from ..helpers import LOCAL_BLOB_ENDPOINT, LOCAL_TOPIC
 
@@ -18,12 +19,12 @@ def test_trigger_indexes_through_the_shared_service(azurite, settings, monkeypat
 
     holder = ServiceHolder(settings)
     monkeypatch.setattr(blob_events, "services", holder)
-    event = func.EventGridEvent(
-        id="2", data={"api": "PutBlob", "url": f"{LOCAL_BLOB_ENDPOINT}/job-trig/t1/%24TaskLog/out.txt",
+    event = trigger_argument(blob_events.index_blob_event, {
+        "id": "2", "data": {"api": "PutBlob", "url": f"{LOCAL_BLOB_ENDPOINT}/job-trig/t1/%24TaskLog/out.txt",
                       "sequencer": "0" * 31 + "2", "contentLength": 5},
-        topic=LOCAL_TOPIC, subject="/blobServices/default/containers/job-trig/blobs/t1/$TaskLog/out.txt",
-        event_type="Microsoft.Storage.BlobCreated", event_time=None, data_version="1",
-    )
+        "topic": LOCAL_TOPIC, "subject": "/blobServices/default/containers/job-trig/blobs/t1/$TaskLog/out.txt",
+        "eventType": "Microsoft.Storage.BlobCreated", "eventTime": None, "dataVersion": "1",
+    })
 
     async def run() -> tuple:
         await blob_events.index_blob_event(event)

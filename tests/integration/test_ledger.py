@@ -129,16 +129,11 @@ def test_two_writers_share_no_row_and_every_fold_step_keeps_usage_exact(azurite:
 def test_a_delivery_of_500_trigger_invocations_logs_a_few_records(settings, caplog: pytest.LogCaptureFixture,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """At the default level: no per-request azure-core lines, no per-event lines."""
-    import json
-
-    import azure.functions as func
-    from azure.functions.eventgrid import EventGridEventInConverter
-
+    from devtools.worker_binding import trigger_argument
     from functions import blob_events
 
     container = container_name("quiet-job")
-    events = [EventGridEventInConverter.decode(func.meta.Datum(json.dumps(blob_event(container, f"t{i % 9}/$TaskOutput/{i}")), "json"),
-                                               trigger_metadata={}) for i in range(500)]
+    events = [trigger_argument(blob_events.index_blob_event, blob_event(container, f"t{i % 9}/$TaskOutput/{i}")) for i in range(500)]
     monkeypatch.setattr(blob_events.services, "_settings", settings)
     caplog.set_level(logging.INFO)
 

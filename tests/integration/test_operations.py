@@ -9,13 +9,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
-import azure.functions as func
 import httpx
 import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from devtools.azurite import Azurite
+from devtools.worker_binding import trigger_argument
 from functions import blob_events
 from shared.conventions import container_name
 from shared.domain.events import EventBatch
@@ -175,12 +175,12 @@ def test_the_trigger_raises_when_the_index_refuses_the_app(azurite: Azurite, mon
     """The trigger cannot choose a status: it raises, so Event Grid retries and then dead-letters."""
     holder = ServiceHolder(wrong_key_settings(azurite))
     monkeypatch.setattr(blob_events, "services", holder)
-    event = func.EventGridEvent(
-        id="1", data={"api": "PutBlob", "url": f"{LOCAL_BLOB_ENDPOINT}/job-denied/t1/%24TaskLog/out.txt",
+    event = trigger_argument(blob_events.index_blob_event, {
+        "id": "1", "data": {"api": "PutBlob", "url": f"{LOCAL_BLOB_ENDPOINT}/job-denied/t1/%24TaskLog/out.txt",
                       "sequencer": "0" * 31 + "1", "contentLength": 5},
-        topic=LOCAL_TOPIC, subject="/blobServices/default/containers/job-denied/blobs/t1/$TaskLog/out.txt",
-        event_type="Microsoft.Storage.BlobCreated", event_time=None, data_version="1",
-    )
+        "topic": LOCAL_TOPIC, "subject": "/blobServices/default/containers/job-denied/blobs/t1/$TaskLog/out.txt",
+        "eventType": "Microsoft.Storage.BlobCreated", "eventTime": None, "dataVersion": "1",
+    })
 
     async def run() -> None:
         try:

@@ -4,12 +4,10 @@ which commit together (group commit), each returning only once its own event is 
 from __future__ import annotations
 
 import asyncio
-import json
 
-import azure.functions as func
 import pytest
-from azure.functions.eventgrid import EventGridEventInConverter
 
+from devtools.worker_binding import trigger_argument
 from shared.domain.conventions import container_name
 from shared.settings import Settings
 
@@ -17,8 +15,11 @@ from ..helpers import blob_event
 from ..support.stack import RunningApp
 
 
-def decoded(payload: dict) -> func.EventGridEvent:
-    return EventGridEventInConverter.decode(func.meta.Datum(json.dumps(payload), "json"), trigger_metadata={})
+def decoded(payload: dict) -> object:
+    """What the worker hands ``index_blob_event`` for this event."""
+    from functions import blob_events
+
+    return trigger_argument(blob_events.index_blob_event, payload)
 
 
 def test_100_concurrent_invocations_share_a_few_transactions(

@@ -11,7 +11,8 @@ from pathlib import Path
 import azure.functions as func
 
 import function_app
-from functions.blob_events import event_payload, health
+from devtools.worker_binding import trigger_argument
+from functions.blob_events import event_of, health, index_blob_event
 from shared.domain.events import BlobEvent
 from shared.store.envelopes import parse_event
 
@@ -59,12 +60,12 @@ def test_host_json_routes_match_the_app() -> None:
 
 
 def test_trigger_event_is_parsed_by_the_same_core() -> None:
-    event = func.EventGridEvent(
-        id="1", data={"api": "PutBlob", "url": "https://a/b", "sequencer": "0" * 31 + "1", "contentLength": 3},
-        topic="/t", subject="/blobServices/default/containers/job-x/blobs/t1/$TaskOutput/a b.txt",
-        event_type="Microsoft.Storage.BlobCreated", event_time=None, data_version="1",
-    )
-    parsed = parse_event(event_payload(event))
+    event = trigger_argument(index_blob_event, {
+        "id": "1", "data": {"api": "PutBlob", "url": "https://a/b", "sequencer": "0" * 31 + "1", "contentLength": 3},
+        "topic": "/t", "subject": "/blobServices/default/containers/job-x/blobs/t1/$TaskOutput/a b.txt",
+        "eventType": "Microsoft.Storage.BlobCreated", "eventTime": None, "dataVersion": "1",
+    })
+    parsed = parse_event(event_of(event))
     assert isinstance(parsed, BlobEvent)
     assert (parsed.container, parsed.blob_name, parsed.size) == ("job-x", "t1/$TaskOutput/a b.txt", 3)
 
@@ -77,3 +78,13 @@ def test_the_anonymous_health_function_sends_detail_to_the_keyed_admin_route() -
     detail = asyncio.run(health(func.HttpRequest("GET", "/api/health", params={"detail": "true"}, body=b"")))
     assert detail.status_code == 401
     assert "/api/admin/health" in json.loads(detail.get_body())["error"]["message"]
+
+
+def test_the_worker_hands_the_trigger_the_events_json_and_bad_json_is_skipped(caplog) -> None:
+    """A ``str`` parameter takes the worker's generic binding (no azure-functions converter);
+    data that is not a JSON object is logged and acknowledged before any storage is touched."""
+    payload = {"id": "1", "eventType": "Microsoft.Storage.BlobCreated", "subject": "s", "data": {}}
+    assert trigger_argument(index_blob_event, payload) == json.dumps(payload)
+    for bad in ("{not json", "[1, 2]", b"\xff\xfe"):
+        asyncio.run(index_blob_event(bad))
+    assert [r.getMessage() for r in caplog.records].count("skipped an event: malformed-event (the trigger's data is not a JSON object)") == 3

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
-import azure.functions as func
-from azure.functions.eventgrid import EventGridEventInConverter
-
-from functions.blob_events import event_payload
+from devtools.worker_binding import trigger_argument
+from functions.blob_events import event_of, index_blob_event
 from shared.domain.events import BlobEvent, NamespaceAction, NamespaceEvent, SkippedEvent, SkipReason
 from shared.store.envelopes import parse_event, parse_events
 
@@ -55,13 +51,14 @@ def test_a_delivery_sorts_blob_and_namespace_events() -> None:
     assert len(batch.blob_events) == 1 and len(batch.namespace_events) == 1 and not batch.skipped
 
 
-def test_the_trigger_reads_both_schemas_as_the_functions_converter_decodes_them() -> None:
+def test_the_trigger_reads_both_schemas_from_the_json_the_worker_hands_it() -> None:
     grid = event("Microsoft.Storage.BlobCreated", "t1/$TaskOutput/a b.txt", contentLength=3, url="https://a/b")
     cloud = {"specversion": "1.0", "id": "c1", "source": "/subscriptions/s/storageAccounts/acct",
              "type": "Microsoft.Storage.BlobCreated", "time": "2026-11-23T10:00:00.1234567Z",
              "subject": grid["subject"], "data": grid["data"]}
     for payload in (grid, cloud):
-        decoded = EventGridEventInConverter.decode(func.meta.Datum(json.dumps(payload), "json"), trigger_metadata={})
-        parsed = parse_event(event_payload(decoded))
+        handed = trigger_argument(index_blob_event, payload)
+        assert isinstance(handed, str)  # a str parameter: the generic binding, no converter
+        parsed = parse_event(event_of(handed))
         assert isinstance(parsed, BlobEvent), parsed
         assert (parsed.container, parsed.blob_name, parsed.size) == (CONTAINER, "t1/$TaskOutput/a b.txt", 3)
