@@ -41,6 +41,11 @@ from shared.store.throttle import AdaptiveLimiter
 log = logging.getLogger(__name__)
 
 
+def read_concurrency(max_concurrency: int) -> int:
+    """Storage requests in flight for listings: a quarter of ingest's (``STORAGE_MAX_CONCURRENCY``), at least 2."""
+    return max(2, max_concurrency // 4)
+
+
 @dataclass
 class Service:
     settings: Settings
@@ -66,9 +71,11 @@ class Service:
             raise
         indexer = Indexer(store, settings.quota)
         blobs = blob_service_client(settings)
-        # Reads get their own client and concurrency budget: listings cannot take the
-        # connections and storage slots ingest needs (and ingest cannot starve reads).
-        read_limiter = AdaptiveLimiter(settings.max_concurrency)
+        # Reads get their own client and a quarter of the concurrency budget: listings cannot
+        # take the connections and storage slots ingest needs, and however many readers there
+        # are, storage serves at most this many of their requests at once (ingest cannot starve
+        # reads either: the budgets are apart).
+        read_limiter = AdaptiveLimiter(read_concurrency(settings.max_concurrency))
         read_store = TableStore(table_client(settings, read_limiter), read_limiter, access)
         query = QueryService(read_store, settings.quota, TokenCodec(settings.token_signing_key), blobs.url)
         if not settings.token_signing_key:
