@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from devtools.worker_binding import trigger_argument
+from devtools.worker_binding import trigger_binding
 
 #: Deliveries one instance handles at once (Event Grid keeps several in flight per instance).
 IN_FLIGHT = 4
@@ -36,10 +36,10 @@ def trigger_function() -> Callable[[Any], Awaitable[None]]:
     raise RuntimeError("function_app.py registers no index_blob_event")
 
 
-async def deliver(function: Callable[[Any], Awaitable[None]], events: list[dict[str, Any]]) -> int:
+async def deliver(function: Callable[[Any], Awaitable[None]], argument: Callable[[str], Any], events: list[str]) -> int:
     """One delivery, retried whole until every invocation succeeded; the number of attempts."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        outcomes = await asyncio.gather(*(function(trigger_argument(function, e)) for e in events), return_exceptions=True)
+        outcomes = await asyncio.gather(*(function(argument(e)) for e in events), return_exceptions=True)
         if not any(isinstance(o, BaseException) for o in outcomes):
             return attempt
         await asyncio.sleep(random.uniform(0.05, 0.5))
@@ -50,16 +50,19 @@ async def run(deliveries: list[list[dict[str, Any]]]) -> dict[str, Any]:
     from functions.http_app import services
 
     function = trigger_function()
+    argument = trigger_binding(function)  # the worker decides the binding once, at load
+    # What the host sends the worker: each event's JSON (made before the clock starts).
+    messages = [[json.dumps(event) for event in delivery] for delivery in deliveries]
     semaphore = asyncio.Semaphore(IN_FLIGHT)
 
-    async def one(events: list[dict[str, Any]]) -> int:
+    async def one(events: list[str]) -> int:
         async with semaphore:
-            return await deliver(function, events)
+            return await deliver(function, argument, events)
 
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     started = time.perf_counter()
-    attempts = await asyncio.gather(*(one(d) for d in deliveries))
+    attempts = await asyncio.gather(*(one(d) for d in messages))
     ingested = time.perf_counter() - started
     await services.close()  # folds what this instance wrote, as a draining instance would
     return {
