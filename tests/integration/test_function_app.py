@@ -9,7 +9,7 @@ import pytest
 
 from devtools.worker_binding import trigger_argument
 
-from ..helpers import LOCAL_BLOB_ENDPOINT, LOCAL_TOPIC
+from ..helpers import blob_event
 
 
 def test_trigger_indexes_through_the_shared_service(azurite, settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -19,12 +19,7 @@ def test_trigger_indexes_through_the_shared_service(azurite, settings, monkeypat
 
     holder = ServiceHolder(settings)
     monkeypatch.setattr(blob_events, "services", holder)
-    event = trigger_argument(blob_events.index_blob_event, {
-        "id": "2", "data": {"api": "PutBlob", "url": f"{LOCAL_BLOB_ENDPOINT}/job-trig/t1/%24TaskLog/out.txt",
-                      "sequencer": "0" * 31 + "2", "contentLength": 5},
-        "topic": LOCAL_TOPIC, "subject": "/blobServices/default/containers/job-trig/blobs/t1/$TaskLog/out.txt",
-        "eventType": "Microsoft.Storage.BlobCreated", "eventTime": None, "dataVersion": "1",
-    })
+    event = trigger_argument(blob_events.index_blob_event, blob_event("job-trig", "t1/$TaskLog/out.txt", sequencer=2, size=5))
 
     async def run() -> tuple:
         await blob_events.index_blob_event(event)

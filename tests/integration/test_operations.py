@@ -23,7 +23,7 @@ from shared.service import Service, ServiceHolder
 from shared.store.envelopes import parse_events
 from shared.store.errors import StorageAccessError
 
-from ..helpers import LOCAL_BLOB_ENDPOINT, LOCAL_TOPIC, blob_event, eventually
+from ..helpers import blob_event, eventually
 from ..support.faultproxy import FaultProxy
 from ..support.stack import TEST_KEY, RunningApp, settings_for
 
@@ -175,12 +175,7 @@ def test_the_trigger_raises_when_the_index_refuses_the_app(azurite: Azurite, mon
     """The trigger cannot choose a status: it raises, so Event Grid retries and then dead-letters."""
     holder = ServiceHolder(wrong_key_settings(azurite))
     monkeypatch.setattr(blob_events, "services", holder)
-    event = trigger_argument(blob_events.index_blob_event, {
-        "id": "1", "data": {"api": "PutBlob", "url": f"{LOCAL_BLOB_ENDPOINT}/job-denied/t1/%24TaskLog/out.txt",
-                      "sequencer": "0" * 31 + "1", "contentLength": 5},
-        "topic": LOCAL_TOPIC, "subject": "/blobServices/default/containers/job-denied/blobs/t1/$TaskLog/out.txt",
-        "eventType": "Microsoft.Storage.BlobCreated", "eventTime": None, "dataVersion": "1",
-    })
+    event = trigger_argument(blob_events.index_blob_event, blob_event("job-denied", "t1/$TaskLog/out.txt", sequencer=1, size=5))
 
     async def run() -> None:
         try:
