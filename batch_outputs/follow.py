@@ -42,7 +42,7 @@ def follow(target: Union[TaskOutputStorage, JobOutputStorage], kind: str, file: 
                 time.sleep(min(0.2, interval))
                 if wait_pid is not None and not _alive(wait_pid):
                     break
-                size = file.stat().st_size if file.exists() else -1
+                size = _size(file)
                 if size != last_size:
                     last_change, last_size = time.monotonic(), size
                 elif idle and time.monotonic() - last_change >= idle:
@@ -59,6 +59,14 @@ def follow(target: Union[TaskOutputStorage, JobOutputStorage], kind: str, file: 
 def _first_line(exc: BaseException) -> str:
     text = str(exc)
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _size(file: Path) -> int:
+    """The file's size, or -1 while it is missing (a log being rotated or recreated)."""
+    try:
+        return file.stat().st_size
+    except FileNotFoundError:
+        return -1
 
 
 def _alive(pid: int) -> bool:

@@ -187,7 +187,7 @@ class TrackedFile:
         """
         with self._lock:
             added = 0
-            if self._source.exists():
+            try:
                 with open(self._source, "rb") as handle:
                     handle.seek(self._offset)
                     chunk = handle.read(self._block_size)
@@ -196,6 +196,8 @@ class TrackedFile:
                         self._offset += len(chunk)
                         added += len(chunk)
                         chunk = handle.read(self._block_size)
+            except FileNotFoundError:
+                pass  # not there (yet, or while it is rotated): nothing gained
             if self._uncommitted:
                 self._commit(self._blocks)
             return added

@@ -9,6 +9,7 @@ the real app; no mocks.
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,8 +20,10 @@ from typing import Any
 
 import pytest
 from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings
+from rich.console import Console
 
 from batch_outputs import OutputStorageError, TaskOutputKind, TaskOutputStorage, TrackedFile
+from batch_outputs.follow import follow
 from devtools.azurite import Azurite
 from devtools.event_feed import EventFeed, Webhook
 from devtools.event_proxy import EventProxy
@@ -99,6 +102,34 @@ def test_each_flush_commits_the_bytes_so_far_as_blocks_of_a_block_blob(storage: 
     assert blob.download_blob().readall() == log.read_bytes()
     assert blob.get_blob_properties().size == log.stat().st_size == written + len(b"written after the last flush\n")
     assert storage.get(TaskOutputKind.LOG, "stdout.txt").size == log.stat().st_size
+
+
+class RacedPath(type(Path())):  # type: ignore[misc]
+    """A path whose existence check always says yes: the check raced the file's removal."""
+
+    def exists(self, *args: Any, **kwargs: Any) -> bool:
+        return True
+
+
+def test_a_log_removed_between_a_check_and_a_read_is_missing_not_a_failure(storage: TaskOutputStorage, blob: BlobClient,
+                                                                            tmp_path: Path) -> None:
+    # A log being rotated can vanish between any check and the read that follows it.
+    log = RacedPath(tmp_path / "stdout.txt")
+    errors: list[BaseException] = []
+    tracked = TrackedFile(storage.container, BLOB, log, NEVER, on_error=errors.append).start()
+    try:
+        assert tracked.flush() == 0 and committed(blob) == []  # gone: nothing gained, nothing failed
+        grow(log, b"back\n")
+        assert tracked.flush() == len(b"back\n")
+    finally:
+        tracked.close()
+    assert errors == [] and tracked.errors == []
+    assert blob.download_blob().readall() == b"back\n"
+
+    # ``save --tracked`` checks the log's size while it follows it: a missing log stays idle
+    console = Console(file=io.StringIO())
+    log.unlink()
+    assert follow(storage, TaskOutputKind.LOG, log, "stdout.txt", 0.05, None, 0.3, console) == BLOB
 
 
 def test_background_flushes_commit_within_an_interval(storage: TaskOutputStorage, blob: BlobClient, tmp_path: Path) -> None:
