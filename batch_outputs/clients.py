@@ -14,7 +14,6 @@ and jitter (the same budget as the indexer's storage clients).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from azure.storage.blob import ContainerClient, ExponentialRetry
 
 from .conventions import ConventionError, container_name, is_valid_job_id
+from .endpoints import is_path_style
 
 #: Azurite's well-known development account (public, documented; not a secret).
 DEVSTORE_ACCOUNT = "devstoreaccount1"
@@ -64,22 +64,11 @@ def is_url(storage: str) -> bool:
     return storage.lower().startswith(("http://", "https://"))
 
 
-def _path_style(host: str) -> bool:
-    """Azurite and other emulators put the account in the path: ``http://127.0.0.1:10000/acct``."""
-    if host in ("localhost", "host.docker.internal") or host.endswith(".localhost"):
-        return True
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def split_container_url(url: str) -> Optional[tuple[str, str, str]]:
     """``(account URL, container, query)`` of a container URL; ``None`` for an account URL."""
     parts = urlsplit(url)
     segments = [s for s in parts.path.split("/") if s]
-    account_segments = 1 if _path_style(parts.hostname or "") else 0
+    account_segments = 1 if is_path_style(parts.hostname or "") else 0
     if len(segments) <= account_segments:
         return None
     if len(segments) > account_segments + 1:

@@ -20,11 +20,12 @@ Pure functions, no I/O.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
+
+from batch_outputs.endpoints import is_path_style
 
 #: Azure's largest blob: a block blob of 50,000 blocks of 4,000 MiB (about 190.7 TiB). Page
 #: blobs (8 TiB) and append blobs (about 195 GiB) are smaller. A larger size is not from Azure.
@@ -70,18 +71,6 @@ def account_of_resource(resource_id: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
-@functools.lru_cache(maxsize=256)  # a few hosts: an IP address is parsed once, not per event
-def _is_path_style(host: str) -> bool:
-    """Emulator endpoints put the account in the path: an IP address, or a host without dots."""
-    if "." not in host:
-        return True
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def account_of_url(url: str) -> str | None:
     """The storage account a blob or dfs URL names (host-style in Azure, path-style on Azurite)."""
     # The scheme, host and first path segment decide it, and a delivery's URLs share a few of
@@ -106,7 +95,7 @@ def _parse_account(url: str) -> str | None:
         return None
     if parts.scheme not in ("http", "https") or not host:
         return None
-    if _is_path_style(host):
+    if is_path_style(host):
         account = parts.path.lstrip("/").split("/", 1)[0]
         return account.lower() or None
     # {account}.blob.core.windows.net (and other clouds), {account}.dfs..., the DNS-zone form

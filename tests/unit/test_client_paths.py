@@ -3,8 +3,11 @@ storage paths of GetOutputStoragePath, and when Batch's environment asks for one
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 
+from batch_outputs.clients import split_container_url
 from batch_outputs.conventions import ConventionError, destination_path, is_rooted, kind_prefix, node_path
 from batch_outputs.environment import NodeIdMissingError, node_for, shares_task_id
 
@@ -77,3 +80,47 @@ def test_one_file_per_node_needs_the_node_id() -> None:
     with pytest.raises(NodeIdMissingError):
         node_for("t1", True, {"AZ_BATCH_NODE_ID": ""})
     assert node_for("jobrelease", False, {}) is None
+
+
+@pytest.mark.parametrize(("url", "split"), [
+    ("https://acct.blob.core.windows.net/job-x?sv=1&sig=s", ("https://acct.blob.core.windows.net", "job-x", "sv=1&sig=s")),
+    ("https://acct.blob.core.windows.net", None),
+    ("https://outputs.contoso.com/job-x", ("https://outputs.contoso.com", "job-x", "")),  # a custom domain: host style
+    ("http://127.0.0.1:10000/devstoreaccount1/job-x", ("http://127.0.0.1:10000/devstoreaccount1", "job-x", "")),
+    ("http://[::1]:10000/devstoreaccount1/job-x", ("http://[::1]:10000/devstoreaccount1", "job-x", "")),
+    ("http://localhost:10000/devstoreaccount1", None),
+    ("http://azurite:10000/devstoreaccount1/job-x", ("http://azurite:10000/devstoreaccount1", "job-x", "")),  # compose
+    ("http://host.docker.internal:10000/devstoreaccount1/job-x",
+     ("http://host.docker.internal:10000/devstoreaccount1", "job-x", "")),
+    ("http://azurite.localhost:10000/devstoreaccount1/job-x", ("http://azurite.localhost:10000/devstoreaccount1", "job-x", "")),
+    # Azurite's production-style URL names the account in the host, as Azure does
+    ("http://devstoreaccount1.blob.localhost:10000/job-x", ("http://devstoreaccount1.blob.localhost:10000", "job-x", "")),
+    ("http://devstoreaccount1.blob.localhost:10000", None),
+])
+def test_a_container_url_is_split_where_its_host_puts_the_account(url: str, split: tuple[str, str, str] | None) -> None:
+    assert split_container_url(url) == split
+
+
+@pytest.mark.parametrize("url", ["https://acct.blob.core.windows.net/job-x/t1/$TaskOutput/a.txt",
+                                 "http://127.0.0.1:10000/devstoreaccount1/job-x/folder"])
+def test_a_blob_url_is_not_a_container_url(url: str) -> None:
+    with pytest.raises(ConventionError, match="not a container URL"):
+        split_container_url(url)
+
+
+@pytest.mark.parametrize(("container_url", "account"), [
+    ("https://acct.blob.core.windows.net/c", "acct"),
+    ("http://127.0.0.1:10000/devstoreaccount1/c", "devstoreaccount1"),
+    ("http://azurite:10000/devstoreaccount1/c", "devstoreaccount1"),
+    ("http://host.docker.internal:10000/devstoreaccount1/c", "devstoreaccount1"),
+    ("http://azurite.localhost:10000/devstoreaccount1/c", "devstoreaccount1"),
+    ("http://devstoreaccount1.blob.localhost:10000/c", "devstoreaccount1"),
+])
+def test_the_client_and_the_event_checks_find_the_same_account_in_a_url(container_url: str, account: str) -> None:
+    from shared.domain.sources import account_of_url
+
+    split = split_container_url(container_url)
+    assert split is not None
+    account_url = urlsplit(split[0])
+    assert account in (account_url.path.strip("/"), (account_url.hostname or "").split(".")[0])  # where the client put it
+    assert account_of_url(f"{container_url}/t1/$TaskOutput/a.txt") == account  # where the indexer reads it
