@@ -153,6 +153,7 @@ async def ingest_raw(connection: str, table: str, entities: list[dict[str, Any]]
     async with TableClient.from_connection_string(connection, table) as client:
         with contextlib.suppress(ResourceExistsError):  # a later slice into the same table
             await client.create_table()
+        work: list[Callable[[], Awaitable[Any]]]
         if batched:
             # The app's own batch encoder (shared.store.batch_encoder): the same bytes on the
             # wire per row, so this is a ceiling for the app and not a different client.
@@ -166,8 +167,10 @@ async def ingest_raw(connection: str, table: str, entities: list[dict[str, Any]]
         else:
             work = [(lambda e=e: client.upsert_entity(e)) for e in entities]
         start = time.perf_counter()
-        await bounded(CONCURRENCY, work)
+        answers = await bounded(CONCURRENCY, work)
         elapsed = time.perf_counter() - start
+    if batched and any(answer.etags is None for answer in answers):  # a ceiling that wrote everything
+        raise RuntimeError(f"the raw ceiling's batches failed: {[a for a in answers if a.etags is None][:3]}")
     return {"events": len(entities), "seconds": elapsed, "events_per_s": len(entities) / elapsed}
 
 

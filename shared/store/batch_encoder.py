@@ -14,9 +14,14 @@ typed as the SDK's ``_add_entity_properties`` types them; for the types the inde
 booleans, Int32, Int64, UTC times) ``wire_properties`` does it in one pass, which is most of the
 difference in CPU per row, and anything else goes through the SDK's own function.
 
-Only successes are decoded here. Anything else (a failed condition, a throttled or malformed
-answer) returns ``None`` and the caller re-sends through the SDK, which then raises its own
-exceptions: a transaction that failed committed nothing, so sending it again is safe.
+Answers are read here too. A success gives every operation's ETag. A transaction Table storage
+refused answers 202 with a single changeset part, the failed operation's: its status, error code
+and a message that starts with the operation's index (``1:The specified entity already
+exists.``, as Azure documents for entity group transactions and Azurite writes it), which
+``failure`` reads so that a lost race costs one request, not two. Anything else (a throttled or
+malformed answer, an error this module does not read) gives neither, and the caller re-sends
+through the SDK, which raises its own exceptions: a transaction that failed committed nothing,
+so sending it again is safe.
 """
 
 from __future__ import annotations
@@ -158,6 +163,51 @@ def encode(requests: Sequence[SubRequest]) -> tuple[bytes, str]:
     return b"".join(pieces), batch
 
 
+@dataclass(frozen=True)
+class Failure:
+    """The operation a refused transaction names: its HTTP status, error code and message."""
+
+    status: int
+    code: str
+    message: str
+    index: int | None  # None when the message names no operation
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a transaction got: the status, every ETag on success, the failure on refusal."""
+
+    status: int
+    etags: list[str | None] | None = None
+    failure: Failure | None = None
+
+
+def failure(body: bytes) -> Failure | None:
+    """The failed operation of a refused transaction's answer (one changeset part), else None."""
+    found = _BOUNDARY.search(body)
+    if found is None:
+        return None
+    parts = body.split(b"--" + found.group(1))[1:-1]
+    if len(parts) != 1:
+        return None
+    status = _STATUS.search(parts[0])
+    if status is None or 200 <= int(status.group(1)) < 300:
+        return None
+    start = parts[0].find(b"{", status.end())
+    if start < 0:
+        return None
+    try:
+        error = json.loads(parts[0][start:])
+        code, message = error["odata.error"]["code"], error["odata.error"]["message"]["value"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(code, str) or not isinstance(message, str):
+        return None
+    named, colon, _ = message.partition(":")
+    index = int(named) if colon and named.isdigit() and len(named) < 4 else None
+    return Failure(int(status.group(1)), code, message, index)
+
+
 def decode(body: bytes, expected: int) -> list[str | None] | None:
     """The ETag of every operation of a fully successful answer, else ``None``."""
     found = _BOUNDARY.search(body)
@@ -177,14 +227,15 @@ def decode(body: bytes, expected: int) -> list[str | None] | None:
     return etags
 
 
-async def submit_fast(client: TableClient, operations: Sequence[Any]) -> tuple[int, list[str | None] | None]:
-    """Send a transaction: the answer's status and, on full success, every new ETag.
+async def submit_fast(client: TableClient, operations: Sequence[Any]) -> Answer:
+    """Send a transaction: the answer's status, every new ETag on full success, or the failed
+    operation when Table storage refused it (see the module).
 
-    ``(0, None)`` when this SDK version offers no request builder: the caller sends the
+    ``Answer(0)`` when this SDK version offers no request builder: the caller sends the
     transaction through ``submit_transaction`` as usual.
     """
     if TableBatchOperations is None:
-        return 0, None
+        return Answer(0)
     body, boundary = encode(sub_requests(client, operations))
     request = HttpRequest(
         "POST",
@@ -202,5 +253,8 @@ async def submit_fast(client: TableClient, operations: Sequence[Any]) -> tuple[i
     response = await client._client.send_request(request, stream=True)
     await response.read()
     if response.status_code != 202:
-        return response.status_code, None
-    return response.status_code, decode(response.content, len(operations))
+        return Answer(response.status_code)
+    etags = decode(response.content, len(operations))
+    if etags is not None:
+        return Answer(202, etags)
+    return Answer(202, failure=failure(response.content))

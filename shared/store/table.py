@@ -102,6 +102,12 @@ def access_error(exc: HttpResponseError, table: str) -> StorageAccessError | Non
     return None
 
 
+def _is_condition(status: int | None, code: str | None) -> bool:
+    """Whether a refused operation lost a race: an existence or ETag condition failed
+    (409 EntityAlreadyExists, 412 UpdateConditionNotSatisfied, 404 of the entity, not the table)."""
+    return status in (409, 412) or (status == 404 and code != "TableNotFound")
+
+
 class TableStore:
     """Async adapter over one table."""
 
@@ -274,20 +280,24 @@ class TableStore:
                                                  "match_condition": MatchConditions.IfNotModified}))
         try:
             async with self._limiter:
-                status, etags = await submit_fast(self._client, batch)
-                if etags is not None:
+                answer = await submit_fast(self._client, batch)
+                if answer.etags is not None:
                     self.access.succeeded()
-                    return etags
-                if status in _BUSY_STATUSES:  # the pipeline already spent the retry budget
-                    raise StorageBusyError(f"storage answered {status} to a batch", status)
-                # Not a full success: nothing was committed, so the SDK may send it again
-                # and raise its own, detailed error (which operation failed, and why).
+                    return answer.etags
+                lost = answer.failure
+                if lost is not None and _is_condition(lost.status, lost.code):
+                    # A lost race, read from the answer: nothing was committed.
+                    raise ConflictError(f"batch condition failed: {lost.message}", lost.index)
+                if answer.status in _BUSY_STATUSES:  # the pipeline already spent the retry budget
+                    raise StorageBusyError(f"storage answered {answer.status} to a batch", answer.status)
+                # Any other failure: nothing was committed, so the SDK may send it again and
+                # raise its own, detailed error (an invalid row, refused credentials, no table).
                 results = await self._client.submit_transaction(batch)
         except TableTransactionError as exc:
             refused = self._refused(exc)
             if refused is not None:
                 raise refused from exc
-            if exc.status_code in (404, 409, 412):
+            if _is_condition(exc.status_code, _error_code(exc)):
                 raise ConflictError(f"batch condition failed: {exc.message}", exc.index) from exc
             if exc.status_code == 400:
                 raise InvalidEntityError(f"row refused: {exc.message}", exc.index) from exc

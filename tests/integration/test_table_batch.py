@@ -6,12 +6,14 @@ import asyncio
 
 import pytest
 from azure.core import MatchConditions
+from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from devtools.azurite import Azurite
 from shared.domain import keys
-from shared.store.batch_encoder import submit_fast
+from shared.store.batch_encoder import Answer, submit_fast
 from shared.store.table import ConflictError, Op, Operation, TableStore
 from shared.store.throttle import AdaptiveLimiter
 
@@ -29,15 +31,16 @@ def test_a_fast_batch_writes_what_it_says_and_returns_the_stored_etags(azurite: 
     odd = keys.task_output_key("TaskOutput", "t1", "frames/a b%#?/ünï'code.png")
 
     async def scenario(client: TableClient) -> None:
-        status, etags = await submit_fast(client, [
+        answer = await submit_fast(client, [
             ("create", {"PartitionKey": "job-x", "RowKey": odd, "Size": 7}),
             ("upsert", {"PartitionKey": "job-x", "RowKey": "b", "Size": 8}, {"mode": UpdateMode.REPLACE}),
         ])
-        assert status == 202
+        assert answer.status == 202 and answer.failure is None
+        etags = answer.etags
         stored = await client.get_entity("job-x", odd)
         assert stored["Size"] == 7
         assert etags is not None and etags[0] == stored.metadata["etag"]
-        status, etags = await submit_fast(client, [
+        await submit_fast(client, [
             ("update", {"PartitionKey": "job-x", "RowKey": odd, "Size": 9},
              {"mode": UpdateMode.REPLACE, "etag": etags[0], "match_condition": MatchConditions.IfNotModified}),
         ])
@@ -46,10 +49,59 @@ def test_a_fast_batch_writes_what_it_says_and_returns_the_stored_etags(azurite: 
     run_with_table(azurite, "fastbatchok", scenario)
 
 
+class Counted(SansIOHTTPPolicy):  # the SDK's own pipeline hook: every request it sends
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def on_request(self, request: PipelineRequest) -> None:
+        self.sent.append(f"{request.http_request.method} {request.http_request.url.rsplit('/', 1)[-1]}")
+
+
+STALE = 'W/"datetime\'2020-01-01T00%3A00%3A00.0000000Z\'"'
+
+
+def sdk_operation(op: Op, row: str) -> tuple:
+    entity = {"PartitionKey": "job-x", "RowKey": row}
+    if op is Op.CREATE:
+        return ("create", entity)
+    condition = {"etag": STALE, "match_condition": MatchConditions.IfNotModified}
+    return ("update", entity, {"mode": UpdateMode.REPLACE, **condition}) if op is Op.REPLACE else ("delete", entity, condition)
+
+
+@pytest.mark.parametrize(("op", "row", "status", "code"), [
+    (Op.CREATE, "taken", 409, "EntityAlreadyExists"),
+    (Op.REPLACE, "taken", 412, "UpdateConditionNotSatisfied"),
+    (Op.DELETE, "gone", 404, "ResourceNotFound"),
+])
+def test_a_lost_race_costs_one_request_and_names_the_operation_that_lost(azurite: Azurite, op: Op, row: str, status: int,
+                                                                          code: str) -> None:
+    counted = Counted()
+
+    async def main() -> tuple[Answer, int | None, list[str], list[str]]:
+        async with TableClient.from_connection_string(azurite.connection_string, f"lostrace{status}",
+                                                      per_call_policies=[counted]) as client:
+            await client.create_table()
+            await client.create_entity({"PartitionKey": "job-x", "RowKey": "taken"})
+            answer = await submit_fast(client, [("create", {"PartitionKey": "job-x", "RowKey": "new"}), sdk_operation(op, row)])
+            counted.sent.clear()
+            store = TableStore(client, AdaptiveLimiter(4))
+            with pytest.raises(ConflictError) as raised:
+                await store.submit("job-x", [Operation(Op.CREATE, {"RowKey": "new"}), Operation(op, {"RowKey": row}, STALE)])
+            sent = list(counted.sent)
+            return answer, raised.value.index, sent, [e["RowKey"] async for e in client.list_entities()]
+
+    answer, index, sent, stored = asyncio.run(main())
+    assert answer.status == 202 and answer.etags is None
+    assert answer.failure is not None and (answer.failure.status, answer.failure.code, answer.failure.index) == (status, code, 1)
+    assert index == 1  # the store names the operation that lost: the indexer re-reads that row
+    assert sent == ["POST $batch"]  # read from the answer: not sent again through the SDK
+    assert stored == ["taken"]  # nothing of the transaction was written
+
+
 def test_a_failed_condition_commits_nothing_and_the_store_names_the_operation(azurite: Azurite) -> None:
     async def scenario(client: TableClient) -> tuple[int, object, int | None, list[str]]:
         await client.create_entity({"PartitionKey": "job-x", "RowKey": "taken"})
-        status, etags = await submit_fast(client, [
+        answer = await submit_fast(client, [
             ("create", {"PartitionKey": "job-x", "RowKey": "new"}),
             ("create", {"PartitionKey": "job-x", "RowKey": "taken"}),
         ])
@@ -59,7 +111,7 @@ def test_a_failed_condition_commits_nothing_and_the_store_names_the_operation(az
                 Operation(Op.CREATE, {"RowKey": "new"}), Operation(Op.CREATE, {"RowKey": "taken"}),
             ])
         rows = [e["RowKey"] async for e in client.list_entities()]
-        return status, etags, raised.value.index, rows
+        return answer.status, answer.etags, raised.value.index, rows
 
     status, etags, index, rows = run_with_table(azurite, "fastbatchconflict", scenario)
     assert etags is None and status != 500

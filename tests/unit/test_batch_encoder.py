@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from batch_outputs.clients import development_storage
 from shared.domain import keys
-from shared.store.batch_encoder import SubRequest, _body, _part, decode, sub_requests
+from shared.store.batch_encoder import Failure, SubRequest, _body, _part, decode, failure, sub_requests
 
 WHEN = datetime(2026, 11, 23, 18, 44, 10, 645047, tzinfo=timezone.utc)
 
@@ -88,6 +88,27 @@ def test_an_answer_gives_each_operations_etag_in_order_and_a_failure_gives_none(
     assert decode(answer(created, refused), 2) is None
     assert decode(answer(created), 2) is None
     assert decode(b"not a batch", 1) is None
+
+
+def refusal(status: str, body: bytes) -> bytes:
+    return answer(f"HTTP/1.1 {status}\r\nContent-ID: 2\r\nContent-Type: application/json;odata=minimalmetadata\r\n\r\n".encode()
+                  + body)
+
+
+def test_a_refused_transaction_names_its_failed_operation_status_and_code() -> None:
+    exists = b'{"odata.error":{"code":"EntityAlreadyExists","message":{"lang":"en-US","value":"1:The specified entity already exists.\\nRequestId:r"}}}'
+    assert failure(refusal("409 Conflict", exists)) == Failure(409, "EntityAlreadyExists",
+                                                               "1:The specified entity already exists.\nRequestId:r", 1)
+    unnamed = b'{"odata.error":{"code":"InvalidInput","message":{"value":"One of the request inputs is not valid."}}}'
+    assert failure(refusal("400 Bad Request", unnamed)) == Failure(400, "InvalidInput", "One of the request inputs is not valid.", None)
+    # what this module does not read is left to the SDK
+    assert failure(refusal("409 Conflict", b"<html>busy</html>")) is None
+    assert failure(refusal("409 Conflict", b'{"odata.error":{"code":1,"message":{"value":"0:x"}}}')) is None
+    assert failure(refusal("409 Conflict", b'{"odata.error":{}}')) is None
+    ok = b"HTTP/1.1 204 No Content\r\nETag: W/\"1\"\r\n"
+    assert failure(answer(ok)) is None
+    assert failure(answer(ok, ok)) is None
+    assert failure(b"not a batch") is None
 
 
 VALUES = st.one_of(
