@@ -32,10 +32,8 @@ from typing import Any
 
 from . import keys
 from .lag import LagHistogram, LagWindows
-from .rows import Entity, Int64, Usage, as_int
+from .rows import TEXT_PART_CHARS, Entity, Int64, Usage, as_int
 
-#: Delta parts are JSON; Table storage holds at most 32K UTF-16 units in one string property.
-_PART_CHARS = 30_000
 #: A fold round folds at most this many deltas (the round row lists them in one property).
 MAX_ROUND_DELTAS = 400
 #: What a delta and ``S|00`` say besides usage: the lag of the delta's events (``S|00``: by
@@ -101,8 +99,8 @@ class Delta:
             entity[SKIPPED] = counts_text(self.skipped)
         if self.handed_back:
             entity[HANDED_BACK] = Int64(self.handed_back)
-        for index, start in enumerate(range(0, len(parts), _PART_CHARS)):
-            entity[f"Parts{index}"] = parts[start : start + _PART_CHARS]
+        for index, start in enumerate(range(0, len(parts), TEXT_PART_CHARS)):
+            entity[f"Parts{index}"] = parts[start : start + TEXT_PART_CHARS]
         return entity
 
     @classmethod

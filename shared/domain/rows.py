@@ -29,6 +29,31 @@ OUTPUT_FIELDS = (
 
 Entity = dict[str, Any]
 
+#: Table storage holds at most 32K UTF-16 units (64 KiB) in one string property; a longer text
+#: (JSON, ASCII: one unit a character) is split over properties of at most this many characters.
+TEXT_PART_CHARS = 30_000
+#: A usage row's outputs and bytes per kind (JSON): ``Kinds``, then ``Kinds1``, ``Kinds2``... when long.
+KINDS = "Kinds"
+
+
+def split_text(name: str, text: str) -> Entity:
+    """``text`` as properties ``name``, ``name1``, ``name2``... of at most ``TEXT_PART_CHARS``."""
+    pieces = [text[start : start + TEXT_PART_CHARS] for start in range(0, len(text), TEXT_PART_CHARS)] or [""]
+    return {name if index == 0 else f"{name}{index}": piece for index, piece in enumerate(pieces)}
+
+
+def joined_text(row: Mapping[str, Any], name: str) -> str:
+    """The text ``split_text`` wrote under ``name`` (``""`` when absent)."""
+    pieces = [row.get(name) or ""]
+    while f"{name}{len(pieces)}" in row:
+        pieces.append(row[f"{name}{len(pieces)}"])
+    return "".join(pieces)
+
+
+def is_text_part(name: str, prop: str) -> bool:
+    """Whether ``prop`` is one of the properties ``split_text`` writes for ``name``."""
+    return prop == name or (prop.startswith(name) and prop[len(name):].isdigit())
+
 
 class Int64(int):
     """An integer stored as Edm.Int64 (a plain ``int`` is stored as Edm.Int32)."""
@@ -152,13 +177,13 @@ class Usage:
             rejected_outputs=as_int(row.get("RejOutputs")),
             rejected_bytes=as_int(row.get("RejBytes")),
             tasks=as_int(row.get("Tasks")),
-            kinds={k: list(v) for k, v in json.loads(row.get("Kinds") or "{}").items()},
+            kinds={k: list(v) for k, v in json.loads(joined_text(row, KINDS) or "{}").items()},
         )
 
     @staticmethod
     def kinds_of(row: Mapping[str, Any] | None) -> list[str]:
         """The kinds a task row counts outputs of, sorted."""
-        return sorted(json.loads((row or {}).get("Kinds") or "{}"))
+        return sorted(json.loads(joined_text(row or {}, KINDS) or "{}"))
 
     def kinds_wire(self) -> dict[str, dict[str, int]]:
         """Outputs and bytes per kind, sorted by kind, under the API's field names."""
@@ -202,11 +227,13 @@ class Usage:
         return total
 
     def properties(self) -> Entity:
+        """The row's usage properties; a row rewritten from an old one drops the old one's
+        ``Kinds`` parts first (see ``is_text_part``): a shorter text writes fewer."""
         return {
             "Outputs": self.outputs,
             "Bytes": Int64(self.bytes),
             "RejOutputs": self.rejected_outputs,
             "RejBytes": Int64(self.rejected_bytes),
             "Tasks": self.tasks,
-            "Kinds": json.dumps(self.kinds, separators=(",", ":"), sort_keys=True),
+            **split_text(KINDS, json.dumps(self.kinds, separators=(",", ":"), sort_keys=True)),
         }

@@ -21,7 +21,7 @@ from shared.domain import keys
 from shared.domain.lag import LagWindows
 from shared.domain.ledger import HANDED_BACK, LAG_WINDOWS, MAX_ROUND_DELTAS, SKIPPED, Delta, FoldRound, JobView, TaskPart, counts_text
 from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation, write
-from shared.domain.rows import Entity, Int64, Usage, as_int
+from shared.domain.rows import KINDS, Entity, Int64, Usage, as_int, is_text_part
 from shared.store.errors import ConflictError, StorageBusyError, StorageUnavailableError
 from shared.store.table import TableStore
 
@@ -36,7 +36,9 @@ _KEPT = ("__etag", "PartitionKey")
 
 
 def _kept(row: Entity | None) -> Entity:
-    return {k: v for k, v in (row or {}).items() if k not in _KEPT}
+    """What a rewritten usage row keeps of the old one: all but its ETag, partition and ``Kinds``
+    parts (the new usage writes its own, perhaps fewer)."""
+    return {k: v for k, v in (row or {}).items() if k not in _KEPT and not is_text_part(KINDS, k)}
 
 
 def _latest(*times: datetime | None) -> datetime | None:

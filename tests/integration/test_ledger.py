@@ -126,6 +126,45 @@ def test_two_writers_share_no_row_and_every_fold_step_keeps_usage_exact(azurite:
     assert proxy.injected, "no fault was injected: the resumption proves nothing"
 
 
+def test_a_job_of_many_long_kinds_is_indexed_folded_and_summarized_exactly(azurite: Azurite) -> None:
+    """98 kinds of 900 characters: ~90K characters of kind counts, past Table storage's 64 KiB
+    string property (which Azurite enforces too), in a delta, the task row and the counters."""
+    job = "many-long-kinds"
+    container = container_name(job)
+    kinds = [f"{i:02d}-" + "k" * 900 for i in range(98)]
+    events = [blob_event(container, f"t1/${kind}/f.bin", sequencer=i + 1, size=i + 1) for i, kind in enumerate(kinds)]
+    expected_kinds = {kind: {"outputs": 1, "bytes": i + 1} for i, kind in enumerate(kinds)}
+
+    async def summary(service: Service) -> tuple[dict, dict, dict]:
+        job_summary = await service.query.job_summary(job)
+        assert job_summary is not None
+        tasks = {t["taskId"]: t for t in (await service.query.tasks(job, 100, None)).items}
+        return job_summary["usage"], job_summary["kinds"], tasks["t1"]["kinds"]
+
+    async def run() -> None:
+        service = await Service.create(settings_for(azurite))
+        try:
+            service.indexer.compactor.delay = 3600
+            report = await service.ingest(parse_events(events))
+            assert report.indexed == 98, report.as_dict()  # one transaction: one delta row with all of them
+            await service.indexer.compactor.fold(container, force=True)
+            low, high = keys.prefix_range(keys.shard_prefix())
+            assert [r["RowKey"] async for r in service.store.query_range(container, low, high)] == [keys.counter_key()]
+            usage, job_kinds, task_kinds = await summary(service)
+            assert usage["outputs"] == 98 and job_kinds == task_kinds == expected_kinds
+
+            # fewer kinds again: the rewritten rows keep none of the longer text
+            deleted = [blob_event(container, f"t1/${kind}/f.bin", deleted=True, sequencer=200 + i) for i, kind in enumerate(kinds[1:])]
+            await service.ingest(parse_events(deleted))
+            await service.indexer.compactor.fold(container, force=True)
+            usage, job_kinds, task_kinds = await summary(service)
+            assert usage["outputs"] == 1 and job_kinds == task_kinds == {kinds[0]: {"outputs": 1, "bytes": 1}}
+        finally:
+            await service.close()
+
+    asyncio.run(run())
+
+
 def test_a_delivery_of_500_trigger_invocations_logs_a_few_records(settings, caplog: pytest.LogCaptureFixture,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """At the default level: no per-request azure-core lines, no per-event lines."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from shared.domain.quotas import OVERRIDE_PROPERTIES, Limits, QuotaDefaults, RejectReason, admission
-from shared.domain.rows import DELETED, LIVE, REJECTED, Int64, Usage, as_int
+from shared.domain.rows import DELETED, KINDS, LIVE, REJECTED, TEXT_PART_CHARS, Int64, Usage, as_int, is_text_part
 
 
 @dataclass
@@ -172,6 +172,28 @@ def test_properties_round_trip_and_store_bytes_as_int64() -> None:
     assert Usage.of(props) == usage
     wrapped = {k: Wrapped(v) if isinstance(v, int) else v for k, v in props.items()}
     assert Usage.of(wrapped) == usage
+
+
+def test_many_long_kinds_are_split_over_properties_table_storage_can_hold() -> None:
+    usage = Usage(outputs=98, kinds={f"{i:02d}-" + "k" * 900: [1, i] for i in range(98)})  # ~90K characters of JSON
+    props = usage.properties()
+    parts = [name for name in props if is_text_part(KINDS, name)]
+    assert parts == ["Kinds", "Kinds1", "Kinds2"]
+    assert all(len(props[name]) <= TEXT_PART_CHARS for name in parts)
+    assert Usage.of(props) == usage and Usage.kinds_of(props) == sorted(usage.kinds)
+    assert not is_text_part(KINDS, "KindsX") and not is_text_part(KINDS, "Outputs")
+
+
+def test_a_usage_row_rewritten_with_fewer_kinds_keeps_none_of_the_old_parts() -> None:
+    from shared.ingest.compactor import _kept
+
+    many = {"RowKey": "T|t1", "TaskId": "t1", "__etag": "e", "PartitionKey": "job-x",
+            **Usage(outputs=98, kinds={f"{i:02d}-" + "k" * 900: [1, i] for i in range(98)}).properties()}
+    few = Usage(outputs=1, kinds={"TaskOutput": [1, 5]})
+    rewritten = {**_kept(many), **few.properties()}  # as the compactor writes a folded row
+    assert Usage.of(rewritten) == few
+    assert [name for name in rewritten if name.startswith(KINDS)] == ["Kinds"]
+    assert rewritten["TaskId"] == "t1" and "__etag" not in rewritten
 
 
 def test_an_absent_row_is_zero_usage() -> None:
