@@ -244,6 +244,20 @@ class JobView:
                 sum_.usage = sum_.usage.plus(part.usage)
         return pending
 
+    def rowless_tasks(self, task_rows: Mapping[str, Entity]) -> dict[str, Entity]:
+        """Tasks whose outputs are all in unfolded deltas (no task row yet, ``task_rows`` being
+        the rows of ``pending_tasks``), each as the row a fold would start it with."""
+        return {
+            task_row: {"RowKey": task_row, "TaskId": part.task_id}
+            for delta in self.deltas for task_row, part in delta.tasks.items() if task_row not in task_rows
+        }
+
+    def task_last_indexed(self, task_row: str, row: Entity | None) -> datetime | None:
+        """When one of the task's outputs was last indexed: its row's time or a later delta's."""
+        times = [(row or {}).get("LastIndexedAt")] + [
+            d.at for d in self.deltas if task_row in d.tasks and not self._task_folded(d, row)]
+        return max((t for t in times if t is not None), default=None)
+
     def usage(self, task_rows: Mapping[str, Entity]) -> Usage:
         """The job's exact usage, given the task rows of ``pending_tasks()`` as read."""
         total = self.job_usage()

@@ -315,11 +315,11 @@ class QueryService:
     async def tasks(self, job_id: str, page_size: int, token: str | None) -> Page:
         """Tasks with live outputs, each with its exact usage (its row plus unfolded deltas).
 
-        A task whose only outputs are in deltas not folded yet has no row to list: callers
-        fold the job first (``Compactor.fold``), which leaves at most what landed meanwhile.
+        Read-only: a task whose outputs are all in deltas not folded yet has no row, so it is
+        listed from the deltas, in key order among the rows (``JobView.rowless_tasks``).
         """
         container = container_name(job_id)
-        view = await self.job_view(container)
+        view, pending_rows = await self.ledger(container)
         pending = view.pending_tasks()
         listing = _Listing(
             scope=("tasks", container),
@@ -327,6 +327,20 @@ class QueryService:
             keep=lambda row: as_int(row.get("Outputs")) > 0 or row["RowKey"] in pending,
         )
         rows, next_token = await self._page(container, listing, page_size, token)
+        rowless = view.rowless_tasks(pending_rows)
+        if rowless:
+            # Those between the previous page's last key and this page's (or the end).
+            after = self.codec.decode(listing.scope, token).after if token else None
+            until = rows[-1]["RowKey"] if next_token else None
+            listed = {row["RowKey"] for row in rows}
+            rows = sorted(
+                rows + [row for key, row in rowless.items() if key not in listed and (after is None or key > after)
+                        and (until is None or key < until)],
+                key=lambda row: row["RowKey"],
+            )
+            if len(rows) > page_size:
+                rows = rows[:page_size]
+                next_token = self.codec.encode(listing.scope, Position(0, rows[-1]["RowKey"]))
         items = []
         for row in rows:
             usage = view.task_usage(row["RowKey"], row)
@@ -339,7 +353,7 @@ class QueryService:
                     "outputs": usage.outputs,
                     "bytes": usage.bytes,
                     "kinds": usage.kinds_wire(),
-                    "lastIndexedAt": iso(row.get("LastIndexedAt")),
+                    "lastIndexedAt": iso(view.task_last_indexed(row["RowKey"], row)),
                 }
             )
         return Page(items, next_token)

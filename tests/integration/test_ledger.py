@@ -126,6 +126,56 @@ def test_two_writers_share_no_row_and_every_fold_step_keeps_usage_exact(azurite:
     assert proxy.injected, "no fault was injected: the resumption proves nothing"
 
 
+def test_the_task_listing_is_exact_and_read_only_with_tasks_that_have_no_row_yet(azurite: Azurite) -> None:
+    """Tasks folded, tasks with a row and unfolded deltas, and tasks only in unfolded deltas (no
+    row yet) are listed once each, in key order, on every page size; listing folds nothing."""
+    events, live = workload(900, seed=7)
+    half = len(events) // 2
+    early = [e for e in events[:half] if int(e["subject"].split("/blobs/task-")[1][:2]) < 20]
+    rest = [e for e in events if e not in early]  # every blob's events stay in order
+    per_task: dict[str, dict] = {}
+    for name, size in live.items():
+        task, kind = name.split("/")[0], name.split("/")[1][1:]
+        entry = per_task.setdefault(task, {"outputs": 0, "bytes": 0, "kinds": {}})
+        entry["outputs"] += 1
+        entry["bytes"] += size
+        counts = entry["kinds"].setdefault(kind, {"outputs": 0, "bytes": 0})
+        counts["outputs"] += 1
+        counts["bytes"] += size
+
+    async def listed(service: Service, page_size: int) -> list[dict]:
+        items, token = [], None
+        while True:
+            page = await service.query.tasks(JOB, page_size, token)
+            assert len(page.items) <= page_size
+            items += page.items
+            if page.next_token is None:
+                return items
+            token = page.next_token
+
+    async def run() -> None:
+        service = await Service.create(settings_for(azurite))
+        try:
+            service.indexer.compactor.delay = 3600  # folds are left to this test
+            await ingest(service, early)
+            await service.indexer.compactor.fold(CONTAINER, force=True)
+            await ingest(service, rest)
+            rows_before = await ledger_rows(service)
+            task_rows = {r["RowKey"] async for r in service.store.query_range(CONTAINER, *keys.prefix_range(keys.task_usage_prefix()))}
+            rowless = {t for t in per_task if keys.task_usage_key(t) not in task_rows}
+            assert rowless and len(rowless) < len(per_task)  # both kinds of task are listed
+            for page_size in (1, 3, 7, 100):
+                items = await listed(service, page_size)
+                assert [i["taskId"] for i in items] == sorted(per_task), page_size  # each once, in key order
+                assert {i["taskId"]: {"outputs": i["outputs"], "bytes": i["bytes"], "kinds": i["kinds"]} for i in items} == per_task
+                assert all(i["lastIndexedAt"] for i in items)
+            assert await ledger_rows(service) == rows_before  # listing folded nothing
+        finally:
+            await service.close()
+
+    asyncio.run(run())
+
+
 def test_a_job_of_many_long_kinds_is_indexed_folded_and_summarized_exactly(azurite: Azurite) -> None:
     """98 kinds of 900 characters: ~90K characters of kind counts, past Table storage's 64 KiB
     string property (which Azurite enforces too), in a delta, the task row and the counters."""

@@ -43,9 +43,6 @@ async def job_summary(job_id: JobId, svc: ServiceDep) -> JobSummary:
 async def tasks(request: Request, job_id: JobId, svc: ServiceDep,
                 maxpagesize: PageSize = DEFAULT_PAGE_SIZE, token: Token = None) -> TaskList:
     """Tasks that have outputs, with counts per kind."""
-    # Fold first: a task whose outputs are all in unfolded deltas has no task row to list yet.
-    # Not forced: while another instance's round is fresh, it is folding them right now.
-    await svc.indexer.compactor.fold(container_name(job_id))
     page = await svc.query.tasks(job_id, maxpagesize, token)
     return TaskList.page(page.items, next_link(request, page))
 
