@@ -71,6 +71,20 @@ def test_job_view_sorts_the_ledger_rows_by_what_they_are() -> None:
     assert JobView.of([]).carrier is None
 
 
+def test_tasks_without_a_row_and_each_task_s_last_index_time_come_from_unfolded_deltas() -> None:
+    t1, t2 = keys.task_usage_key("t1"), keys.task_usage_key("T2")
+    d1 = delta("a", live("K", 1, 5), {t1: ("t1", live("K", 1, 5))}, at=T1)
+    d2 = delta("b", live("K", 2, 7), {t1: ("t1", live("K", 1, 2)), t2: ("T2", live("K", 1, 5))}, at=T2)
+    view = JobView.of([d1, d2, fold_round("r1", "a")])
+    folded_t1 = {"RowKey": t1, "TaskId": "t1", "LastIndexedAt": T1, "LastFold": "r1", "Outputs": 1}
+    assert view.rowless_tasks({t1: folded_t1}) == {t2: {"RowKey": t2, "TaskId": "T2"}}  # the ID as written
+    assert view.rowless_tasks({}) == {t1: {"RowKey": t1, "TaskId": "t1"}, t2: {"RowKey": t2, "TaskId": "T2"}}
+    assert view.task_last_indexed(t1, folded_t1) == T2  # the unfolded delta b is later than the row
+    assert view.task_last_indexed(t2, None) == T2
+    assert view.task_last_indexed(t1, {**folded_t1, "LastIndexedAt": T3}) == T3
+    assert JobView.of([d1]).task_last_indexed(t2, None) is None
+
+
 def test_usage_is_the_counters_plus_every_unfolded_delta() -> None:
     rows = [
         counter(outputs=5, bytes=500, rejected_outputs=1, rejected_bytes=7, tasks=2, kinds={"A": [5, 500]}),
