@@ -14,6 +14,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+#: How long Azurite (Node's http server) keeps an idle connection open.
+AZURITE_KEEPALIVE_SECONDS = 5
 _HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
 
 
@@ -43,7 +45,12 @@ class TableProxy:
         self._loop.run_forever()
 
     async def _serve(self) -> None:
-        self._session = aiohttp.ClientSession(auto_decompress=False, connector=aiohttp.TCPConnector(limit=0))
+        # Azurite closes an idle keep-alive connection after 5 s (it answers "Keep-Alive:
+        # timeout=5", Node's default); aiohttp keeps one for 15 s, and re-using one Azurite has
+        # just closed is a "Connection reset by peer" the app sees as a 500 and retries: noise in
+        # the counts. Idle ones are dropped before Azurite drops them.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=AZURITE_KEEPALIVE_SECONDS - 2)
+        self._session = aiohttp.ClientSession(auto_decompress=False, connector=connector)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
