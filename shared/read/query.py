@@ -335,7 +335,7 @@ class QueryService:
             listed = {row["RowKey"] for row in rows}
             rows = sorted(
                 rows + [row for key, row in rowless.items() if key not in listed and (after is None or key > after)
-                        and (until is None or key < until)],
+                        and (until is None or key < until) and view.task_usage(key, None).outputs > 0],
                 key=lambda row: row["RowKey"],
             )
             if len(rows) > page_size:
