@@ -17,12 +17,17 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from shared.domain.events import BlobEvent, EventBatch, NamespaceEvent
-from shared.domain.planning import IngestReport
+from shared.domain.planning import MAX_BATCH_OPERATIONS, IngestReport
 
 log = logging.getLogger(__name__)
 
 #: Events one commit takes at most (a webhook delivery's worth).
 MAX_GROUP = 500
+#: Commits in flight at once, as the webhook has several deliveries in flight. Another commit
+#: starts only while a transaction's worth of events waits (``MAX_BATCH_OPERATIONS``: a Table
+#: transaction holds 100 operations, so a larger group saves no transaction), so a busy
+#: instance commits in parallel and a quiet one sends one commit at a time, as large as what waits.
+MAX_COMMITS = 4
 #: Turns of the event loop a commit waits at most for invocations still arriving.
 MAX_GATHER_TURNS = 1000
 
@@ -30,19 +35,23 @@ Ingest = Callable[[EventBatch], Awaitable[IngestReport]]
 
 
 class GroupCommit:
-    def __init__(self, ingest: Ingest, max_group: int = MAX_GROUP) -> None:
+    def __init__(self, ingest: Ingest, max_group: int = MAX_GROUP, max_commits: int = MAX_COMMITS) -> None:
         self._ingest = ingest
         self._max_group = max_group
+        self._max_commits = max_commits
+        self._parallel_group = min(max_group, MAX_BATCH_OPERATIONS)
         self._waiting: list[tuple[BlobEvent | NamespaceEvent, asyncio.Future[IngestReport]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
         self.commits = 0  # how many commits carried the events so far (for tests and metrics)
 
     async def submit(self, event: BlobEvent | NamespaceEvent) -> IngestReport:
         """Index ``event`` with whatever else is waiting; the report of the commit that carried it."""
         future: asyncio.Future[IngestReport] = asyncio.get_running_loop().create_future()
         self._waiting.append((event, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        if not self._flushers or (len(self._waiting) >= self._parallel_group and len(self._flushers) < self._max_commits):
+            flusher = asyncio.create_task(self._flush())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
         return await future
 
     async def _gathered(self) -> None:
