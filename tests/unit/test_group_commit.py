@@ -52,6 +52,18 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def one_held_in_flight(*, failing: bool = False) -> tuple[HeldIngest, GroupCommit, asyncio.Task[IngestReport]]:
+    """A group commit (groups of 10, 3 at once) with one event's commit in flight, held
+    (and failing once let go, when ``failing``)."""
+    ingest = HeldIngest()
+    ingest.fail_next = failing
+    commit = GroupCommit(ingest, max_group=10, max_commits=3)
+    first = asyncio.create_task(commit.submit(events(1)[0]))
+    await settle()
+    assert ingest.groups == [1]
+    return ingest, commit, first
+
+
 def test_a_lone_event_is_committed_at_once() -> None:
     async def run() -> tuple[list[int], int]:
         ingest = HeldIngest()
@@ -65,11 +77,7 @@ def test_a_lone_event_is_committed_at_once() -> None:
 
 def test_full_groups_commit_in_parallel_up_to_the_limit_and_the_rest_waits() -> None:
     async def run() -> HeldIngest:
-        ingest = HeldIngest()
-        commit = GroupCommit(ingest, max_group=10, max_commits=3)
-        first = asyncio.create_task(commit.submit(events(1)[0]))
-        await settle()
-        assert ingest.groups == [1]  # in flight, held
+        ingest, commit, first = await one_held_in_flight()
         waiting = [asyncio.create_task(commit.submit(e)) for e in events(35, start=1)]
         await settle()
         assert ingest.groups == [1, 10, 10] and ingest.in_flight == 3  # two full groups joined it, no more
@@ -84,10 +92,7 @@ def test_full_groups_commit_in_parallel_up_to_the_limit_and_the_rest_waits() -> 
 
 def test_a_quiet_instance_sends_one_commit_at_a_time() -> None:
     async def run() -> HeldIngest:
-        ingest = HeldIngest()
-        commit = GroupCommit(ingest, max_group=10, max_commits=3)
-        first = asyncio.create_task(commit.submit(events(1)[0]))
-        await settle()
+        ingest, commit, first = await one_held_in_flight()
         few = [asyncio.create_task(commit.submit(e)) for e in events(4, start=1)]  # less than a group
         await settle()
         assert ingest.in_flight == 1  # they wait for the commit in flight, then go together
@@ -100,11 +105,7 @@ def test_a_quiet_instance_sends_one_commit_at_a_time() -> None:
 
 def test_a_failed_commit_fails_its_own_callers_only() -> None:
     async def run() -> tuple[list[IngestReport | BaseException], list[int]]:
-        ingest = HeldIngest()
-        commit = GroupCommit(ingest, max_group=10, max_commits=3)
-        ingest.fail_next = True
-        first = asyncio.create_task(commit.submit(events(1)[0]))
-        await settle()
+        ingest, commit, first = await one_held_in_flight(failing=True)
         others = [asyncio.create_task(commit.submit(e)) for e in events(10, start=1)]
         await settle()
         ingest.release.set()
