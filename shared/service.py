@@ -95,7 +95,7 @@ class Service:
         return GroupCommit(self.ingest)
 
     def namespace(self) -> NamespaceIndexer:
-        return NamespaceIndexer(self.indexer, self.blobs)
+        return NamespaceIndexer(self.reindexer())
 
     async def ingest(self, batch: EventBatch) -> IngestReport:
         """Index a decoded delivery: its blob events, then its Data Lake namespace events."""

@@ -33,6 +33,7 @@ from .sources import (
     is_azure_sequencer,
     oversized_field,
     shown,
+    unencodable_field,
 )
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
@@ -46,9 +47,16 @@ SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 #: Event Grid delivers at most 1 MB per request by default (64 MB max event size is for
 #: custom topics); anything far larger than a batch can be is refused outright.
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
-MAX_EVENTS_PER_REQUEST = 10_000
+#: Event Grid delivers at most 5,000 events a batch (``maxEventsPerBatch``): more is no delivery.
+MAX_EVENTS_PER_REQUEST = 5_000
+#: The times Table storage holds in an ``Edm.DateTime`` (and the SDK writes with four-digit
+#: years): an event time outside them could be stored on Azurite but never read back.
+MIN_EVENT_TIME = datetime(1601, 1, 1, tzinfo=timezone.utc)
+MAX_EVENT_TIME = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
 
-_SUBJECT = re.compile(r"^/blobServices/default/containers/([^/]+)/blobs/(.+)$", re.DOTALL)
+#: Microsoft's own CloudEvents samples (cloud-event-schema.md, the SDK's) give the subject
+#: without its leading ``/``: both forms name the blob.
+_SUBJECT = re.compile(r"^/?blobServices/default/containers/([^/]+)/blobs/(.+)$", re.DOTALL)
 
 
 class EventPayloadError(ValueError):
@@ -103,6 +111,10 @@ class BlobEvent:
     blob_type: str | None = None
     api: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: A repair from what storage holds (reindex, reconcile, a directory event): the stored
+    #: row's sequencer it replaces whatever the order (see ``planning.is_stale``). Never from a
+    #: delivered event.
+    supersedes: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +265,28 @@ def parse_event(
     too_long = oversized_field(item, envelope.data)
     if too_long is not None:
         return SkippedEvent(SkipReason.MALFORMED, event_id, too_long)
+    unencodable = unencodable_field(envelope.subject, envelope.data)
+    if unencodable is not None:
+        return SkippedEvent(SkipReason.MALFORMED, event_id, unencodable)
     return blob_event(item, event_id, envelope)
+
+
+def event_time(when: Any) -> datetime | str:
+    """The event's time in UTC (now when it has none), or why Table storage cannot hold it.
+
+    Azure stamps events with the current UTC time; a time before 1601 or after 9999 (or one
+    whose offset carries it past either end) is not from Azure, and a year below 1000 would be
+    written with fewer than four digits, which the SDK cannot read back.
+    """
+    if not isinstance(when, datetime):
+        return datetime.now(timezone.utc)
+    try:
+        utc = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        return f"eventTime {shown(str(when))} is outside the times Table storage holds"
+    if not MIN_EVENT_TIME <= utc <= MAX_EVENT_TIME:
+        return f"eventTime {shown(str(when))} is outside the times Table storage holds (1601-9999)"
+    return utc
 
 
 def _subject(subject: Any) -> tuple[str, str] | str:
@@ -301,8 +334,10 @@ def namespace_event(event_id: str | None, action: NamespaceAction, subject: Any,
         if source is None:
             return SkippedEvent(SkipReason.MALFORMED, event_id, "data.sourceUrl names no path in the container")
     recursive = str(data.get("recursive", "true")).lower() == "true"
-    return NamespaceEvent(action, container, name, sequencer, event_id or "",
-                          when if isinstance(when, datetime) else datetime.now(timezone.utc), source, recursive)
+    at = event_time(when)
+    if isinstance(at, str):
+        return SkippedEvent(SkipReason.MALFORMED, event_id, at)
+    return NamespaceEvent(action, container, name, sequencer, event_id or "", at, source, recursive)
 
 
 def blob_event(item: Mapping[str, Any], event_id: str | None, envelope: Envelope) -> BlobEvent | NamespaceEvent | SkippedEvent:
@@ -330,8 +365,9 @@ def blob_event(item: Mapping[str, Any], event_id: str | None, envelope: Envelope
     # No blob is larger than Azure's largest (so no sum of sizes overflows the Int64 counters).
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_BLOB_BYTES):
         return SkippedEvent(SkipReason.MALFORMED, event_id, f"data.contentLength {shown(size)}")
-    if not isinstance(when, datetime):
-        when = datetime.now(timezone.utc)
+    at = event_time(when)
+    if isinstance(at, str):
+        return SkippedEvent(SkipReason.MALFORMED, event_id, at)
 
     def text(key: str) -> str | None:
         value = data.get(key)
@@ -343,7 +379,7 @@ def blob_event(item: Mapping[str, Any], event_id: str | None, envelope: Envelope
         blob_name=named[1],
         sequencer=sequencer,
         event_id=event_id or "",
-        event_time=when,
+        event_time=at,
         url=text("url"),
         size=size,
         content_type=text("contentType"),

@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any
 
 from .events import BlobAction
-from .lag import lag_seconds
+from .lag import measured_lag
 from .ledger import Delta, Escrow
 from .quotas import Limits, RejectReason, admission
 from .rows import DELETED, LIVE, REJECTED, Change, Entity, Usage, as_int, output_entity
@@ -96,8 +96,12 @@ def is_stale(change: Change, old: Mapping[str, Any] | None) -> bool:
     """Whether ``change`` is no newer than the stored row (so it changes nothing).
 
     A re-admission carries the sequencer of the rejected row it re-evaluates; it applies
-    only while that row is still the rejected one.
+    only while that row is still the rejected one. A repair from storage (``supersedes``)
+    applies while the row still carries the sequencer it was read with, whatever the order:
+    storage contradicted that row, so its sequencer (perhaps forged) is not kept.
     """
+    if change.supersedes is not None and old is not None and old["Seq"] == change.supersedes:
+        return False
     if old is None:
         return change.readmit  # the rejected row is gone (deleted or reindexed) meanwhile
     if old["Seq"] > change.sequencer:
@@ -182,8 +186,9 @@ def plan_chunk(
             report.unchanged += 1
             continue
         state, reason = counters.decide(change, old)
-        if change.timed:
-            delta.lag.add(lag_seconds(change.event_time, now))
+        lag = measured_lag(change.event_time, now) if change.timed else None
+        if lag is not None:
+            delta.lag.add(lag)
         if reason is not None:
             crossings.setdefault(reason, change.output.blob_name)
             report.rejected += 1

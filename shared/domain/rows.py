@@ -84,6 +84,9 @@ class Change:
     #: Whether its lag (event time to indexed) is measured: not for a re-admission or a
     #: reindex, whose event times are the blob's, not a delivery's.
     timed: bool = True
+    #: A repair from storage: the row's sequencer (as read before storage was listed) it
+    #: replaces whatever the order; see ``BlobEvent.supersedes``.
+    supersedes: str | None = None
 
     @property
     def task_row(self) -> str | None:
@@ -104,6 +107,7 @@ class Change:
             etag=event.etag,
             blob_type=event.blob_type,
             timed=timed,
+            supersedes=event.supersedes,
         )
 
     @classmethod

@@ -47,6 +47,8 @@ MAX_FIELD_CHARS: Mapping[str, int] = {
 }
 URL_FIELDS = ("url", "sourceUrl", "destinationUrl")
 
+#: A lone surrogate cannot be encoded in UTF-8: no name or header Azure sends holds one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SEQUENCER = re.compile(r"[0-9A-Fa-f]{16,64}")
 _DNS_ZONE = re.compile(r"z[0-9]{1,3}")
 _ACCOUNT_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Storage/storageAccounts/([^/]+)$",
@@ -134,4 +136,16 @@ def oversized_field(item: Mapping[str, Any], data: Any) -> str | None:
         value = item.get(key) if key == "id" else data.get(key) if isinstance(data, dict) else None
         if isinstance(value, str) and len(value) > limit:
             return f"{key} is {len(value)} characters (at most {limit})"
+    return None
+
+
+def unencodable_field(subject: Any, data: Any) -> str | None:
+    """Why an event's subject or a text it carries cannot be UTF-8 (a lone surrogate, which
+    JSON can escape but no blob name or header holds), else None."""
+    texts = [("subject", subject)]
+    if isinstance(data, dict):
+        texts += [(key, data.get(key)) for key in MAX_FIELD_CHARS if key != "id"]
+    for key, value in texts:
+        if isinstance(value, str) and _SURROGATE.search(value) is not None:
+            return f"{key} holds a lone surrogate, which no UTF-8 text can"
     return None

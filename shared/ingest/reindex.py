@@ -6,13 +6,22 @@ and repairs every difference *through the indexer*, as synthetic events: the sam
 sequencer-ordered path real events take, so it is idempotent, keeps the counters exact and is
 safe while real events keep arriving.
 
-A listing carries no sequencer, so the synthetic events are ordered below any real news:
+A listing carries no sequencer, and storage is the truth: a row storage contradicts does not
+keep its sequencer (it may be forged: a ``BlobDeleted`` of sequencer ``f`` x 64 from an events
+key would otherwise hide the blob, and every genuine event after it, for good):
 
-* a blob the index lacks is created with sequencer ``"0"`` (below every real sequencer), or
-  with ``row.Seq + "0"`` when a tombstone exists, so that any later real event still wins;
-* a row whose blob is gone (a phantom) is deleted, and a row with the wrong size or ETag is
-  rewritten, with ``row.Seq + "0"``: it sorts just after the row it repairs and before any newer
-  real, fixed-length sequencer.
+* a blob the index lacks, or holds as deleted, or holds with another size or ETag, is written
+  as storage has it with sequencer ``"0"``, below every real sequencer, so the blob's next
+  genuine event applies whatever the row held before. The repair *supersedes* the row it read
+  (``BlobEvent.supersedes``): it applies while the row still carries that sequencer, whatever
+  the order, and is a no-op if a real event moved the row meanwhile;
+* a row whose blob is gone (a phantom) is deleted with ``row.Seq + "0"``: it sorts just after
+  the row it repairs (a redelivery of the event that created it changes nothing) and before
+  the blob's next real, fixed-length sequencer.
+
+The price of ``"0"``: an event older than the repaired state that arrives after the repair (a
+late redelivery) applies, until the next reconcile repairs the row again. See
+docs/reliability.md ("Forged events").
 
 The rows are read *before* the container is listed: a blob that changes in between is seen
 newer by the listing than by the rows, so a repair never replaces newer data with older.
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -39,6 +49,21 @@ log = logging.getLogger(__name__)
 #: Below every real sequencer (they are long, zero-padded hex strings).
 LOWEST_SEQUENCER = "0"
 _ROW_FIELDS = ("RowKey", "State", "Seq", "Size", "BlobETag", "BlobName")
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Blob names a repair covers: ``path`` itself, or everything under it when ``directory``."""
+
+    path: str
+    directory: bool
+
+    @property
+    def prefix(self) -> str:
+        return self.path + "/" if self.directory else self.path
+
+    def holds(self, name: str) -> bool:
+        return name.startswith(self.path + "/") if self.directory else name == self.path
 
 
 class JobNotFoundError(LookupError):
@@ -68,26 +93,32 @@ class Reindexer:
         self.quotas = quotas
         self.blobs = blobs
 
-    async def _index_rows(self, container: str) -> dict[str, Entity]:
+    async def _index_rows(self, container: str, scopes: Sequence[Scope] | None = None) -> dict[str, Entity]:
         rows: dict[str, Entity] = {}
         for low, high in keys.output_ranges():
             async for row in self.store.query_range(container, low, high, select=_ROW_FIELDS):
-                rows[row["RowKey"]] = row
+                if scopes is None or any(scope.holds(str(row.get("BlobName", ""))) for scope in scopes):
+                    rows[row["RowKey"]] = row
         return rows
 
-    async def _convention_blobs(self, container: str) -> dict[str, ListedBlob] | None:
-        """The container's convention blobs by row key; ``None`` when the container is absent."""
+    async def _convention_blobs(self, container: str, scopes: Sequence[Scope] | None = None) -> dict[str, ListedBlob] | None:
+        """The container's convention blobs (within ``scopes``) by row key; ``None`` when the
+        container is absent."""
         listed: dict[str, ListedBlob] = {}
         try:
-            async for blob in list_container(self.blobs, container):
-                output = parse_blob_path(blob.name)
-                if output is not None:
-                    listed[keys.output_key(output.kind, output.path, output.task_id)] = blob
+            for prefix in [None] if scopes is None else [scope.prefix for scope in scopes]:
+                async for blob in list_container(self.blobs, container, prefix):
+                    if scopes is not None and not any(scope.holds(blob.name) for scope in scopes):
+                        continue
+                    output = parse_blob_path(blob.name)
+                    if output is not None:
+                        listed[keys.output_key(output.kind, output.path, output.task_id)] = blob
         except ContainerNotFoundError:
             return None
         return listed
 
-    def _event(self, container: str, action: BlobAction, name: str, sequencer: str, blob: ListedBlob | None) -> BlobEvent:
+    def _event(self, container: str, action: BlobAction, name: str, sequencer: str, blob: ListedBlob | None,
+               supersedes: str | None = None) -> BlobEvent:
         now = datetime.now(timezone.utc)
         return BlobEvent(
             action=action,
@@ -102,13 +133,20 @@ class Reindexer:
             etag=blob.etag if blob else None,
             blob_type=blob.blob_type if blob else None,
             api="Reindex",
+            supersedes=supersedes,
         )
 
     async def reindex(self, container: str) -> ReindexReport:
         """Make the job's index equal the container's convention blobs; report what changed."""
-        rows = await self._index_rows(container)
-        listed = await self._convention_blobs(container)
-        if listed is None and not rows:
+        return await self.sync(container)
+
+    async def sync(self, container: str, scopes: Sequence[Scope] | None = None) -> ReindexReport:
+        """Make the index rows within ``scopes`` (all of the job's when None) equal what the
+        container holds there; report what changed. A Data Lake rename or directory delete is
+        applied this way (``namespace.py``): from what storage holds under the paths it names."""
+        rows = await self._index_rows(container, scopes)
+        listed = await self._convention_blobs(container, scopes)
+        if listed is None and not rows and scopes is None:
             raise JobNotFoundError(container)
         listed = listed or {}
         added, fixed, removed = [], [], []
@@ -118,11 +156,11 @@ class Reindexer:
             if row is None:
                 added.append(self._event(container, BlobAction.CREATED, blob.name, LOWEST_SEQUENCER, blob))
             elif row.get("State") == DELETED:
-                added.append(self._event(container, BlobAction.CREATED, blob.name, _after(row["Seq"]), blob))
+                added.append(self._event(container, BlobAction.CREATED, blob.name, LOWEST_SEQUENCER, blob, row["Seq"]))
             elif as_int(row.get("Size")) != blob.size or (
                 blob.etag and bare_etag(row.get("BlobETag")) not in (None, blob.etag)
             ) or row.get("BlobName") != blob.name:
-                fixed.append(self._event(container, BlobAction.CREATED, blob.name, _after(row["Seq"]), blob))
+                fixed.append(self._event(container, BlobAction.CREATED, blob.name, LOWEST_SEQUENCER, blob, row["Seq"]))
             else:
                 unchanged += 1
         for row_key, row in rows.items():
@@ -141,5 +179,6 @@ class Reindexer:
         if removed:
             # Freed room: rejected outputs may fit now, as after a raised limit.
             await self.quotas.readmit_rejected(container)
-        log.info("reindexed %s: %s", container, report.as_dict())
+        log.info("reindexed %s%s: %s", container, "" if scopes is None else f" under {[s.prefix for s in scopes]}",
+                 report.as_dict())
         return report

@@ -9,6 +9,7 @@ indexing them. Anything unusual goes through the SDK.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from azure.core.messaging import CloudEvent
@@ -18,11 +19,22 @@ from shared.domain import events
 from shared.domain.events import BlobEvent, Envelope, EventBatch, NamespaceEvent, SkippedEvent, grid_envelope
 
 
+def _cloud_time(text: Any, parsed: Any) -> Any:
+    """A CloudEvent's ``time`` with its UTC offset: azure-core's deserializer drops the offset
+    (``...T10:00:00+02:00`` reads as 10:00 UTC), so an RFC 3339 time is read here first."""
+    if isinstance(text, str):
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    return parsed
+
+
 def read_envelope(item: Mapping[str, Any]) -> Envelope:
     """Type, subject, data and time of one event dict in either schema; raises when malformed."""
     if isinstance(item.get("specversion"), str):
         cloud: CloudEvent[Any] = CloudEvent.from_dict(dict(item))
-        return Envelope(cloud.type, cloud.subject, cloud.data, cloud.time)
+        return Envelope(cloud.type, cloud.subject, cloud.data, _cloud_time(item.get("time"), cloud.time))
     fast = grid_envelope(item)
     if fast is not None:
         return fast
