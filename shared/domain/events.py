@@ -64,7 +64,9 @@ class EventPayloadError(ValueError):
 
 
 class PayloadTooLargeError(EventPayloadError):
-    """The request body is larger than any delivery (answered 413)."""
+    """The request body is larger than any delivery, in bytes or in events (answered 413: like
+    400, Event Grid dead-letters it without retrying, and it tells a sender that splitting the
+    body helps, where 400 would say the events themselves are malformed)."""
 
 
 class BlobAction(str, Enum):
@@ -167,16 +169,66 @@ class Envelope:
 EnvelopeReader = Callable[[Mapping[str, Any]], Envelope]
 
 
+#: Nesting an event needs: the array, the event, ``data``, ``data.storageDiagnostics``.
+MAX_NESTING = 16
+#: What a delivery of ``MAX_EVENTS_PER_REQUEST`` events can hold, counted on the raw bytes
+#: before anything is parsed (inside strings too, so generous): objects and arrays (an event
+#: has 3), ``,`` separators (an event has about 17) and ``"`` (about 70). A body beyond them is
+#: refused in one pass over its bytes, never parsed into millions of objects.
+MAX_CONTAINERS = MAX_EVENTS_PER_REQUEST * 16
+MAX_SEPARATORS = MAX_EVENTS_PER_REQUEST * 128
+MAX_QUOTES = MAX_EVENTS_PER_REQUEST * 256
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _nesting(value: Any) -> int:
+    """How deep ``value`` nests (1 for a scalar); walks containers only, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_NESTING:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
 def decode_body(body: bytes) -> Any:
-    """Parse a webhook body as JSON, refusing anything that cannot be a delivery."""
+    """Parse a webhook body as JSON, refusing anything that cannot be a delivery.
+
+    The work is bounded before any object is built: the body's size, then what its bytes can
+    hold (``MAX_CONTAINERS``, ``MAX_SEPARATORS``, ``MAX_QUOTES``: a ``[{},{},...]`` of 16 MiB
+    is refused here, not parsed into 5.6 million dicts), then its nesting and event count.
+    Beyond Event Grid's 5,000 events is ``PayloadTooLargeError`` (413); a body that is no
+    event or array of events, ``EventPayloadError`` (400).
+    """
     if len(body) > MAX_PAYLOAD_BYTES:
         raise PayloadTooLargeError(f"payload of {len(body)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    for what, found, limit in (
+        ("objects and arrays", body.count(b"{") + body.count(b"["), MAX_CONTAINERS),
+        ("separators", body.count(b","), MAX_SEPARATORS),
+        ("quotes", body.count(b'"'), MAX_QUOTES),
+    ):
+        if found > limit:
+            raise PayloadTooLargeError(
+                f"the body holds up to {found} {what}; a delivery of at most {MAX_EVENTS_PER_REQUEST} events holds {limit}")
     try:
-        return json.loads(body)
+        payload = json.loads(body, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventPayloadError(f"body is not JSON: {exc}") from exc
+    except ValueError as exc:  # NaN, Infinity: Python's extensions, not JSON (RFC 8259)
         raise EventPayloadError(f"body is not JSON: {exc}") from exc
     except RecursionError as exc:  # e.g. '[' * 5000: no delivery nests that deep
         raise EventPayloadError("body nests too deeply to be a delivery") from exc
+    if _nesting(payload) > MAX_NESTING:
+        raise EventPayloadError(f"body nests deeper than {MAX_NESTING} levels: no event does")
+    if isinstance(payload, list) and len(payload) > MAX_EVENTS_PER_REQUEST:
+        raise PayloadTooLargeError(f"{len(payload)} events exceed Event Grid's {MAX_EVENTS_PER_REQUEST} per delivery")
+    return payload
 
 
 def _validation_code(item: Mapping[str, Any]) -> str:
@@ -197,7 +249,7 @@ def parse_events(payload: Any, read_envelope: EnvelopeReader, account: str | Non
     if not items:
         raise EventPayloadError("an empty array holds no events")
     if len(items) > MAX_EVENTS_PER_REQUEST:
-        raise EventPayloadError(f"{len(items)} events exceed {MAX_EVENTS_PER_REQUEST} per request")
+        raise PayloadTooLargeError(f"{len(items)} events exceed Event Grid's {MAX_EVENTS_PER_REQUEST} per delivery")
     for index, item in enumerate(items):
         if not isinstance(item, dict) or not (
             isinstance(item.get("eventType"), str) or isinstance(item.get("specversion"), str)

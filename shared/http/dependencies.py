@@ -106,14 +106,22 @@ async def require_events_key(request: Request) -> None:
         raise _unauthorized(request, "missing or wrong events key")
 
 
-def _job_id(job_id: Annotated[str, Path(description="Batch job ID (schedule jobs: {scheduleId}:job-{n})",
-                                        max_length=200, examples=["nightly:job-7"])]) -> str:
+#: What the API accepts, documented in the OpenAPI document (checked by ``_job_id``/``_task_id``
+#: for their own error codes): Batch's rules, 1-64 characters, plus ``:job-{n}`` for schedule jobs.
+JOB_ID_SCHEMA = {"pattern": r"^[A-Za-z0-9_-]{1,64}(:[jJ][oO][bB]-[0-9]{1,19})?$", "minLength": 1, "maxLength": 88}
+TASK_ID_SCHEMA = {"pattern": r"^[A-Za-z0-9_-]{1,64}$", "minLength": 1, "maxLength": 64}
+
+
+def _job_id(job_id: Annotated[str, Path(description="Batch job ID: 1-64 letters, digits, '-' or '_' "
+                                        "(schedule jobs: {scheduleId}:job-{n})",
+                                        json_schema_extra=JOB_ID_SCHEMA, examples=["nightly:job-7"])]) -> str:
     if not is_valid_job_id(job_id):
         raise ApiError(400, "InvalidJobId", "A job ID is 1-64 letters, digits, '-' or '_' ({scheduleId}:job-{n} for schedule jobs).")
     return job_id
 
 
-def _task_id(task_id: Annotated[str, Path(description="Batch task ID", max_length=200, examples=["t1"])]) -> str:
+def _task_id(task_id: Annotated[str, Path(description="Batch task ID: 1-64 letters, digits, '-' or '_'",
+                                          json_schema_extra=TASK_ID_SCHEMA, examples=["t1"])]) -> str:
     if not is_valid_task_id(task_id):
         raise ApiError(400, "InvalidTaskId", "A task ID is 1-64 letters, digits, '-' or '_'.")
     return task_id

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from shared.read.paging import InvalidTokenError
 from shared.store.errors import StorageAccessError, StorageBusyError
@@ -50,10 +51,27 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "InvalidRequest", message)
 
 
+#: The methods a 405's ``Allow`` may name (every one the API serves somewhere).
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this request's path. Starlette's own ``Allow`` names
+    only the first route that matched the path (``PUT`` for ``/api/jobs/{jobId}``, which
+    ``GET`` serves too), so a 405 lists them all (RFC 9110 section 15.5.6): each method is
+    tried against the app's routes as the router itself matches them."""
+    routes = request.app.router.routes
+    return [method for method in _METHODS
+            if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)]
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     codes = {404: "NotFound", 405: "MethodNotAllowed"}
-    return error_response(exc.status_code, codes.get(exc.status_code, "Error"), str(exc.detail), getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
+    return error_response(exc.status_code, codes.get(exc.status_code, "Error"), str(exc.detail), headers or None)
 
 
 async def _bad_token(request: Request, exc: Exception) -> JSONResponse:

@@ -164,9 +164,10 @@ class IngestResult(_Model):
 
 
 class QuotaUpdate(_Model):
-    maxOutputs: int | None = Field(default=None, ge=0, le=2**53, description="0 = no limit")
-    maxBytes: int | None = Field(default=None, ge=0, le=2**53, description="0 = no limit")
-    maxOutputsPerTask: int | None = Field(default=None, ge=0, le=2**53, description="0 = no limit")
+    # strict: JSON's ``false`` (or ``true``, or ``1.0``) is no limit, and must not read as 0 (= none).
+    maxOutputs: int | None = Field(default=None, ge=0, le=2**53, strict=True, description="0 = no limit")
+    maxBytes: int | None = Field(default=None, ge=0, le=2**53, strict=True, description="0 = no limit")
+    maxOutputsPerTask: int | None = Field(default=None, ge=0, le=2**53, strict=True, description="0 = no limit")
 
 
 class ValidationResponse(_Model):

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
 from shared.domain.deadletters import DeadLetter, DeadLetterFormatError, ReplayReport, dead_lettered_at, read_dead_letters
-from shared.domain.events import EventBatch, SkipReason
+from shared.domain.events import MAX_EVENTS_PER_REQUEST, EventBatch, SkipReason
 from shared.domain.planning import IngestReport
 from shared.store.deadletters import DeadLetterBlob, DeadLetterContainer
 from shared.store.envelopes import parse_events
@@ -92,11 +92,13 @@ class DeadLetterReplayer:
             outcome.skipped[SkipReason.MALFORMED.value] += len(letters) - len(events)
         if not events:
             return outcome
-        batch = parse_events(events, self.account)
-        if dry_run:
-            outcome.skipped.update(s.reason.value for s in batch.skipped)
-            return outcome
-        outcome.add(await self.ingest(batch))
+        # A dead-letter blob may hold more events than one delivery may (parse_events refuses those).
+        for start in range(0, len(events), MAX_EVENTS_PER_REQUEST):
+            batch = parse_events(events[start : start + MAX_EVENTS_PER_REQUEST], self.account)
+            if dry_run:
+                outcome.skipped.update(s.reason.value for s in batch.skipped)
+            else:
+                outcome.add(await self.ingest(batch))
         return outcome
 
 

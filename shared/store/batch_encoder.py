@@ -27,6 +27,7 @@ so sending it again is safe.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
@@ -43,9 +44,11 @@ from azure.data.tables import EdmType, EntityProperty
 try:  # the SDK's own sub-request builder and serializer (private: pinned azure-data-tables==12.7.0)
     from azure.data.tables._serialize import _add_entity_properties
     from azure.data.tables._table_batch import TableBatchOperations
-except ImportError:  # pragma: no cover - another SDK version: every batch takes the SDK path
+except Exception:  # pragma: no cover - another SDK version: every batch takes the SDK path (see ``decide``)
     TableBatchOperations = None  # type: ignore[misc, assignment]
 from azure.data.tables.aio import TableClient
+
+log = logging.getLogger(__name__)
 
 _STATUS = re.compile(rb"\nHTTP/1\.1 (\d{3})")
 _BOUNDARY = re.compile(rb"boundary=(changesetresponse_[A-Za-z0-9_\-]+)")
@@ -227,16 +230,65 @@ def decode(body: bytes, expected: int) -> list[str | None] | None:
     return etags
 
 
+@dataclass(slots=True)
+class FastPath:
+    """Whether this process encodes batches itself, decided once (``decide``): the private SDK
+    attributes it builds on (``TableBatchOperations``, the client's ``_client``, ``_config``,
+    ``_primary_hostname``, ``_cosmos_endpoint``) may change in another SDK version, and then
+    every batch goes through ``submit_transaction`` instead: slower, never failing."""
+
+    decided: bool = False
+    usable: bool = False
+    reason: str = ""
+
+    def disable(self, reason: str) -> None:
+        if self.usable or not self.decided:
+            log.warning("Table batches go through the SDK's submit_transaction: %s", reason)
+        self.decided, self.usable, self.reason = True, False, reason
+
+
+FAST_PATH = FastPath()
+_PROBE: list[Any] = [("create", {"PartitionKey": "probe", "RowKey": "probe", "Text": "x", "Count": 1,
+                                 "Size": EntityProperty(2**40, EdmType.INT64), "At": datetime(2026, 1, 1, tzinfo=timezone.utc)}),
+                     ("create", {"PartitionKey": "probe", "RowKey": "probe2"})]
+
+
+def decide(client: TableClient) -> bool:
+    """Decide, once per process, whether batches are encoded here: build a probe transaction
+    (no I/O) and look up what ``submit_fast`` uses; any failure means the SDK's path, logged."""
+    if FAST_PATH.decided:
+        return FAST_PATH.usable
+    try:
+        if TableBatchOperations is None:
+            raise ImportError("azure.data.tables._table_batch.TableBatchOperations is not importable")
+        sub_requests(client, _PROBE)
+        if not callable(client._client.send_request) or not isinstance(client._primary_hostname, str):
+            raise TypeError("the client's pipeline is not the one the encoder sends through")
+    except Exception as exc:  # any change of the private SDK surface: the SDK's own path
+        FAST_PATH.disable(f"this azure-data-tables does not offer what the fast encoder uses ({type(exc).__name__}: {exc})")
+        return False
+    FAST_PATH.decided, FAST_PATH.usable = True, True
+    return True
+
+
 async def submit_fast(client: TableClient, operations: Sequence[Any]) -> Answer:
     """Send a transaction: the answer's status, every new ETag on full success, or the failed
     operation when Table storage refused it (see the module).
 
-    ``Answer(0)`` when this SDK version offers no request builder: the caller sends the
-    transaction through ``submit_transaction`` as usual.
+    ``Answer(0)`` when this SDK version offers no usable request builder (``decide``), or the
+    builder refused an operation: the caller sends the transaction through
+    ``submit_transaction`` as usual.
     """
-    if TableBatchOperations is None:
+    if not decide(client):
         return Answer(0)
-    body, boundary = encode(sub_requests(client, operations))
+    try:
+        requests = sub_requests(client, operations)
+    except AttributeError as exc:  # the private builder changed under us: the SDK's path from now on
+        FAST_PATH.disable(f"the SDK's batch builder failed ({exc})")
+        return Answer(0)
+    except Exception:  # an operation the SDK refuses: its own path raises its own, precise error
+        return Answer(0)
+    body, boundary = encode(requests)
     request = HttpRequest(
         "POST",
         f"{client.scheme}://{client._primary_hostname}/$batch",

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import logging
 import re
-from datetime import datetime, timezone
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from azure.core import MatchConditions
@@ -31,7 +31,7 @@ from azure.data.tables.aio import TableClient
 from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation
 from shared.domain.rows import Entity, Int64
 
-from .batch_encoder import submit_fast
+from .batch_encoder import decide, submit_fast
 from .errors import (
     ConflictError,
     InvalidEntityError,
@@ -172,6 +172,7 @@ class TableStore:
     def __init__(self, client: TableClient, limiter: AdaptiveLimiter, access: IndexAccess | None = None) -> None:
         self._client = client
         self._limiter = limiter
+        decide(client)  # once per process: whether batches are encoded here or by the SDK (logged)
         #: Where a misconfiguration is reported (logged once, shown by the detailed health).
         self.access = access or IndexAccess()
 

@@ -117,7 +117,7 @@ def seeded(app: RunningApp, blob_service: BlobServiceClient) -> tuple[RunningApp
         container.create_container()
     container.upload_blob(FINE, b"0123456789", overwrite=True)
     sentinel = [blob_event(container_name(SENTINEL), "t9/$TaskLog/log.txt", sequencer=5, size=3)]
-    assert app.post_events([real_blob_event(blob_service, C, FINE, 5)] + sentinel).json()["indexed"] == 2
+    assert app.post_events([real_blob_event(blob_service, C, FINE, 5), *sentinel]).json()["indexed"] == 2
     return app, index_state(app, SENTINEL)
 
 

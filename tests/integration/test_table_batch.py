@@ -117,3 +117,49 @@ def test_a_failed_condition_commits_nothing_and_the_store_names_the_operation(az
     assert etags is None and status != 500
     assert index == 1
     assert rows == ["taken"]
+
+
+class ChangedBuilder:
+    """What a future azure-data-tables might hold under the private name the encoder uses."""
+
+    def __init__(self, **_: object) -> None:
+        raise AttributeError("'TablesBaseClient' object has no attribute '_config'")
+
+
+def test_a_changed_private_sdk_builder_falls_back_to_the_sdk_once_and_logs_it(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shared.store import batch_encoder
+
+    monkeypatch.setattr(batch_encoder, "TableBatchOperations", ChangedBuilder)
+    monkeypatch.setattr(batch_encoder, "FAST_PATH", batch_encoder.FastPath())
+
+    async def scenario(client: TableClient) -> None:
+        store = TableStore(client, AdaptiveLimiter(4))  # decided here, at start
+        assert not batch_encoder.FAST_PATH.usable
+        for n in range(3):  # every batch still commits, through submit_transaction
+            await store.submit("job-x", [Operation(Op.CREATE, {"RowKey": f"r{n}", "Size": n})])
+        assert (await client.get_entity("job-x", "r2"))["Size"] == 2
+        with pytest.raises(ConflictError):
+            await store.submit("job-x", [Operation(Op.CREATE, {"RowKey": "r0"})])
+
+    with caplog.at_level("WARNING", logger="shared.store.batch_encoder"):
+        run_with_table(azurite, "fastbatchchanged", scenario)
+    warnings = [r for r in caplog.records if r.name == "shared.store.batch_encoder"]
+    assert len(warnings) == 1 and "AttributeError" in warnings[0].getMessage()
+
+
+def test_a_builder_that_breaks_after_start_falls_back_too(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.store import batch_encoder
+
+    monkeypatch.setattr(batch_encoder, "FAST_PATH", batch_encoder.FastPath())
+
+    async def scenario(client: TableClient) -> None:
+        store = TableStore(client, AdaptiveLimiter(4))
+        assert batch_encoder.FAST_PATH.usable
+        monkeypatch.setattr(batch_encoder, "TableBatchOperations", ChangedBuilder)
+        await store.submit("job-x", [Operation(Op.CREATE, {"RowKey": "late", "Size": 1})])
+        assert (await client.get_entity("job-x", "late"))["Size"] == 1
+        assert not batch_encoder.FAST_PATH.usable
+
+    run_with_table(azurite, "fastbatchlate", scenario)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -35,6 +36,18 @@ BODY_READ_SECONDS = 10.0
 LOGGED_SKIPS = 10
 
 router = APIRouter(tags=["events"])
+
+#: Deliveries decoded at once per process. Decoding runs off the event loop, so API reads are
+#: served meanwhile, and at most this many at a time, so a flood of large bodies queues here
+#: (each already bounded by ``decode_body``) instead of taking every core and the memory.
+PARSER_THREADS = 2
+_PARSERS = ThreadPoolExecutor(max_workers=PARSER_THREADS, thread_name_prefix="delivery-parser")
+
+
+def decode_delivery(body: bytes, account: str | None) -> EventBatch:
+    """A delivery's bytes as an ``EventBatch`` (runs in a parser thread)."""
+    log.debug("decoding a delivery of %d bytes", len(body))
+    return parse_events(decode_body(body), account)
 
 _BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}},
@@ -96,10 +109,11 @@ def _log_skips(batch: EventBatch) -> None:
 async def events(request: Request, svc: ServiceDep) -> IngestResult | ValidationResponse:
     """The Event Grid webhook: BlobCreated/BlobDeleted in either schema, one or an array."""
     body = await read_body(request)
+    account = trusted_account(svc)
     try:
-        batch = parse_events(decode_body(body), trusted_account(svc))
+        batch = await asyncio.get_running_loop().run_in_executor(_PARSERS, decode_delivery, body, account)
     except PayloadTooLargeError as exc:
-        raise _too_large(f"{len(body)} bytes") from exc
+        raise ApiError(413, "PayloadTooLarge", f"{exc}.", {"Connection": "close"}) from exc
     except EventPayloadError as exc:
         raise ApiError(400, "InvalidEvents", str(exc)) from exc
     if batch.validation_code is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from shared.read.query import iso
 from shared.service import Service
@@ -21,6 +22,16 @@ from ..errors import ApiError, error_statuses
 from ..schemas import Output, OutputList, OutputTail
 
 router = APIRouter(tags=["outputs"])
+
+
+class OutputPathConvertor(PathConvertor):
+    """The rest of the URL, whatever it holds: Starlette's ``path`` is ``.*``, which stops at a
+    newline, and a blob name may hold one (a listing shows it; its URL carries ``%0A``)."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("outputpath", OutputPathConvertor())
 
 OutputKind = Annotated[str, Path(description="output kind, e.g. TaskPreview", max_length=1024, examples=["TaskPreview"])]
 OutputPathParam = Annotated[str, Path(description="the output's path within its kind (may hold '/')", max_length=1024,
@@ -74,13 +85,13 @@ async def _one_output(svc: Service, job_id: str, task_id: str | None, kind: str,
     return Output.model_validate({**item, "downloadUrl": link.url, "downloadUrlExpiresAt": iso(link.expires_at)})
 
 
-@router.get("/api/jobs/{job_id}/outputs/{kind}/{path:path}", response_model=Output, **_ONE)
+@router.get("/api/jobs/{job_id}/outputs/{kind}/{path:outputpath}", response_model=Output, **_ONE)
 async def job_output(job_id: JobId, kind: OutputKind, path: OutputPathParam, svc: ServiceDep) -> Output:
     """One job output, with a read-only `downloadUrl` for its blob."""
     return await _one_output(svc, job_id, None, kind, path)
 
 
-@router.get("/api/jobs/{job_id}/tasks/{task_id}/outputs/{kind}/{path:path}", response_model=Output, **_ONE)
+@router.get("/api/jobs/{job_id}/tasks/{task_id}/outputs/{kind}/{path:outputpath}", response_model=Output, **_ONE)
 async def task_output(job_id: JobId, task_id: TaskId, kind: OutputKind, path: OutputPathParam, svc: ServiceDep) -> Output:
     """One task output, with a read-only `downloadUrl` for its blob."""
     return await _one_output(svc, job_id, task_id, kind, path)
@@ -98,14 +109,14 @@ async def _output_tail(svc: Service, job_id: str, task_id: str | None, kind: str
                       truncated=tail.truncated, etag=tail.etag, text=tail.text)
 
 
-@router.get("/api/jobs/{job_id}/tail/{kind}/{path:path}", response_model=OutputTail, **_ONE)
+@router.get("/api/jobs/{job_id}/tail/{kind}/{path:outputpath}", response_model=OutputTail, **_ONE)
 async def job_output_tail(job_id: JobId, kind: OutputKind, path: OutputPathParam, svc: ServiceDep,
                           max_bytes: TailBytes = DEFAULT_TAIL_BYTES) -> OutputTail:
     """The last lines of one job output (at most `maxBytes`, default 8 KiB, at most 64 KiB)."""
     return await _output_tail(svc, job_id, None, kind, path, max_bytes)
 
 
-@router.get("/api/jobs/{job_id}/tasks/{task_id}/tail/{kind}/{path:path}", response_model=OutputTail, **_ONE)
+@router.get("/api/jobs/{job_id}/tasks/{task_id}/tail/{kind}/{path:outputpath}", response_model=OutputTail, **_ONE)
 async def task_output_tail(job_id: JobId, task_id: TaskId, kind: OutputKind, path: OutputPathParam, svc: ServiceDep,
                            max_bytes: TailBytes = DEFAULT_TAIL_BYTES) -> OutputTail:
     """The last lines of one task output, e.g. a TaskLog (at most `maxBytes`, default 8 KiB)."""
