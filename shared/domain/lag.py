@@ -50,18 +50,6 @@ def lag_seconds(event_time: datetime, indexed_at: datetime) -> float:
     return (indexed_at - event_time).total_seconds()
 
 
-#: An event older than this when indexed is not measured: Event Grid retries a delivery for 24
-#: hours and dead letters are replayed within days, so such a time is a wrong clock or a forged
-#: event, and one would set the window's max for the hour (an ``eventTime`` of 1601 is 13e9 s).
-MAX_MEASURED_LAG = timedelta(days=31)
-
-
-def measured_lag(event_time: datetime, indexed_at: datetime) -> float | None:
-    """The lag to record for an event, or None when its time is not one a delivery can have."""
-    seconds = lag_seconds(event_time, indexed_at)
-    return seconds if seconds <= MAX_MEASURED_LAG.total_seconds() else None
-
-
 def upper_bound(bucket: int) -> float:
     return BASE * RATIO**bucket
 

@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any
 
 from .events import BlobAction
-from .lag import measured_lag
+from .lag import lag_seconds
 from .ledger import Delta, Escrow
 from .quotas import Limits, RejectReason, admission
 from .rows import DELETED, LIVE, REJECTED, Change, Entity, Usage, as_int, output_entity
@@ -186,9 +186,8 @@ def plan_chunk(
             report.unchanged += 1
             continue
         state, reason = counters.decide(change, old)
-        lag = measured_lag(change.event_time, now) if change.timed else None
-        if lag is not None:
-            delta.lag.add(lag)
+        if change.timed:
+            delta.lag.add(lag_seconds(change.event_time, now))
         if reason is not None:
             crossings.setdefault(reason, change.output.blob_name)
             report.rejected += 1
