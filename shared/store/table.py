@@ -110,10 +110,26 @@ def etag_of(entity: Mapping[str, Any]) -> str | None:
     return metadata.get("etag")
 
 
+#: A lone surrogate: JSON can carry one (``"\ud800"``) and Azurite stores it, but no answer can
+#: encode it in UTF-8 (a listing holding one answered 500).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _readable(name: str, value: Any) -> Any:
+    """A stored text as an answer can carry it: a lone surrogate (written before events were
+    checked for them) is read as U+FFFD, logged."""
+    if type(value) is str and not value.isascii() and _SURROGATE.search(value) is not None:
+        log.warning("an index row's %s holds a lone surrogate: read as U+FFFD", name)
+        return _SURROGATE.sub("\ufffd", value)
+    return value
+
+
 def _plain(entity: Any) -> Entity:
-    """An SDK entity as the core sees it: Int64 values as ``Int64``, the ETag under ``__etag``."""
+    """An SDK entity as the core sees it: Int64 values as ``Int64``, the ETag under ``__etag``,
+    texts readable (``_readable``)."""
     plain = {
-        name: Int64(value.value) if isinstance(value, EntityProperty) and value.edm_type == EdmType.INT64 else value
+        name: Int64(value.value) if isinstance(value, EntityProperty) and value.edm_type == EdmType.INT64
+        else _readable(name, value)
         for name, value in entity.items()
     }
     plain["__etag"] = etag_of(entity)

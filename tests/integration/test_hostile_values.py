@@ -184,16 +184,14 @@ def test_the_earliest_time_table_storage_holds_is_indexed_and_reads_back(seeded)
     assert app.client.post(f"/api/jobs/{JOB}/reindex").status_code == 200
 
 
-def _poison_event_time(settings: Settings, container: str, name: str) -> None:
-    """Write, bypassing the app, the unreadable time an unchecked event used to store (as Azurite
-    keeps it: ``1-01-01T00:00:00.000000Z``) on the output row of ``name``."""
+def _poison(settings: Settings, container: str, name: str, **properties: Any) -> None:
+    """Write, bypassing the app, what an unchecked event used to store on the output row of
+    ``name`` (e.g. year 1, which Azurite keeps as ``1-01-01T00:00:00.000000Z``)."""
     task, rest = name.split("/$", 1)
     kind, path = rest.split("/", 1)
     row_key = keys.output_key(kind, path, task)
     with TableClient.from_connection_string(settings.index_storage.connection_string, settings.index_table) as table:
-        table.update_entity({"PartitionKey": container, "RowKey": row_key,
-                             "EventTime": EntityProperty(datetime(1, 1, 1, tzinfo=timezone.utc), EdmType.DATETIME)},
-                            mode=UpdateMode.MERGE)
+        table.update_entity({"PartitionKey": container, "RowKey": row_key, **properties}, mode=UpdateMode.MERGE)
         raw = table.query_entities("PartitionKey eq @pk and RowKey eq @rk", parameters={"pk": container, "rk": row_key},
                                    select=["RowKey"])
         assert [e["RowKey"] for e in raw] == [row_key]
@@ -201,7 +199,7 @@ def _poison_event_time(settings: Settings, container: str, name: str) -> None:
 
 def test_a_row_holding_an_unreadable_time_still_lists_reindexes_and_reconciles(seeded) -> None:
     app, _ = seeded
-    _poison_event_time(app.settings, C, FINE)
+    _poison(app.settings, C, FINE, EventTime=EntityProperty(datetime(1, 1, 1, tzinfo=timezone.utc), EdmType.DATETIME))
     assert_job_reads(app, {FINE: 10})
     (item,) = app.all_pages(f"/api/jobs/{JOB}/task-outputs")
     assert item["createdAt"].startswith("0001-01-01")
@@ -211,3 +209,12 @@ def test_a_row_holding_an_unreadable_time_still_lists_reindexes_and_reconciles(s
     # A genuine event of the blob still applies on top of the poisoned row.
     assert app.post_events([blob_event(C, FINE, sequencer=9, size=12)]).json()["indexed"] == 1
     assert listed(app) == {FINE: 12}
+
+
+def test_a_row_holding_a_lone_surrogate_still_lists(seeded) -> None:
+    app, _ = seeded
+    _poison(app.settings, C, FINE, ContentType="text/\ud800")
+    assert_job_reads(app, {FINE: 10})
+    (item,) = app.all_pages(f"/api/jobs/{JOB}/task-outputs")
+    assert item["contentType"] == "text/\ufffd"
+    assert app.client.post(f"/api/jobs/{JOB}/reindex").status_code == 200
