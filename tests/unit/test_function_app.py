@@ -71,8 +71,8 @@ def test_trigger_event_is_parsed_by_the_same_core() -> None:
 
 
 def test_the_anonymous_health_function_sends_detail_to_the_keyed_admin_route() -> None:
-    """Under the host ``/api/health`` is anonymous (the host checks no key), so it cannot tell who
-    asks for the index's detail: it answers 401 and names ``/api/admin/health`` (function keys)."""
+    """Under the host ``/api/health`` is its own function, free of the app's settings, so it does
+    not tell who asks for the index's detail: it answers 401 and names ``/api/admin/health``."""
     plain = asyncio.run(health(func.HttpRequest("GET", "/api/health", body=b"")))
     assert (plain.status_code, json.loads(plain.get_body())) == (200, {"status": "ok"})
     detail = asyncio.run(health(func.HttpRequest("GET", "/api/health", params={"detail": "true"}, body=b"")))
