@@ -154,6 +154,8 @@ var systemTopicName = !empty(outputsSystemTopicName) ? outputsSystemTopicName : 
 
 var useExistingQuotaTopic = !empty(existingQuotaEventsTopicId)
 var quotaTopicEnabled = quotaEventsTopicEnabled || useExistingQuotaTopic
+var quotaTopicSubscriptionId = useExistingQuotaTopic ? split(existingQuotaEventsTopicId, '/')[2] : subscription().subscriptionId
+var quotaTopicResourceGroupName = useExistingQuotaTopic ? split(existingQuotaEventsTopicId, '/')[4] : rg.name
 
 // ---------------------------------------------------------------------------------------------
 // Resources
@@ -252,10 +254,7 @@ module keyVault 'app/keyvault.bicep' = {
 
 module quotaEventsTopic 'app/events-topic.bicep' = if (quotaTopicEnabled) {
   name: 'quota-events-topic-${resourceToken}'
-  scope: resourceGroup(
-    useExistingQuotaTopic ? split(existingQuotaEventsTopicId, '/')[2] : subscription().subscriptionId,
-    useExistingQuotaTopic ? split(existingQuotaEventsTopicId, '/')[4] : rg.name
-  )
+  scope: resourceGroup(quotaTopicSubscriptionId, quotaTopicResourceGroupName)
   params: {
     name: useExistingQuotaTopic ? last(split(existingQuotaEventsTopicId, '/')) : '${abbrs.eventGridTopics}quota-${resourceToken}'
     create: !useExistingQuotaTopic

@@ -66,7 +66,7 @@ class Access:
         self._settings = settings
         self._lock = threading.Lock()
         self._loaded = False
-        self.keys: dict[Role, tuple[bytes, ...]] = {role: () for role in Role}
+        self.keys: dict[Role, tuple[bytes, ...]] = dict.fromkeys(Role, ())
         self.validator: EntraValidator | None = None
         self.public_base_url: str | None = None
 

@@ -99,7 +99,7 @@ class SigningKeys:
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 jwks_url = self._jwks_url or await self._discover(session)
                 keys = _rsa_signing_keys(await _get_json(session, jwks_url))
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             # Keep serving with the keys we have: a blip at the issuer must not lock everyone out.
             log.warning("could not fetch the Entra signing keys (keeping %d known): %s", len(self._keys), exc)
             if self._fetched_at is None:

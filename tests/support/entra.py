@@ -115,7 +115,7 @@ class TokenIssuer:
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 tenant, _, rest = self.path.lstrip("/").partition("/")
                 if rest == "v2.0/.well-known/openid-configuration":
                     issuer.hits["openid-configuration"] += 1

@@ -614,6 +614,30 @@ def test_keys_by_role_and_entra_come_from_parameters() -> None:
     assert {"apiKeys", "readKeys", "entraAudience", "entraTenantId", "storageSku"} <= set(parameters)
 
 
+def test_checkov_runs_in_make_lint_and_every_skip_has_its_reason() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^lint: .*\bcheckov\b", makefile, re.MULTILINE)
+    assert "--config-file infra/.checkov.yaml" in makefile and "devtools/checkov_gate.py" in makefile
+    assert re.search(r"^checkov==\d+\.\d+\.\d+$", (ROOT / "requirements-checkov.txt").read_text(encoding="utf-8"), re.MULTILINE)
+    lines = (INFRA / ".checkov.yaml").read_text(encoding="utf-8").splitlines()
+    start = lines.index("skip-check:")
+    skipped, reason = [], ""
+    for line in lines[start + 1:]:
+        stripped = line.strip()
+        if stripped.startswith("- "):
+            assert reason, f"{stripped} has no reason above it"
+            skipped.append(stripped[2:])
+        elif stripped.startswith("#") and not stripped.startswith("# ---"):
+            reason = stripped
+        elif stripped.startswith("# ---"):
+            reason = ""
+    assert skipped and all(re.fullmatch(r"CKV_AZURE_\d+", s) for s in skipped)
+    assert len(skipped) == len(set(skipped))
+    # The one place: no inline suppression in the Bicep.
+    for path in BICEP_FILES:
+        assert "checkov:skip" not in path.read_text(encoding="utf-8"), path.name
+
+
 # --- the deployment package ---------------------------------------------------------------------
 
 
@@ -638,6 +662,7 @@ def ignored(relative: str) -> bool:
 
 @pytest.mark.parametrize("relative", [
     "tests/unit/test_infra.py", ".venv/lib/python3.11/site-packages/x.py", "local.settings.json",
+    ".venv-checkov/lib/python3.11/site-packages/checkov/main.py", "requirements-checkov.txt",
     "infra/main.bicep", "azurite-data/__blobstorage__/x",
 ])
 def test_funcignore_keeps_dev_files_out_of_the_package(relative: str) -> None:
