@@ -3,6 +3,9 @@ start (a key in two roles, Entra without an issuer, a key source that is not htt
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
 
 from shared.http.app import create_app
@@ -46,7 +49,17 @@ def test_served_directly_a_bad_setting_stops_the_app_at_start(monkeypatch: pytes
         monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match="one role"):
         create_app()
-    create_app(hosted=True)  # under the host: read on the first request (and refused then)
+    # Under the host: read on the first request, and every request refused while they are wrong.
+    hosted = create_app(hosted=True)
+
+    async def ask() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=hosted), base_url="http://app") as client:
+            return await client.get("/api/jobs", headers={"x-functions-key": "local-dev-key"})
+
+    response = asyncio.run(ask())
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "SettingsInvalid", "message": "The app's settings are invalid; its log says which."}}
+    assert "local-dev-key" not in response.text
 
 
 def test_keys_by_role() -> None:
