@@ -157,7 +157,9 @@ async def caller_roles(request: Request) -> set[Role]:
             key_roles.add(Role.READER)
         if AppRole.ADMIN in identity.roles:
             key_roles.add(Role.ADMIN)
-        request.state.caller = f"token {identity.subject}"
+        # Who read what: a token names its caller (a key only its role), so each use is logged.
+        log.info("%s %s by Entra object %s (app roles %s)", request.method, request.url.path, identity.subject,
+                 ",".join(sorted(r.value for r in identity.roles)) or "none")
         if not key_roles:
             # A valid token that carries none of our app roles: known, but allowed nothing.
             raise _forbidden(request, f"token {identity.subject} has no Outputs.* app role")
