@@ -37,6 +37,9 @@ LEEWAY_SECONDS = 60
 KEYS_MAX_AGE = 24 * 3600.0
 #: At most one fetch per this many seconds because of a kid not in the set.
 UNKNOWN_KID_REFETCH_INTERVAL = 60.0
+#: After a failed fetch, the next is tried no sooner than this (an issuer that is down is not
+#: asked once per request).
+FAILED_FETCH_RETRY_SECONDS = 10.0
 #: A header larger than this is no Entra token (they are a few kB); refused before parsing.
 MAX_TOKEN_LENGTH = 16_384
 FETCH_TIMEOUT_SECONDS = 10.0
@@ -71,6 +74,7 @@ class SigningKeys:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
         self._last_unknown_fetch: float | None = None
+        self._retry_after: float | None = None
         self._lock: asyncio.Lock | None = None
         #: How many times the key set was fetched (tests and logs).
         self.fetches = 0
@@ -81,7 +85,9 @@ class SigningKeys:
             self._lock = asyncio.Lock()
         async with self._lock:
             now = self._clock()
-            if self._fetched_at is None or now - self._fetched_at > KEYS_MAX_AGE:
+            if self._retry_after is not None and now < self._retry_after:
+                pass  # the last fetch failed a moment ago: serve with what we have
+            elif self._fetched_at is None or now - self._fetched_at > KEYS_MAX_AGE:
                 await self._fetch()
             elif kid not in self._keys and (
                 self._last_unknown_fetch is None or now - self._last_unknown_fetch >= UNKNOWN_KID_REFETCH_INTERVAL
@@ -102,11 +108,11 @@ class SigningKeys:
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             # Keep serving with the keys we have: a blip at the issuer must not lock everyone out.
             log.warning("could not fetch the Entra signing keys (keeping %d known): %s", len(self._keys), exc)
-            if self._fetched_at is None:
-                raise TokenError("the issuer's signing keys are unavailable") from exc
+            self._retry_after = self._clock() + FAILED_FETCH_RETRY_SECONDS
             return
         self._keys = keys
         self._fetched_at = self._clock()
+        self._retry_after = None
         self.fetches += 1
         log.info("fetched %d Entra signing keys", len(keys))
 

@@ -192,3 +192,14 @@ def test_under_the_host_the_app_checks_every_role_itself(serve: Callable[..., Ru
     assert call(app, "GET", "/api/jobs", token=issuer.token(READ)).status_code == 200
     assert call(app, "POST", f"/api/jobs/{JOB}/reindex", token=issuer.token(READ)).status_code == 403
     assert call(app, "POST", "/api/admin/replay-deadletters", key=READ_KEY).status_code == 403
+
+
+def test_an_issuer_that_cannot_be_reached_is_not_asked_once_per_request(
+        serve: Callable[..., RunningApp], azurite, issuer: TokenIssuer) -> None:
+    app = serve(settings_for(azurite, **issuer.settings(), ENTRA_JWKS_URL=f"{issuer.base}/gone/keys"))
+    before = issuer.hits["other"]
+    for _ in range(5):
+        response = call(app, "GET", "/api/jobs", token=issuer.token(READ))
+        assert (response.status_code, response.json()) == (401, UNAUTHORIZED)
+    assert issuer.hits["other"] - before == 1
+    assert call(app, "GET", "/api/jobs", key=READ_KEY).status_code == 200  # keys do not depend on the issuer

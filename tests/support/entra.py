@@ -125,6 +125,7 @@ class TokenIssuer:
                     issuer.hits["keys"] += 1
                     body = issuer._jwks()
                 else:
+                    issuer.hits["other"] += 1
                     self.send_error(404)
                     return
                 data = json.dumps(body).encode()
