@@ -142,7 +142,7 @@ async def caller_roles(request: Request) -> set[Role]:
     """The reader/admin roles the request's keys and bearer token give (an admin is also a
     reader). 401 when it presents no credential of those roles, or an invalid token."""
     access: Access = request.app.state.access.load()
-    key_roles = access.key_roles(_presented_keys(request)) - {Role.EVENTS}
+    roles = access.key_roles(_presented_keys(request)) - {Role.EVENTS}
     tokens = _bearer_tokens(request)
     if len(tokens) > 1:
         raise _unauthorized(request, "more than one bearer token")
@@ -154,20 +154,20 @@ async def caller_roles(request: Request) -> set[Role]:
         except TokenError as exc:
             raise _unauthorized(request, f"invalid token: {exc}") from None
         if AppRole.READ in identity.roles:
-            key_roles.add(Role.READER)
+            roles.add(Role.READER)
         if AppRole.ADMIN in identity.roles:
-            key_roles.add(Role.ADMIN)
+            roles.add(Role.ADMIN)
         # Who read what: a token names its caller (a key only its role), so each use is logged.
         log.info("%s %s by Entra object %s (app roles %s)", request.method, request.url.path, identity.subject,
                  ",".join(sorted(r.value for r in identity.roles)) or "none")
-        if not key_roles:
+        if not roles:
             # A valid token that carries none of our app roles: known, but allowed nothing.
             raise _forbidden(request, f"token {identity.subject} has no Outputs.* app role")
-    elif not key_roles:
+    elif not roles:
         raise _unauthorized(request, "missing or wrong key")
-    if Role.ADMIN in key_roles:
-        key_roles.add(Role.READER)
-    return key_roles
+    if Role.ADMIN in roles:
+        roles.add(Role.READER)
+    return roles
 
 
 async def require_role(request: Request) -> None:
