@@ -1,5 +1,6 @@
-"""Assembles the Functions app: the ASGI API, the Event Grid webhook (guarded by an events key),
-the Event Grid trigger, the health route and the reconciler's timer."""
+"""Assembles the Functions app: the ASGI API (which checks keys and Entra tokens by role itself),
+the Event Grid webhook (guarded by an events key), the Event Grid trigger, the health route and
+the reconciler's timer."""
 
 import azure.functions as func
 
@@ -8,7 +9,7 @@ from functions.http_app import http_app, webhook_blueprint
 from functions.reconcile import blueprint as reconcile_blueprint
 from shared.runtime import settle_collector
 
-app = func.AsgiFunctionApp(app=http_app, http_auth_level=func.AuthLevel.FUNCTION)
+app = func.AsgiFunctionApp(app=http_app, http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(blueprint)
 app.register_functions(webhook_blueprint)
 app.register_functions(reconcile_blueprint)

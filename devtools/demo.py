@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 time.sleep(1)
             progress.update(indexed, completed=done)
-    page = f"{args.app}/ui/jobs/{quote(JOB_ID, safe='')}?code={quote(key, safe='')}"
+    # The page only reads: hand it a reader key when there is one (issue 23), not the admin key.
+    page_key = settings.read_keys[0] if settings.read_keys else key
+    page = f"{args.app}/ui/jobs/{quote(JOB_ID, safe='')}?code={quote(page_key, safe='')}"
     print(f"\n{FRAMES} tasks, {total} outputs of job {JOB_ID} indexed. Open:\n\n  {page}\n")
     return 0
 

@@ -160,7 +160,7 @@ def main() -> int:
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every request at INFO
     log = logging.getLogger("make-run")
     settings = Settings.load()
-    logs.protect([*settings.api_keys, *settings.events_keys])  # this process's logs too (the proxy sees SAS URLs)
+    logs.protect([*settings.api_keys, *settings.read_keys, *settings.events_keys])  # this process's logs too (the proxy sees SAS URLs)
     values = json.loads(LOCAL_SETTINGS_FILE.read_text(encoding="utf-8")).get("Values", {})
     with_feed = feed_enabled()
     busy = [p for p in (APP_PORT, BLOB_PORT) if port_open(p)]
@@ -201,7 +201,7 @@ def main() -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or a kill: stop everything in order
         signal.signal(signum, lambda *_: stop.set())
-    log.info("API on http://127.0.0.1:%d/api (key: x-functions-key or ?code= from API_KEYS; events: EVENTS_KEYS)%s", APP_PORT,
+    log.info("API on http://127.0.0.1:%d/api (key: x-functions-key or ?code= from READ_KEYS or API_KEYS; events: EVENTS_KEYS)%s", APP_PORT,
              "; the local event source delivers BlobCreated/BlobDeleted to /api/events" if with_feed else "")
     if with_feed:
         log.info("events the local event source gives up on (%s attempts or %s minutes) are dead-lettered to %s: "

@@ -67,11 +67,11 @@ async def index_blob_event(event: str) -> None:
         log.debug("event %s durable; its group commit: %s", outcome.event_id, json.dumps(report.as_dict()))
 
 
-#: The host does not check a key on this anonymous function, so it cannot tell who asks for
-#: detail: the detailed health is ``GET /api/admin/health``, behind the host's function keys.
+#: This function stays free of the app's settings (liveness must answer while they are broken),
+#: so it does not check who asks for detail: that is ``GET /api/admin/health``, an admin's.
 DETAIL_ELSEWHERE = json.dumps({"error": {
     "code": "DetailNeedsKey",
-    "message": "Under Azure Functions the detailed health is GET /api/admin/health, with a function key.",
+    "message": "Under Azure Functions the detailed health is GET /api/admin/health, with an admin key or token.",
 }})
 
 

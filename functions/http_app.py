@@ -1,11 +1,12 @@
-"""The HTTP entry points: the API as one ASGI app behind the Functions host's key check, and the
-Event Grid webhook as its own function, guarded by an events key.
+"""The HTTP entry points: the API as one ASGI app, and the Event Grid webhook as its own function,
+guarded by an events key.
 
-Keys by role under the host:
+Roles under the host (the app checks every credential itself, as when served directly; the host's
+function keys grant nothing, as they cannot say which role a caller has nor carry an Entra token):
 
 * ``http_app_func`` (registered by ``function_app.py``, route ``/{*route}``, auth level
-  ``function``): the API. The host admits a function key of that function (or a host key);
-  the app additionally refuses an ``EVENTS_KEYS`` key there.
+  ``anonymous``): the API. The app admits ``READ_KEYS`` / ``API_KEYS`` keys (Key Vault references
+  in Azure) and Entra tokens by role, and refuses an ``EVENTS_KEYS`` key there.
 * ``events_webhook`` (route ``api/events``, POST and OPTIONS): a literal route, so the host sends
   the webhook here and not to the catch-all. The host does not check a key (auth level
   ``anonymous``); the app does, against ``EVENTS_KEYS`` (a Key Vault reference in Azure), so a
@@ -21,8 +22,8 @@ import azure.functions as func
 
 from shared.http.app import create_app
 
-#: Under the host, function keys (auth level ``function``) guard every route but health and the webhook.
-http_app = create_app(check_keys=False)
+#: Built at import; reads its settings (keys, Entra) on the first request.
+http_app = create_app(hosted=True)
 
 #: The core's clients, shared with the Event Grid trigger (one set per worker process).
 services = http_app.state.services

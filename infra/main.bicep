@@ -44,6 +44,30 @@ param tokenSigningKey string
 @description('Keys (comma-separated) that may post to the webhook POST /api/events and do nothing else (EVENTS_KEYS). Stored in Key Vault only. Empty: the webhook answers 401 to everyone; the deployed subscription delivers to the Event Grid trigger instead, which needs no key of ours.')
 param eventsKeys string = ''
 
+@secure()
+@description('Admin keys (comma-separated, API_KEYS): every route but the webhook. Stored in Key Vault only. Empty: only Entra tokens with Outputs.Admin administer.')
+param apiKeys string = ''
+
+@secure()
+@description('Reader keys (comma-separated, READ_KEYS): every GET of the API and the UI, nothing else. Stored in Key Vault only. A key may be in one of apiKeys, readKeys, eventsKeys only (the app refuses to start otherwise).')
+param readKeys string = ''
+
+@description('Microsoft Entra ID: the application ID URI and/or client ID of the API\'s app registration (comma-separated, ENTRA_AUDIENCE). Empty: no bearer tokens, keys only. The app registration and its app roles (Outputs.Read, Outputs.Admin) are made by hand: docs/deploy.md.')
+param entraAudience string = ''
+
+@description('Tenant whose tokens are accepted (ENTRA_TENANT_ID); empty: the deployment\'s tenant.')
+param entraTenantId string = ''
+
+@description('Token issuer (ENTRA_ISSUER) when not https://login.microsoftonline.com/{tenant}/v2.0 (a sovereign cloud); empty: that one.')
+param entraIssuer string = ''
+
+@allowed(['Standard_ZRS', 'Standard_LRS', 'Standard_GZRS', 'Standard_RAGZRS'])
+@description('Redundancy of the storage accounts created here: zone-redundant by default; Standard_LRS only in a region without availability zones.')
+param storageSku string = 'Standard_ZRS'
+
+@description('With vnetEnabled, keep the public endpoint of a new outputs account open (Batch pools without a private path to it). Off: closed like the rest.')
+param outputsStoragePublicNetworkAccess bool = false
+
 @description('Scheme and host clients reach the API at, e.g. https://outputs.contoso.com (PUBLIC_BASE_URL). nextLink is built from it; empty: nextLink is relative (/api/...). Never taken from a request\'s Host header.')
 param publicBaseUrl string = ''
 
@@ -130,6 +154,8 @@ var systemTopicName = !empty(outputsSystemTopicName) ? outputsSystemTopicName : 
 
 var useExistingQuotaTopic = !empty(existingQuotaEventsTopicId)
 var quotaTopicEnabled = quotaEventsTopicEnabled || useExistingQuotaTopic
+var quotaTopicSubscriptionId = useExistingQuotaTopic ? split(existingQuotaEventsTopicId, '/')[2] : subscription().subscriptionId
+var quotaTopicResourceGroupName = useExistingQuotaTopic ? split(existingQuotaEventsTopicId, '/')[4] : rg.name
 
 // ---------------------------------------------------------------------------------------------
 // Resources
@@ -173,6 +199,8 @@ module storage 'app/storage.bicep' = {
     indexTableName: indexTableName
     deadLetterContainerName: deadLetterContainerName
     vnetEnabled: vnetEnabled
+    skuName: storageSku
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
 }
 
@@ -183,6 +211,9 @@ module outputsStorage 'app/outputs-storage.bicep' = if (createOutputsStorage) {
     name: outputsAccountName
     location: location
     tags: tags
+    vnetEnabled: vnetEnabled
+    publicNetworkAccessEnabled: outputsStoragePublicNetworkAccess
+    skuName: storageSku
   }
 }
 
@@ -194,6 +225,7 @@ module outputsAccess 'app/outputs-access.bicep' = {
     appPrincipalId: identity.outputs.principalId
     systemTopicName: systemTopicName
     tags: tags
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
   dependsOn: [
     outputsStorage
@@ -211,16 +243,18 @@ module keyVault 'app/keyvault.bicep' = {
     tokenSigningKey: tokenSigningKey
     eventsKeys: eventsKeys
     eventsKeysEnabled: !empty(eventsKeys)
+    apiKeys: apiKeys
+    apiKeysEnabled: !empty(apiKeys)
+    readKeys: readKeys
+    readKeysEnabled: !empty(readKeys)
     vnetEnabled: vnetEnabled
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
 }
 
 module quotaEventsTopic 'app/events-topic.bicep' = if (quotaTopicEnabled) {
   name: 'quota-events-topic-${resourceToken}'
-  scope: resourceGroup(
-    useExistingQuotaTopic ? split(existingQuotaEventsTopicId, '/')[2] : subscription().subscriptionId,
-    useExistingQuotaTopic ? split(existingQuotaEventsTopicId, '/')[4] : rg.name
-  )
+  scope: resourceGroup(quotaTopicSubscriptionId, quotaTopicResourceGroupName)
   params: {
     name: useExistingQuotaTopic ? last(split(existingQuotaEventsTopicId, '/')) : '${abbrs.eventGridTopics}quota-${resourceToken}'
     create: !useExistingQuotaTopic
@@ -236,6 +270,7 @@ module rbac 'app/rbac.bicep' = {
   params: {
     storageAccountName: storage.outputs.name
     deadLetterContainerName: storage.outputs.deadLetterContainerName
+    appContainerNames: concat([storage.outputs.deploymentContainerName, storage.outputs.deadLetterContainerName], storage.outputs.hostContainerNames)
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     appPrincipalId: identity.outputs.principalId
     systemTopicPrincipalId: outputsAccess.outputs.systemTopicPrincipalId
@@ -298,10 +333,10 @@ module privateEndpoint 'app/private-endpoint.bicep' = [
 ]
 
 // Every app setting the code reads (shared/settings.py SETTING_NAMES), except the local-only
-// ones: OUTPUTS_STORAGE / INDEX_STORAGE connection strings (identity-based here), API_KEYS
-// (the Functions host checks function keys on the API) and EVENTS_TOPIC_KEY (the identity
-// publishes). EVENTS_KEYS guards the webhook function, which the host does not key-check:
-// a Key Vault reference when keys are given, else empty (the webhook then refuses everyone).
+// ones: OUTPUTS_STORAGE / INDEX_STORAGE connection strings (identity-based here) and
+// EVENTS_TOPIC_KEY (the identity publishes). The app checks every key and token itself (the
+// host checks none): the keys by role are Key Vault references when given, else empty (that
+// role then has no key; Entra tokens may still grant it).
 var appSettings = {
   OUTPUTS_STORAGE__blobServiceUri: outputsAccess.outputs.blobEndpoint
   OUTPUTS_STORAGE__credential: 'managedidentity'
@@ -314,6 +349,13 @@ var appSettings = {
   INDEX_TABLE: storage.outputs.indexTableName
   TOKEN_SIGNING_KEY: keyVault.outputs.tokenSigningKeyReference
   EVENTS_KEYS: keyVault.outputs.eventsKeysReference
+  API_KEYS: keyVault.outputs.apiKeysReference
+  READ_KEYS: keyVault.outputs.readKeysReference
+  ENTRA_AUDIENCE: entraAudience
+  ENTRA_TENANT_ID: empty(entraAudience) ? '' : (empty(entraTenantId) ? tenant().tenantId : entraTenantId)
+  ENTRA_ISSUER: entraIssuer
+  // Found through the issuer's OpenID configuration (jwks_uri).
+  ENTRA_JWKS_URL: ''
   PUBLIC_BASE_URL: publicBaseUrl
   SAS_TTL_MINUTES: string(sasTtlMinutes)
   QUOTA_MAX_OUTPUTS_PER_JOB: string(quotaMaxOutputsPerJob)

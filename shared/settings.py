@@ -38,7 +38,12 @@ SETTING_NAMES: tuple[str, ...] = (
     "INDEX_STORAGE__clientId",
     "INDEX_TABLE",
     "API_KEYS",
+    "READ_KEYS",
     "EVENTS_KEYS",
+    "ENTRA_AUDIENCE",
+    "ENTRA_TENANT_ID",
+    "ENTRA_ISSUER",
+    "ENTRA_JWKS_URL",
     "PUBLIC_BASE_URL",
     "TOKEN_SIGNING_KEY",
     "SAS_TTL_MINUTES",
@@ -67,13 +72,69 @@ class SettingsError(ValueError):
     """A setting is missing or malformed."""
 
 
-def key_roles(api_keys: str | None, events_keys: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``API_KEYS`` (read and administer) and ``EVENTS_KEYS`` (post events only): one role a key."""
+@dataclass(frozen=True)
+class KeyRoles:
+    """The keys of each role (SPEC §11): one role a key."""
+
+    #: ``READ_KEYS``: every GET of the API and the UI.
+    read: tuple[str, ...] = ()
+    #: ``API_KEYS``: everything a reader may, plus quotas, registration, reindex, replay, admin health.
+    admin: tuple[str, ...] = ()
+    #: ``EVENTS_KEYS``: the webhook only.
+    events: tuple[str, ...] = ()
+
+
+def key_roles(api_keys: str | None, events_keys: str | None, read_keys: str | None = None) -> KeyRoles:
+    """``READ_KEYS``, ``API_KEYS`` and ``EVENTS_KEYS`` (comma-separated); a key in two of them is
+    refused: a key must say which role it has."""
     split = lambda raw: tuple(k.strip() for k in (raw or "").split(",") if k.strip())  # noqa: E731
-    readers, posters = split(api_keys), split(events_keys)
-    if set(readers) & set(posters):
-        raise SettingsError("a key is in both API_KEYS and EVENTS_KEYS: each key has one role")
-    return readers, posters
+    roles = KeyRoles(read=split(read_keys), admin=split(api_keys), events=split(events_keys))
+    named = (("READ_KEYS", roles.read), ("API_KEYS", roles.admin), ("EVENTS_KEYS", roles.events))
+    for i, (first, keys) in enumerate(named):
+        for second, others in named[i + 1:]:
+            if set(keys) & set(others):
+                raise SettingsError(f"a key is in both {first} and {second}: each key has one role")
+    return roles
+
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+@dataclass(frozen=True)
+class EntraSettings:
+    """Microsoft Entra ID bearer tokens: accepted only when ``ENTRA_AUDIENCE`` is set."""
+
+    #: ``ENTRA_AUDIENCE`` (comma-separated: the app ID URI and the client ID are both common).
+    audiences: tuple[str, ...]
+    #: ``ENTRA_ISSUER``, else ``https://login.microsoftonline.com/{ENTRA_TENANT_ID}/v2.0``.
+    issuer: str
+    #: ``ENTRA_JWKS_URL``, else the ``jwks_uri`` of the issuer's OpenID configuration.
+    jwks_url: str | None = None
+
+
+def _trusted_url(name: str, raw: str) -> str:
+    """An https URL (http only on loopback, for a local test issuer), without query or user info."""
+    parts = urlsplit(raw)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if not (parts.scheme == "https" or (parts.scheme == "http" and loopback)) or not parts.netloc \
+            or "@" in parts.netloc or parts.query or parts.fragment:
+        raise SettingsError(f"{name} must be an https:// URL (http:// on loopback only), got {raw!r}")
+    return raw
+
+
+def entra_settings(audience: str | None, tenant_id: str | None, issuer: str | None,
+                   jwks_url: str | None) -> EntraSettings | None:
+    """The Entra settings, or None when ``ENTRA_AUDIENCE`` is unset (keys only)."""
+    audiences = tuple(a.strip() for a in (audience or "").split(",") if a.strip())
+    if not audiences:
+        return None
+    if issuer is None:
+        if tenant_id is None or not _GUID.match(tenant_id):
+            raise SettingsError("ENTRA_AUDIENCE is set: ENTRA_TENANT_ID must be the tenant's ID (a GUID), "
+                                "or ENTRA_ISSUER the tokens' issuer")
+        issuer = f"https://login.microsoftonline.com/{tenant_id.lower()}/v2.0"
+    return EntraSettings(audiences=audiences, issuer=_trusted_url("ENTRA_ISSUER", issuer).rstrip("/"),
+                         jwks_url=_trusted_url("ENTRA_JWKS_URL", jwks_url) if jwks_url else None)
 
 
 def public_base_url(raw: str | None) -> str | None:
@@ -135,6 +196,8 @@ class Settings:
     index_table: str = "outputindex"
     api_keys: tuple[str, ...] = ()
     events_keys: tuple[str, ...] = ()
+    read_keys: tuple[str, ...] = ()
+    entra: EntraSettings | None = None
     public_base_url: str | None = None
     token_signing_key: str = ""
     sas_ttl_minutes: int = 15
@@ -200,13 +263,15 @@ class Settings:
                 blob_service_uri=text(f"{name}__blobServiceUri") if uri_suffix != "blobServiceUri" else None,
             )
 
-        api_keys, events_keys = key_roles(text("API_KEYS"), text("EVENTS_KEYS"))
+        keys = key_roles(text("API_KEYS"), text("EVENTS_KEYS"), text("READ_KEYS"))
         return cls(
             outputs_storage=connection("OUTPUTS_STORAGE", "blobServiceUri"),
             index_storage=connection("INDEX_STORAGE", "tableServiceUri"),
             index_table=text("INDEX_TABLE", "outputindex") or "outputindex",
-            api_keys=api_keys,
-            events_keys=events_keys,
+            api_keys=keys.admin,
+            events_keys=keys.events,
+            read_keys=keys.read,
+            entra=entra_settings(text("ENTRA_AUDIENCE"), text("ENTRA_TENANT_ID"), text("ENTRA_ISSUER"), text("ENTRA_JWKS_URL")),
             public_base_url=public_base_url(text("PUBLIC_BASE_URL")),
             token_signing_key=text("TOKEN_SIGNING_KEY", "") or "",
             sas_ttl_minutes=integer("SAS_TTL_MINUTES", 15, minimum=1),

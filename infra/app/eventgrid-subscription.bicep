@@ -26,6 +26,11 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' existing = {
   name: systemTopicName
 }
 
+// Batch size: the Functions extension runs a delivered batch as concurrent single-event
+// invocations and the app's group commit (shared/ingest/group_commit.py) joins them into shared
+// batch transactions. 100 events: one Table transaction holds at most 100 entities, and a
+// failed invocation makes Event Grid redeliver the whole batch, so a batch much larger only
+// widens that redelivery. A BlobCreated event is about 1 KB: 128 KB holds 100.
 resource eventSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {
   parent: systemTopic
   name: subscriptionName
@@ -34,11 +39,7 @@ resource eventSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@
       endpointType: 'AzureFunction'
       properties: {
         resourceId: '${functionAppId}/functions/${functionName}'
-        // The Functions extension runs a delivered batch as concurrent single-event invocations
-        // and the app's group commit (shared/ingest/group_commit.py) joins them into shared
-        // batch transactions. 100 events: one Table transaction holds at most 100 entities,
-        // and a failed invocation makes Event Grid redeliver the whole batch, so a batch much
-        // larger only widens that redelivery. A BlobCreated event is about 1 KB: 128 KB holds 100.
+        // Batches of 100 events (one Table transaction's worth): see above.
         maxEventsPerBatch: 100
         preferredBatchSizeInKilobytes: 128
       }

@@ -1,4 +1,4 @@
-metadata description = 'Key Vault (RBAC mode) holding TOKEN_SIGNING_KEY (and EVENTS_KEYS when given); the app reads them through Key Vault references with its user-assigned identity.'
+metadata description = 'Key Vault (RBAC mode, purge protection, 90-day soft delete, audit logs) holding TOKEN_SIGNING_KEY and the keys by role given (API_KEYS, READ_KEYS, EVENTS_KEYS); the app reads them through Key Vault references with its user-assigned identity.'
 
 param name string
 param location string = resourceGroup().location
@@ -19,8 +19,27 @@ param eventsKeys string = ''
 @description('Whether eventsKeys holds keys (a plain flag, so outputs need not touch the secure value).')
 param eventsKeysEnabled bool = false
 
+@secure()
+@description('Admin keys (API_KEYS); empty for none. Stored only in Key Vault; never an output.')
+param apiKeys string = ''
+
+@description('Whether apiKeys holds keys.')
+param apiKeysEnabled bool = false
+
+@secure()
+@description('Reader keys (READ_KEYS); empty for none. Stored only in Key Vault; never an output.')
+param readKeys string = ''
+
+@description('Whether readKeys holds keys.')
+param readKeysEnabled bool = false
+
+@description('Resource ID of the Log Analytics workspace the vault\'s audit log goes to.')
+param logAnalyticsWorkspaceId string
+
 param secretName string = 'token-signing-key'
 param eventsKeysSecretName string = 'events-keys'
+param apiKeysSecretName string = 'api-keys'
+param readKeysSecretName string = 'read-keys'
 param vnetEnabled bool = false
 
 // Key Vault Secrets User: read secret values, nothing else.
@@ -38,7 +57,9 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     }
     enableRbacAuthorization: true
     enableSoftDelete: true
-    softDeleteRetentionInDays: 7
+    softDeleteRetentionInDays: 90
+    // A deleted vault or secret cannot be purged before its retention ends (nor the signing key lost).
+    enablePurgeProtection: true
     publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
@@ -86,9 +107,64 @@ resource eventsKeysReader 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
+resource apiKeysSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (apiKeysEnabled) {
+  parent: vault
+  name: apiKeysSecretName
+  properties: {
+    value: apiKeys
+    contentType: 'text/plain'
+  }
+}
+
+resource apiKeysReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (apiKeysEnabled) {
+  name: guid(vault.id, apiKeysSecretName, appPrincipalId, keyVaultSecretsUser)
+  scope: apiKeysSecret
+  properties: {
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+  }
+}
+
+resource readKeysSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (readKeysEnabled) {
+  parent: vault
+  name: readKeysSecretName
+  properties: {
+    value: readKeys
+    contentType: 'text/plain'
+  }
+}
+
+resource readKeysReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (readKeysEnabled) {
+  name: guid(vault.id, readKeysSecretName, appPrincipalId, keyVaultSecretsUser)
+  scope: readKeysSecret
+  properties: {
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+  }
+}
+
+// Every read of a secret, every change of the vault: who, when, from where.
+resource auditLog 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: vault
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      { categoryGroup: 'audit', enabled: true }
+    ]
+    metrics: [
+      { category: 'AllMetrics', enabled: true }
+    ]
+  }
+}
+
 output id string = vault.id
 output name string = vault.name
 // A reference, not the value: the platform resolves it at run time with the app's identity.
 output tokenSigningKeyReference string = '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=${secret.name})'
 // Empty when no events keys are given: an unresolvable reference would read as a literal key.
 output eventsKeysReference string = !eventsKeysEnabled ? '' : '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=${eventsKeysSecretName})'
+output apiKeysReference string = !apiKeysEnabled ? '' : '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=${apiKeysSecretName})'
+output readKeysReference string = !readKeysEnabled ? '' : '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=${readKeysSecretName})'

@@ -11,6 +11,9 @@ param systemTopicName string
 
 param tags object = {}
 
+@description('Resource ID of the Log Analytics workspace for the account\'s blob logs and the topic\'s delivery failures.')
+param logAnalyticsWorkspaceId string
+
 // Built-in role definition IDs (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles).
 var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 // Needed to request the user delegation key that signs downloadUrl SAS tokens.
@@ -53,6 +56,44 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   properties: {
     source: outputsAccount.id
     topicType: 'Microsoft.Storage.StorageAccounts'
+  }
+}
+
+resource outputsBlobServices 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: outputsAccount
+  name: 'default'
+}
+
+// Who read, wrote or deleted which output (new or adopted account alike).
+resource outputsBlobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'batch-output-index-to-log-analytics'
+  scope: outputsBlobServices
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      { category: 'StorageRead', enabled: true }
+      { category: 'StorageWrite', enabled: true }
+      { category: 'StorageDelete', enabled: true }
+    ]
+    metrics: [
+      { category: 'Transaction', enabled: true }
+    ]
+  }
+}
+
+// Events Event Grid could not deliver (and dead-lettered): the first place to look when an
+// output is missing from the index.
+resource systemTopicDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: systemTopic
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      { category: 'DeliveryFailures', enabled: true }
+    ]
+    metrics: [
+      { category: 'AllMetrics', enabled: true }
+    ]
   }
 }
 

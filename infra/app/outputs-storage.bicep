@@ -4,13 +4,23 @@ param name string
 param location string = resourceGroup().location
 param tags object = {}
 
+@description('When true, the account takes traffic only through private endpoints and trusted Azure services, unless publicNetworkAccessEnabled.')
+param vnetEnabled bool = false
+
+@description('Keep the public endpoint open even with vnetEnabled: Batch pools without a private path to the account write their outputs through it.')
+param publicNetworkAccessEnabled bool = false
+
+@allowed(['Standard_ZRS', 'Standard_LRS', 'Standard_GZRS', 'Standard_RAGZRS'])
+@description('Redundancy: zone-redundant by default; Standard_LRS only in a region without availability zones.')
+param skuName string = 'Standard_ZRS'
+
 resource outputs 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
   tags: tags
   kind: 'StorageV2'
   sku: {
-    name: 'Standard_LRS'
+    name: skuName
   }
   properties: {
     accessTier: 'Hot'
@@ -22,13 +32,12 @@ resource outputs 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowCrossTenantReplication: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    // Left reachable: Batch compute nodes write here from wherever their pool runs. With
-    // vnetEnabled the app still reads it through a private endpoint; close the public side
-    // once the pool has its own private path.
-    publicNetworkAccess: 'Enabled'
+    // Closed with vnetEnabled: the app reads it through a private endpoint, and the Batch
+    // pool must have its own private path (or the operator opens it by parameter).
+    publicNetworkAccess: vnetEnabled && !publicNetworkAccessEnabled ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: vnetEnabled && !publicNetworkAccessEnabled ? 'Deny' : 'Allow'
     }
   }
 }

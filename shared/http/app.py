@@ -24,7 +24,7 @@ from shared.service import ServiceHolder
 from shared.settings import Settings
 
 from . import logs, openapi
-from .dependencies import Access, require_api_key, require_events_key
+from .dependencies import Access, require_events_key, require_role
 from .errors import install_error_handlers
 from .openapi import document_security
 from .routes import admin, events, health, jobs, outputs, quota, ui
@@ -57,9 +57,12 @@ class NoStore:
         await self.app(scope, receive, send_no_store)
 
 
-def create_app(settings: Settings | None = None, *, check_keys: bool = True) -> FastAPI:
-    """The API. ``check_keys=False`` under the Functions host, which checks function keys itself
-    (on every route but the webhook, whose events keys the app checks under both hosts)."""
+def create_app(settings: Settings | None = None, *, hosted: bool = False) -> FastAPI:
+    """The API, which checks keys and tokens by role itself (``shared.http.dependencies``).
+
+    ``hosted=True`` under the Functions host: the app is built at import time and reads its
+    settings on the first request; served directly they are read now, so a bad setting stops
+    the server at start."""
     logs.protect()
     holder = ServiceHolder(settings)
 
@@ -81,16 +84,17 @@ def create_app(settings: Settings | None = None, *, check_keys: bool = True) -> 
         redirect_slashes=False,
     )
     app.state.services = holder
-    app.state.access = Access(settings, check_api_keys=check_keys)
-    if check_keys:
+    app.state.access = Access(settings)
+    if not hosted:
         app.state.access.load()  # served directly: a settings error stops the server at start
 
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(ui.router)
     app.include_router(events.router, dependencies=[Depends(require_events_key)])
+    # Every other router: a GET is a reader's, anything else (and /api/admin/) an admin's.
     for module in (jobs, outputs, quota, admin, openapi):
-        app.include_router(module.router, dependencies=[Depends(require_api_key)])
+        app.include_router(module.router, dependencies=[Depends(require_role)])
     document_security(app, PUBLIC_PATHS)
     app.add_middleware(NoStore)
     return app

@@ -1,15 +1,24 @@
-"""What route handlers get through ``Depends``: the service, the key checks, checked IDs, paging.
+"""What route handlers get through ``Depends``: the service, who may call what, checked IDs, paging.
 
-Keys have roles (SPEC §10): ``API_KEYS`` read and administer (every router but health, the
-browser page and the webhook: ``require_api_key``); ``EVENTS_KEYS`` post events and nothing
-else (the webhook: ``require_events_key``). Served directly, the app checks both. Under the
-Functions host the host checks function keys on the API's routes (the app is built with
-``check_keys=False``, and still refuses an events key there), while the webhook is its own
-function whose events key the app checks (see ``functions/http_app.py``).
+Roles (SPEC §11), under both hosts (the app checks every credential itself; under the Functions
+host every HTTP function is anonymous to the host):
+
+* **reader**: every ``GET`` of the API (and the UI, which only reads). ``READ_KEYS``, or an Entra
+  token with the app role ``Outputs.Read``.
+* **admin**: a reader's rights plus every other method (quota ``PUT``, registration, reindex,
+  replay) and every route under ``ADMIN_PATH_PREFIXES`` whatever its method (the detailed health,
+  long operations' status). ``API_KEYS``, or a token with ``Outputs.Admin``.
+* **events**: the webhook only (``EVENTS_KEYS``; no token grants it). An events key is no
+  credential anywhere else, and no other credential opens the webhook.
+
+The rule is by method and path, not by route, so a route added later inherits it: a new ``GET``
+is a reader's, anything else an admin's. No credential, a wrong key or an invalid token: ``401``;
+a valid credential without the role: ``403``. Neither says why (the log does).
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
 import logging
 import threading
@@ -24,6 +33,7 @@ from shared.service import Service, ServiceHolder
 from shared.settings import Settings
 
 from . import logs
+from .entra import AppRole, EntraValidator, TokenError
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -31,38 +41,57 @@ log = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
 
+#: Routes an admin's whatever their method (a GET there tells about the deployment or a long
+#: operation, not about a job's outputs).
+ADMIN_PATH_PREFIXES = ("/api/admin/", "/api/operations/")
+#: Methods that only read.
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class Role(enum.Enum):
+    READER = "reader"
+    ADMIN = "admin"
+    EVENTS = "events"
+
 
 class Access:
-    """Who may call what (the keys by role), and where clients reach the app (``PUBLIC_BASE_URL``).
+    """Who may call what (keys by role, Entra tokens), and where clients reach the app (``PUBLIC_BASE_URL``).
 
-    Read from settings on first use: under the Functions host the app is built at import time,
-    before a request proves the settings are there.
+    Read from settings on first use under the Functions host: the app is built at import time,
+    before a request proves the settings are there. Served directly, ``create_app`` loads it at
+    once, so a bad setting (a key in two roles) stops the server at start.
     """
 
-    def __init__(self, settings: Settings | None, *, check_api_keys: bool) -> None:
+    def __init__(self, settings: Settings | None) -> None:
         self._settings = settings
-        self._check_api_keys = check_api_keys
         self._lock = threading.Lock()
         self._loaded = False
-        self.api_keys: tuple[bytes, ...] | None = None
-        self.events_keys: tuple[bytes, ...] = ()
+        self.keys: dict[Role, tuple[bytes, ...]] = dict.fromkeys(Role, ())
+        self.validator: EntraValidator | None = None
         self.public_base_url: str | None = None
 
     def load(self) -> Access:
         with self._lock:
             if not self._loaded:
                 settings = self._settings or Settings.load()
-                if self._check_api_keys:
-                    self.api_keys = tuple(k.encode("utf-8") for k in settings.api_keys)
-                    if not settings.api_keys:
-                        log.warning("API_KEYS is empty: every route but /api/health and the webhook answers 401")
-                self.events_keys = tuple(k.encode("utf-8") for k in settings.events_keys)
+                self.keys = {
+                    Role.READER: tuple(k.encode("utf-8") for k in settings.read_keys),
+                    Role.ADMIN: tuple(k.encode("utf-8") for k in settings.api_keys),
+                    Role.EVENTS: tuple(k.encode("utf-8") for k in settings.events_keys),
+                }
+                self.validator = EntraValidator(settings.entra) if settings.entra else None
+                if not (settings.api_keys or settings.read_keys or settings.entra):
+                    log.warning("API_KEYS, READ_KEYS and ENTRA_AUDIENCE are empty: every route but /api/health and the webhook answers 401")
                 if not settings.events_keys:
                     log.warning("EVENTS_KEYS is empty: POST /api/events answers 401")
                 self.public_base_url = settings.public_base_url
-                logs.protect([*settings.api_keys, *settings.events_keys])
+                logs.protect([*settings.api_keys, *settings.read_keys, *settings.events_keys])
                 self._loaded = True
         return self
+
+    def key_roles(self, presented: list[bytes]) -> set[Role]:
+        """The roles of the presented keys that are known (every key compared in constant time)."""
+        return {role for role, keys in self.keys.items() if _matches(presented, keys)}
 
 
 async def service(request: Request) -> Service:
@@ -77,6 +106,17 @@ def _presented_keys(request: Request) -> list[bytes]:
     return presented
 
 
+def _bearer_tokens(request: Request) -> list[str]:
+    tokens = []
+    for name, value in request.scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            # Another scheme (Basic, ...) is no credential of ours: as if absent.
+            if scheme.lower() == "bearer":
+                tokens.append(token.strip())
+    return tokens
+
+
 def _matches(presented: list[bytes], keys: tuple[bytes, ...]) -> bool:
     return any(hmac.compare_digest(p, key) for p in presented for key in keys)
 
@@ -86,23 +126,72 @@ def _unauthorized(request: Request, why: str) -> ApiError:
     return ApiError(401, "Unauthorized", "A valid key is required.")
 
 
-async def require_api_key(request: Request) -> None:
-    """401 unless the request presents an ``API_KEYS`` key (under the host: a function key,
-    which the host checked, and never an events key)."""
+def _forbidden(request: Request, why: str) -> ApiError:
+    log.warning("403 for %s %s: %s", request.method, request.url.path, why)
+    return ApiError(403, "Forbidden", "The credential presented does not allow this.")
+
+
+def required_role(method: str, path: str) -> Role:
+    """The role a request needs (the webhook aside): a reader's for a read, else an admin's."""
+    if method.upper() in READ_METHODS and not path.startswith(ADMIN_PATH_PREFIXES):
+        return Role.READER
+    return Role.ADMIN
+
+
+async def caller_roles(request: Request) -> set[Role]:
+    """The reader/admin roles the request's keys and bearer token give (an admin is also a
+    reader). 401 when it presents no credential of those roles, or an invalid token."""
     access: Access = request.app.state.access.load()
-    presented = _presented_keys(request)
-    if access.api_keys is None:
-        if _matches(presented, access.events_keys):
-            raise _unauthorized(request, "an events key on an API route")
-        return
-    if not _matches(presented, access.api_keys):
+    roles = access.key_roles(_presented_keys(request)) - {Role.EVENTS}
+    tokens = _bearer_tokens(request)
+    if len(tokens) > 1:
+        raise _unauthorized(request, "more than one bearer token")
+    if tokens:
+        if access.validator is None:
+            raise _unauthorized(request, "a bearer token, and ENTRA_AUDIENCE is not set")
+        try:
+            identity = await access.validator.validate(tokens[0])
+        except TokenError as exc:
+            raise _unauthorized(request, f"invalid token: {exc}") from None
+        if AppRole.READ in identity.roles:
+            roles.add(Role.READER)
+        if AppRole.ADMIN in identity.roles:
+            roles.add(Role.ADMIN)
+        # Who read what: a token names its caller (a key only its role), so each use is logged.
+        log.info("%s %s by Entra object %s (app roles %s)", request.method, request.url.path, identity.subject,
+                 ",".join(sorted(r.value for r in identity.roles)) or "none")
+        if not roles:
+            # A valid token that carries none of our app roles: known, but allowed nothing.
+            raise _forbidden(request, f"token {identity.subject} has no Outputs.* app role")
+    elif not roles:
         raise _unauthorized(request, "missing or wrong key")
+    if Role.ADMIN in roles:
+        roles.add(Role.READER)
+    return roles
+
+
+async def require_role(request: Request) -> None:
+    """The one check of every API route but health and the webhook: ``required_role`` of the
+    request's method and path, or 401/403."""
+    needed = required_role(request.method, request.scope["path"])
+    if needed not in await caller_roles(request):
+        raise _forbidden(request, f"needs the {needed.value} role")
+
+
+async def require_admin(request: Request) -> None:
+    """401/403 unless the caller is an admin (the detailed health on ``/api/health``)."""
+    if Role.ADMIN not in await caller_roles(request):
+        raise _forbidden(request, "needs the admin role")
+
+
+#: The name routers were guarded with before roles (SPEC §10): the same generic check.
+require_api_key = require_role
 
 
 async def require_events_key(request: Request) -> None:
     """401 unless the request presents an ``EVENTS_KEYS`` key (served directly and under the host)."""
     access: Access = request.app.state.access.load()
-    if not _matches(_presented_keys(request), access.events_keys):
+    if not _matches(_presented_keys(request), access.keys[Role.EVENTS]):
         raise _unauthorized(request, "missing or wrong events key")
 
 

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from shared.read.paging import InvalidTokenError
+from shared.settings import SettingsError
 from shared.store.errors import StorageAccessError, StorageBusyError
 
 from .schemas import ErrorBody
@@ -95,6 +96,14 @@ async def _misconfigured(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "IndexStorageMisconfigured", f"{exc}. Fix: {exc.fix} (setting {exc.setting}).")
 
 
+async def _bad_settings(request: Request, exc: Exception) -> JSONResponse:
+    # Under the Functions host settings are read on the first request: a key in two roles, or
+    # Entra settings that cannot be trusted, refuse every request until fixed. The reason names
+    # settings, never their values.
+    log.error("%s %s -> 500: the app's settings are invalid: %s", request.method, request.url.path, exc)
+    return error_response(500, "SettingsInvalid", "The app's settings are invalid; its log says which.")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid)
@@ -102,3 +111,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidTokenError, _bad_token)
     app.add_exception_handler(StorageBusyError, _busy)
     app.add_exception_handler(StorageAccessError, _misconfigured)
+    app.add_exception_handler(SettingsError, _bad_settings)

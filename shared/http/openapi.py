@@ -1,5 +1,5 @@
-"""``GET /api/openapi.json`` (under the key, like every route but health), and the document's
-parts FastAPI cannot infer: how a caller presents the key."""
+"""``GET /api/openapi.json`` (a reader's, like every GET but health), and the document's parts
+FastAPI cannot infer: how a caller presents a key or an Entra token, and the 403 of a role."""
 
 from __future__ import annotations
 
@@ -9,11 +9,18 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
-#: The Functions convention: a function key as a header or as ``?code=``.
+#: The Functions convention: a key as a header or as ``?code=``; or a Microsoft Entra access token.
 SECURITY_SCHEMES = {
     "functionKeyHeader": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
     "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
+    "entraBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                    "description": "A Microsoft Entra ID access token for ENTRA_AUDIENCE, with the app role "
+                                   "Outputs.Read (reads) or Outputs.Admin (everything but the webhook)."},
 }
+
+#: The answer of a valid credential without the role an operation needs.
+FORBIDDEN_RESPONSE = {"description": "The credential's role does not allow this operation",
+                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
 
 
 def document_security(app: FastAPI, public_paths: Iterable[str]) -> None:
@@ -26,9 +33,11 @@ def document_security(app: FastAPI, public_paths: Iterable[str]) -> None:
             doc.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
             doc["security"] = [{name: []} for name in SECURITY_SCHEMES]
             for path, item in doc.get("paths", {}).items():
-                if path in public:
-                    for operation in item.values():
+                for operation in item.values():
+                    if path in public:
                         operation["security"] = []
+                    elif path != "/api/events":  # the webhook: an events key, or 401
+                        operation.setdefault("responses", {}).setdefault("403", FORBIDDEN_RESPONSE)
             app.openapi_schema = doc
         return app.openapi_schema
 

@@ -1,5 +1,5 @@
 """Keys by role (issue 14): an events key gets 401 on every read route, an API key gets 401 on the
-webhook, served directly and under the Functions host (the registered webhook function called
+webhook (the reader role and Entra tokens: test_roles.py), served directly and under the Functions host (the registered webhook function called
 the way the worker calls it), against Azurite over real HTTP."""
 
 from __future__ import annotations
@@ -63,9 +63,10 @@ def test_an_api_key_gets_401_on_the_webhook(app: RunningApp) -> None:
 
 
 def test_under_the_host_the_app_still_refuses_each_role_the_others_job(serve: Callable[..., RunningApp], settings) -> None:
-    # check_keys=False: the host has checked a function key before the app sees a read request.
-    app = serve(settings, check_keys=False)
-    assert httpx.get(f"{app.url}/api/jobs").status_code == 200  # what the host let through
+    # hosted: the host checks no key on the API (auth level anonymous): the app checks every role.
+    app = serve(settings, hosted=True)
+    assert httpx.get(f"{app.url}/api/jobs").status_code == 401
+    assert httpx.get(f"{app.url}/api/jobs", headers={"x-functions-key": TEST_KEY}).status_code == 200
     assert httpx.get(f"{app.url}/api/jobs", headers={"x-functions-key": EVENTS_KEY}).status_code == 401
     assert httpx.get(f"{app.url}/api/jobs", params={"code": EVENTS_KEY}).status_code == 401
     event = blob_event(C, "t1/$TaskOutput/a.txt")
@@ -82,7 +83,7 @@ def test_the_registered_webhook_function_checks_the_events_key(settings, monkeyp
 
     holder = ServiceHolder(settings)
     monkeypatch.setattr(host.http_app.state, "services", holder)
-    monkeypatch.setattr(host.http_app.state, "access", Access(settings, check_api_keys=False))
+    monkeypatch.setattr(host.http_app.state, "access", Access(settings))
     body = json.dumps([blob_event(C, "t1/$TaskOutput/hosted.txt", size=9)]).encode()
 
     def request(key: str | None) -> func.HttpRequest:

@@ -64,11 +64,15 @@ def test_document_lists_every_route_with_its_answers(app: RunningApp) -> None:
     assert "downloadUrl" in schemas["Output"]["required"]
     assert set(schemas["JobSummary"]["required"]) >= {"jobId", "container", "tasks", "kinds", "usage", "quota", "rejections", "lastIndexedAt"}
     assert set(schemas["ReindexResult"]["required"]) >= {"added", "fixed", "removed", "unchanged"}
-    # the key: either the header or ?code=, on every route but health
+    # the key: either the header or ?code=, or an Entra token, on every route but health
     schemes = doc["components"]["securitySchemes"]
-    assert {(s["in"], s["name"]) for s in schemes.values()} == {("header", "x-functions-key"), ("query", "code")}
+    assert {(s["in"], s["name"]) for s in schemes.values() if s["type"] == "apiKey"} == {("header", "x-functions-key"), ("query", "code")}
+    assert schemes["entraBearer"] == {**schemes["entraBearer"], "type": "http", "scheme": "bearer"}
     assert doc["paths"]["/api/health"]["get"]["security"] == []
-    assert len(doc["security"]) == 2
+    assert len(doc["security"]) == 3
+    # a role short of an operation's: 403
+    assert "403" in doc["paths"]["/api/jobs/{job_id}/quota"]["put"]["responses"]
+    assert "403" not in doc["paths"]["/api/events"]["post"]["responses"]
 
 
 JOB = "nightly:job-7"

@@ -22,6 +22,8 @@ from shared.http.app import create_app
 from shared.settings import Settings
 
 TEST_KEY = "test-key-1"
+#: A reader's key (READ_KEYS): every GET, nothing else.
+READ_KEY = "test-read-key"
 #: The events key (EVENTS_KEYS): it posts to /api/events and nothing else.
 EVENTS_KEY = "test-events-key"
 ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
@@ -40,6 +42,7 @@ def settings_for(azurite: Azurite, **values: str) -> Settings:
         "INDEX_STORAGE": azurite.connection_string,
         "INDEX_TABLE": "idx" + uuid.uuid4().hex[:16],
         "API_KEYS": f"{TEST_KEY},second-key",
+        "READ_KEYS": READ_KEY,
         "EVENTS_KEYS": EVENTS_KEY,
         "TOKEN_SIGNING_KEY": "test-signing-key",
         "STORAGE_RETRY_TOTAL": "3",
@@ -100,9 +103,9 @@ def app_server() -> Iterator[Callable[..., RunningApp]]:
     """Start the real ASGI app with uvicorn on a free port; stopped after the test."""
     servers: list[tuple[_Server, threading.Thread, httpx.Client]] = []
 
-    def start(settings: Settings, *, check_keys: bool = True) -> RunningApp:
+    def start(settings: Settings, *, hosted: bool = False) -> RunningApp:
         port = free_port()
-        server = _Server(uvicorn.Config(create_app(settings, check_keys=check_keys), host="127.0.0.1",
+        server = _Server(uvicorn.Config(create_app(settings, hosted=hosted), host="127.0.0.1",
                                         port=port, log_level="warning", lifespan="on"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

@@ -27,11 +27,12 @@ def test_registered_functions() -> None:
     assert set(bindings()) == {"http_app_func", "events_webhook", "index_blob_event", "health", "reconcile"}
 
 
-def test_api_is_one_asgi_function_guarded_by_function_keys() -> None:
+def test_api_is_one_asgi_function_that_checks_roles_itself() -> None:
     trigger = bindings()["http_app_func"][0]
     assert trigger.type == "httpTrigger"
     assert trigger.route == "/{*route}"
-    assert trigger.auth_level == func.AuthLevel.FUNCTION
+    # The app checks keys and Entra tokens by role (issue 23): the host checks none.
+    assert trigger.auth_level == func.AuthLevel.ANONYMOUS
 
 
 def test_health_is_anonymous_under_the_host() -> None:
@@ -71,8 +72,8 @@ def test_trigger_event_is_parsed_by_the_same_core() -> None:
 
 
 def test_the_anonymous_health_function_sends_detail_to_the_keyed_admin_route() -> None:
-    """Under the host ``/api/health`` is anonymous (the host checks no key), so it cannot tell who
-    asks for the index's detail: it answers 401 and names ``/api/admin/health`` (function keys)."""
+    """Under the host ``/api/health`` is its own function, free of the app's settings, so it does
+    not tell who asks for the index's detail: it answers 401 and names ``/api/admin/health``."""
     plain = asyncio.run(health(func.HttpRequest("GET", "/api/health", body=b"")))
     assert (plain.status_code, json.loads(plain.get_body())) == (200, {"status": "ok"})
     detail = asyncio.run(health(func.HttpRequest("GET", "/api/health", params={"detail": "true"}, body=b"")))

@@ -36,8 +36,6 @@ LOCAL_ONLY_SETTINGS: dict[str, str] = {
     "identity-based (OUTPUTS_STORAGE__blobServiceUri, __credential, __clientId)",
     "INDEX_STORAGE": "a connection string for Azurite; in Azure the connection is "
     "identity-based (INDEX_STORAGE__tableServiceUri, __credential, __clientId)",
-    "API_KEYS": "checked only when the app is served directly; under the Functions host "
-    "the host checks function keys (auth level function)",
     "EVENTS_TOPIC_KEY": "in Azure the app publishes with its managed identity (EventGrid "
     "Data Sender on the topic); a topic key would be a secret in app settings",
 }
@@ -518,13 +516,126 @@ def test_role_assignments_use_built_in_ids_and_guid_names() -> None:
         "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",  # Storage Blob Data Reader (outputs)
         "db58b8e5-c6ad-4a2a-8342-4190687cbf4a",  # Storage Blob Delegator (outputs, SAS)
         "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",  # Storage Table Data Contributor (index)
-        "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner (host, package)
         "3913510d-42f4-4e42-8a64-420c390055eb",  # Monitoring Metrics Publisher
-        "ba92f5b4-2d11-453d-a403-e96b0029c9fe",  # Storage Blob Data Contributor (dead letters)
+        "ba92f5b4-2d11-453d-a403-e96b0029c9fe",  # Storage Blob Data Contributor (per container)
         "4633458b-17de-408a-b874-0445c86b69e6",  # Key Vault Secrets User
         "d5a91429-5739-47e2-a06b-3470a27159e7",  # EventGrid Data Sender (quota events)
     }
     assert expected <= role_ids
+    # Least privilege: no Owner role, nor a queue role (no function uses queues).
+    assert not role_ids & {"b7e6dc6d-f1e8-4753-8033-0f276bb0955b", "974c5e8b-45b9-4653-ba55-5f855dd0fb88"}
+
+
+# --- hardened by default (issue 23) ---------------------------------------------------------------
+
+
+def test_the_apps_blob_role_is_scoped_to_its_containers() -> None:
+    rbac = INFRA / "app" / "rbac.bicep"
+    (_, body), = [(k, b) for k, b in resources(rbac) if k.startswith("Microsoft.Authorization/roleAssignments@")
+                  and "appContainers[i]" in text(b)]
+    assert text(object_at(body, "scope")) == "appContainers[i]"
+    main = MAIN_BICEP.read_text(encoding="utf-8")
+    assert ("appContainerNames: concat([storage.outputs.deploymentContainerName, storage.outputs.deadLetterContainerName], "
+            "storage.outputs.hostContainerNames)") in main
+    storage = (INFRA / "app" / "storage.bicep").read_text(encoding="utf-8")
+    assert "name: 'azure-webjobs-hosts'" in storage and "name: 'azure-webjobs-secrets'" in storage
+    # Every blob data role on the app account is on a container (the table role stays on the account).
+    for kind, body in resources(rbac):
+        if kind.startswith("Microsoft.Authorization/roleAssignments@") and "storageBlobData" in text(body):
+            assert text(object_at(body, "scope")) in ("appContainers[i]", "storage::blobServices::deadLetterContainer")
+
+
+def storage_account_bodies() -> dict[str, tree_sitter.Node]:
+    return {path.name: body for path in BICEP_FILES for kind, body in resources(path)
+            if kind.startswith("Microsoft.Storage/storageAccounts@") and "existing" not in text(body.parent)[: text(body.parent).find("{")]}
+
+
+def test_storage_is_zone_redundant_and_closed_to_the_public_with_vnet() -> None:
+    accounts = storage_account_bodies()
+    assert set(accounts) == {"storage.bicep", "outputs-storage.bicep"}
+    for name, body in accounts.items():
+        assert text(object_at(body, "sku", "name")) == "skuName", name
+        assert string_literal(value_of(declarations(INFRA / "app" / name, "parameter")["skuName"])) == "Standard_ZRS"
+        props = object_at(body, "properties")
+        assert text(object_at(props, "publicNetworkAccess")).startswith("vnetEnabled"), name
+        assert text(object_at(props, "networkAcls", "defaultAction")).startswith("vnetEnabled"), name
+    assert string_literal(value_of(declarations(MAIN_BICEP, "parameter")["storageSku"])) == "Standard_ZRS"
+    assert text(value_of(declarations(MAIN_BICEP, "parameter")["outputsStoragePublicNetworkAccess"])) == "false"
+
+
+def test_key_vault_keeps_deleted_secrets_90_days_and_closes_with_vnet() -> None:
+    (_, vault), = [(k, b) for k, b in resources(INFRA / "app" / "keyvault.bicep") if k.startswith("Microsoft.KeyVault/vaults@")]
+    props = object_at(vault, "properties")
+    assert text(object_at(props, "enablePurgeProtection")) == "true"
+    assert text(object_at(props, "softDeleteRetentionInDays")) == "90"
+    assert text(object_at(props, "enableRbacAuthorization")) == "true"
+    assert text(object_at(props, "publicNetworkAccess")) == "vnetEnabled ? 'Disabled' : 'Enabled'"
+    assert text(object_at(props, "networkAcls", "defaultAction")) == "vnetEnabled ? 'Deny' : 'Allow'"
+
+
+def diagnostic_settings() -> dict[str, list[tuple[str, str]]]:
+    """scope expression -> (file, logged categories) of every diagnostic setting."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for path in BICEP_FILES:
+        for kind, body in resources(path):
+            if kind.startswith("Microsoft.Insights/diagnosticSettings@"):
+                props = object_at(body, "properties")
+                assert text(object_at(props, "workspaceId")) == "logAnalyticsWorkspaceId", path.name
+                logs = text(object_at(props, "logs"))
+                found.setdefault(text(object_at(body, "scope")), []).append((path.name, logs))
+    return found
+
+
+def test_diagnostic_settings_send_storage_key_vault_and_event_grid_logs_to_log_analytics() -> None:
+    found = diagnostic_settings()
+    for scope, where in (("storage::blobServices", "storage.bicep"), ("storage::tableServices", "storage.bicep"),
+                         ("outputsBlobServices", "outputs-access.bicep")):
+        (file, logs), = found[scope]
+        assert file == where and all(c in logs for c in ("StorageRead", "StorageWrite", "StorageDelete")), scope
+    (file, logs), = found["vault"]
+    assert file == "keyvault.bicep" and "categoryGroup: 'audit'" in logs
+    (file, logs), = found["systemTopic"]
+    assert file == "outputs-access.bicep" and "DeliveryFailures" in logs
+    main = MAIN_BICEP.read_text(encoding="utf-8")
+    assert main.count("logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId") == 3
+
+
+def test_keys_by_role_and_entra_come_from_parameters() -> None:
+    settings = object_properties(value_of(declarations(MAIN_BICEP, "variable")["appSettings"]))  # type: ignore[arg-type]
+    assert text(settings["API_KEYS"]) == "keyVault.outputs.apiKeysReference"
+    assert text(settings["READ_KEYS"]) == "keyVault.outputs.readKeysReference"
+    assert text(settings["EVENTS_KEYS"]) == "keyVault.outputs.eventsKeysReference"
+    assert text(settings["ENTRA_AUDIENCE"]) == "entraAudience"
+    assert "tenant().tenantId" in text(settings["ENTRA_TENANT_ID"])
+    decorators = decorators_of(MAIN_BICEP)
+    for secret in ("apiKeys", "readKeys", "eventsKeys"):
+        assert "secure" in decorators[secret], secret
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert {"apiKeys", "readKeys", "entraAudience", "entraTenantId", "storageSku"} <= set(parameters)
+
+
+def test_checkov_runs_in_make_lint_and_every_skip_has_its_reason() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^lint: .*\bcheckov\b", makefile, re.MULTILINE)
+    assert "--config-file infra/.checkov.yaml" in makefile and "devtools/checkov_gate.py" in makefile
+    assert re.search(r"^checkov==\d+\.\d+\.\d+$", (ROOT / "requirements-checkov.txt").read_text(encoding="utf-8"), re.MULTILINE)
+    lines = (INFRA / ".checkov.yaml").read_text(encoding="utf-8").splitlines()
+    start = lines.index("skip-check:")
+    skipped, reason = [], ""
+    for line in lines[start + 1:]:
+        stripped = line.strip()
+        if stripped.startswith("- "):
+            assert reason, f"{stripped} has no reason above it"
+            skipped.append(stripped[2:])
+        elif stripped.startswith("#") and not stripped.startswith("# ---"):
+            reason = stripped
+        elif stripped.startswith("# ---"):
+            reason = ""
+    assert skipped and all(re.fullmatch(r"CKV_AZURE_\d+", s) for s in skipped)
+    assert len(skipped) == len(set(skipped))
+    # The one place: no inline suppression in the Bicep.
+    for path in BICEP_FILES:
+        assert "checkov:skip" not in path.read_text(encoding="utf-8"), path.name
 
 
 # --- the deployment package ---------------------------------------------------------------------
@@ -551,6 +662,7 @@ def ignored(relative: str) -> bool:
 
 @pytest.mark.parametrize("relative", [
     "tests/unit/test_infra.py", ".venv/lib/python3.11/site-packages/x.py", "local.settings.json",
+    ".venv-checkov/lib/python3.11/site-packages/checkov/main.py", "requirements-checkov.txt",
     "infra/main.bicep", "azurite-data/__blobstorage__/x",
 ])
 def test_funcignore_keeps_dev_files_out_of_the_package(relative: str) -> None:

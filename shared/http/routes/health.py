@@ -1,5 +1,5 @@
-"""``GET /api/health``: liveness, anonymous, reveals nothing. With ``detail=true`` (and an API
-key) it says whether index storage is reachable and rightly configured, and what to fix."""
+"""``GET /api/health``: liveness, anonymous, reveals nothing. With ``detail=true`` (and an admin
+key or token) it says whether index storage is reachable and rightly configured, and what to fix."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from shared.service import ServiceHolder
 
-from ..dependencies import require_api_key
+from ..dependencies import require_admin
 from ..errors import error_statuses
 from ..schemas import Health
 
@@ -22,9 +22,9 @@ async def detailed_health(request: Request) -> Health:
 
 
 @router.get("/api/health", response_model=Health, response_model_exclude_unset=True, responses=error_statuses(401))
-async def health(request: Request, detail: Annotated[bool, Query(description="index storage status; needs an API key")] = False) -> Health:
-    """Liveness; anonymous; reveals nothing. ``detail=true``: the index's status, under the API key."""
+async def health(request: Request, detail: Annotated[bool, Query(description="index storage status; needs an admin key or token")] = False) -> Health:
+    """Liveness; anonymous; reveals nothing. ``detail=true``: the index's status, an admin's (API_KEYS or Outputs.Admin)."""
     if not detail:
         return Health(status="ok")
-    await require_api_key(request)
+    await require_admin(request)
     return await detailed_health(request)

@@ -1,6 +1,8 @@
 // The output browser. Plain JavaScript, no build step, no third-party code.
-// It reads the API with the key kept in this tab's sessionStorage (sent as x-functions-key)
-// and never writes the key into a URL: download and image links are read-only SAS URLs.
+// It reads the API with the key kept in this tab's sessionStorage (sent as x-functions-key; a
+// reader key, READ_KEYS, is enough: the page only reads), or, behind App Service authentication
+// (docs/ui.md), with the signed-in user's access token; it never writes a key into a URL:
+// download and image links are read-only SAS URLs.
 (() => {
   'use strict';
 
@@ -28,6 +30,29 @@
     history.replaceState(history.state, '', location.pathname + (query ? `?${query}` : '') + location.hash);
   }
   const apiKey = () => sessionStorage.getItem(KEY_STORAGE);
+
+  // Behind App Service authentication (Easy Auth) a signed-in user holds no key: the platform's
+  // same-origin /.auth/me hands the page the user's access token to this API, which the API
+  // checks like any Entra token (app role Outputs.Read or Outputs.Admin). Without Easy Auth,
+  // /.auth/me is a 404 and the page asks for a key.
+  let signedIn = null;          // { token, expires } from /.auth/me
+  let platformSignIn = false;   // whether /.auth/ exists here (the sign-in link is offered)
+  async function platformToken() {
+    if (signedIn && signedIn.expires - Date.now() > 60000) return signedIn.token;
+    try {
+      if (signedIn) await fetch('/.auth/refresh', { cache: 'no-store', credentials: 'same-origin' });
+      signedIn = null;
+      const response = await fetch('/.auth/me', { cache: 'no-store', credentials: 'same-origin' });
+      platformSignIn = response.status !== 404;
+      if (!response.ok) return null;
+      const sessions = await response.json();
+      const session = Array.isArray(sessions) ? sessions.find((s) => s && s.access_token) : null;
+      if (session) signedIn = { token: session.access_token, expires: Date.parse(session.expires_on) || Date.now() + 300000 };
+    } catch (_) {
+      return null;
+    }
+    return signedIn && signedIn.token;
+  }
 
   // -- small helpers -----------------------------------------------------------------------
 
@@ -104,11 +129,16 @@
     for (const [name, value] of Object.entries(params || {})) {
       if (value !== undefined && value !== null) url.searchParams.set(name, value);
     }
-    const response = await fetch(url.pathname + url.search, {
-      headers: { 'x-functions-key': apiKey() || '', accept: 'application/json' },
-      cache: 'no-store',
-    });
-    if (response.status === 401) throw new Unauthorized('The key was not accepted.');
+    const headers = { accept: 'application/json' };
+    const key = apiKey();
+    if (key) headers['x-functions-key'] = key;
+    else {
+      const token = await platformToken();
+      if (token) headers.authorization = `Bearer ${token}`;
+    }
+    const response = await fetch(url.pathname + url.search, { headers, cache: 'no-store' });
+    if (response.status === 401) throw new Unauthorized(key ? 'The key was not accepted.' : 'Sign-in was not accepted.');
+    if (response.status === 403) throw new Unauthorized('This key or sign-in may not read outputs: it needs the reader role.');
     let body = null;
     try { body = await response.json(); } catch (_) { /* not JSON */ }
     if (response.status === 404) throw new NotFound((body && body.error && body.error.message) || 'Not found');
@@ -437,10 +467,12 @@
     const input = h('input', { id: 'key', name: 'key', type: 'password', autocomplete: 'off', required: true, spellcheck: 'false' });
     const form = h('form', { class: 'keyform panel', id: 'key-form' },
       h('h1', {}, 'Open the output browser'),
-      h('p', {}, 'Enter an API key (one of the app\u2019s API_KEYS, or a function key under Azure Functions). It is kept for this browser tab only.'),
+      h('p', {}, 'Enter a key: a reader key (one of the app\u2019s READ_KEYS) is enough, an API key works too. It is kept for this browser tab only.'),
       message ? h('div', { class: 'error', role: 'alert' }, message) : null,
-      h('label', { for: 'key' }, 'API key'), input,
-      h('button', { class: 'btn primary', type: 'submit' }, 'Open'));
+      h('label', { for: 'key' }, 'Key'), input,
+      h('button', { class: 'btn primary', type: 'submit' }, 'Open'),
+      platformSignIn ? h('p', {}, 'Or ', h('a', { id: 'sign-in', href: `/.auth/login/aad?post_login_redirect_uri=${encodeURIComponent(location.pathname)}` },
+        'sign in with your organization\u2019s account'), '.') : null);
     form.addEventListener('submit', (event) => {
       event.preventDefault();
       sessionStorage.setItem(KEY_STORAGE, input.value.trim());
@@ -465,8 +497,8 @@
     return (state) => jobsPage(state);
   }
 
-  function start() {
-    if (!apiKey()) { askForKey(); return; }
+  async function start() {
+    if (!apiKey() && !(await platformToken())) { askForKey(); return; }
     stopPolling();
     signOut.hidden = false;
     const mine = generation;
@@ -484,7 +516,7 @@
         }
       } catch (error) {
         if (mine !== generation) return;
-        if (error instanceof Unauthorized) { sessionStorage.removeItem(KEY_STORAGE); askForKey(error.message); return; }
+        if (error instanceof Unauthorized) { sessionStorage.removeItem(KEY_STORAGE); signedIn = null; askForKey(error.message); return; }
         setStatus(false, `Retrying: ${error.message}`);
         if (!main.firstChild) show(h('div', { class: 'error' }, error.message));
       } finally {
@@ -496,7 +528,11 @@
     tick();
   }
 
-  signOut.addEventListener('click', () => { sessionStorage.removeItem(KEY_STORAGE); askForKey(); });
+  signOut.addEventListener('click', () => {
+    sessionStorage.removeItem(KEY_STORAGE);
+    if (signedIn) { signedIn = null; location.assign(`/.auth/logout?post_logout_redirect_uri=${encodeURIComponent('/ui/')}`); return; }
+    askForKey();
+  });
   takeKeyFromAddress();
   start();
 })();
