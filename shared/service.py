@@ -25,6 +25,7 @@ from shared.ingest.quota_admin import QuotaAdministration
 from shared.ingest.reconcile import Reconciler
 from shared.ingest.reindex import Reindexer
 from shared.ingest.replay import DEFAULT_MAX_BLOBS, DeadLetterReplayer
+from shared.ingest.sweep import JobSweep
 from shared.read.paging import TokenCodec
 from shared.read.query import QueryService
 from shared.settings import Settings
@@ -127,9 +128,13 @@ class Service:
         """One point read of the index: refreshes what ``store.access`` knows."""
         await self.store.get(keys.JOBS_PARTITION, "~health")
 
+    def sweep(self) -> JobSweep:
+        """Bounded slices of a job's comparison with its container (the reconciler, long reindexes)."""
+        return JobSweep(self.reindexer(), self.quotas, self.blobs, asyncio.Semaphore(self.settings.reconcile.blob_concurrency))
+
     def reconciler(self) -> Reconciler:
         window = timedelta(hours=self.settings.reconcile_window_hours)
-        return Reconciler(self.store, self.blobs, self.reindexer(), window)
+        return Reconciler(self.store, self.blobs, self.sweep(), self.indexer.compactor, window, self.settings.reconcile)
 
     async def close(self) -> None:
         try:
