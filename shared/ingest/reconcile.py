@@ -109,7 +109,7 @@ class Checkpoint:
 class Reconciler:
     def __init__(self, store: TableStore, blobs: OutputsAccount, sweep: JobSweep, compactor: Compactor,
                  window: timedelta, limits: ReconcileSettings,
-                 resume_operations: Callable[[float], Awaitable[int]] | None = None,
+                 resume_operations: Callable[[float, datetime], Awaitable[int]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.blobs = blobs
@@ -153,7 +153,7 @@ class Reconciler:
         ))
         if self.resume_operations is not None:
             try:
-                report.operations_resumed += await self.resume_operations(deadline)
+                report.operations_resumed += await self.resume_operations(deadline, now)
             except Exception:
                 log.exception("resuming long-running operations failed")
         log.info("reconciled: %s", report.as_dict())
