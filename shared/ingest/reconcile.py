@@ -71,6 +71,7 @@ class ReconcileReport:
     tombstones_purged: int = 0
     deltas_folded: int = 0
     blobs_listed: int = 0
+    list_calls: int = 0
     rows_checked: int = 0
     blobs_read: int = 0
     #: Jobs whose sweep reached the end of their index this run (a pass completed).
@@ -78,7 +79,8 @@ class ReconcileReport:
     operations_resumed: int = 0
 
     def add(self, found: SweepReport) -> None:
-        for name in ("added", "fixed", "removed", "tombstones_purged", "blobs_listed", "rows_checked", "blobs_read"):
+        for name in ("added", "fixed", "removed", "tombstones_purged", "blobs_listed", "list_calls", "rows_checked",
+                     "blobs_read"):
             setattr(self, name, getattr(self, name) + getattr(found, name))
 
     def as_dict(self) -> dict[str, object]:

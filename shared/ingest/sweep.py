@@ -9,8 +9,8 @@ plain name or key that can be saved and resumed anywhere:
   List Blobs call per 5,000; List Blobs ``startFrom``), looked up in the index by their row
   keys. It finds blobs no event announced, and blobs whose size or ETag the index lacks;
 * **the index's side** (``row_slice``): up to N output rows after a row key, in key order,
-  checked against storage: a folder's rows by listing that folder from its first name to its
-  last, a few rows by reading each blob's properties. It finds rows whose blob is gone (or
+  checked against storage by listing the blob names they span (List Blobs ``startFrom``), or,
+  for a few rows, by reading each blob's properties. It finds rows whose blob is gone (or
   changed), and purges delete tombstones past their time (``TOMBSTONE_TTL``) on the way;
 * **grown blobs** (``grown_blobs``): Azure sends no event for Append Block or Put Page, so every
   append and page blob the index holds (the rows say which, by ``BlobType``) has its properties
@@ -35,7 +35,15 @@ from shared.domain.conventions import parse_blob_path
 from shared.domain.events import BlobAction, BlobEvent
 from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation
 from shared.domain.rows import DELETED, LIVE, REJECTED, Entity, as_int
-from shared.store.blobs import ListedBlob, OutputsAccount, bare_etag, blob_properties, list_container, list_slice
+from shared.store.blobs import (
+    BLOBS_PER_PAGE,
+    ListedBlob,
+    OutputsAccount,
+    bare_etag,
+    blob_properties,
+    list_container,
+    list_slice,
+)
 from shared.store.errors import ConflictError
 from shared.store.table import TableStore
 
@@ -48,9 +56,9 @@ T = TypeVar("T")
 TOMBSTONE_TTL = timedelta(hours=24) + timedelta(hours=1)
 #: What a slice reads of an output row.
 ROW_FIELDS = ("RowKey", "State", "Seq", "Size", "BlobETag", "BlobName", "Path", "BlobType", "IndexedAt")
-#: A folder with at least this many rows in a slice is listed (one call per 5,000 blobs);
-#: fewer are read blob by blob (one request each).
-LIST_FOLDER_ROWS = 8
+#: Rows at least this many are checked by listing the names they span (one call per 5,000
+#: blobs); fewer are read blob by blob (one request each).
+LIST_MIN_ROWS = 8
 #: Blob types Azure sends no event for when they grow.
 GROWING_TYPES = ("AppendBlob", "PageBlob")
 #: Grown-blob rows handled at once (their properties read, their repairs committed).
@@ -67,6 +75,7 @@ class SweepReport:
     unchanged: int = 0
     tombstones_purged: int = 0
     blobs_listed: int = 0
+    list_calls: int = 0
     rows_checked: int = 0
     blobs_read: int = 0
 
@@ -86,12 +95,6 @@ def _after(sequencer: str) -> str:
 def _differs(row: Entity, blob: ListedBlob) -> bool:
     return as_int(row.get("Size")) != blob.size or bool(
         blob.etag and bare_etag(row.get("BlobETag")) not in (None, blob.etag)) or row.get("BlobName") != blob.name
-
-
-def _folder(row: Entity) -> str:
-    """The blob-name prefix a row's blob shares with its task's outputs of its kind."""
-    name, path = str(row.get("BlobName", "")), str(row.get("Path", ""))
-    return name[: len(name) - len(path)] if path and name.endswith(path) else name.rpartition("/")[0] + "/"
 
 
 @dataclass(slots=True)
@@ -131,6 +134,7 @@ class JobSweep:
         report = SweepReport()
         listed, more = await self._bounded(list_slice(self.blobs, container, after=after, limit=limit))
         report.blobs_listed += len(listed)
+        report.list_calls += 1 + max(0, len(listed) - 1) // BLOBS_PER_PAGE
         by_key: dict[str, ListedBlob] = {}
         for blob in listed:
             output = parse_blob_path(blob.name)
@@ -189,22 +193,11 @@ class JobSweep:
     async def _check_rows(self, container: str, rows: Sequence[Entity], report: SweepReport,
                           *, by_listing: bool = True) -> None:
         """Compare rows (read before this) with what storage holds now, and repair them."""
-        folders: dict[str, list[Entity]] = {}
-        for row in rows:
-            folders.setdefault(_folder(row), []).append(row)
-        truth: dict[str, ListedBlob | None] = {}
-        single: list[str] = []
-        listings = []
-        for folder, members in folders.items():
-            names = sorted(str(row["BlobName"]) for row in members)
-            if by_listing and len(names) >= LIST_FOLDER_ROWS:
-                listings.append(self._bounded(self._listed_between(container, folder, names[0], names[-1], report)))
-                truth.update(dict.fromkeys(names))  # absent from the listing: gone
-            else:
-                single.extend(names)
-        for found in await asyncio.gather(*listings):
-            truth.update(found)
-        truth.update(await self._properties(container, single, report))
+        names = sorted({str(row["BlobName"]) for row in rows})
+        if by_listing and len(names) >= LIST_MIN_ROWS:
+            truth = await self._bounded(self._listed(container, names, report))
+        else:
+            truth = await self._properties(container, names, report)
         repairs = _Repairs([], [], [])
         for row in rows:
             blob = truth.get(str(row["BlobName"]))
@@ -215,15 +208,32 @@ class JobSweep:
                 repairs.fixed.append(self.reindexer._event(container, BlobAction.CREATED, blob.name, _after(row["Seq"]), blob))
         report.add(await self._repair(container, repairs))
 
-    async def _listed_between(self, container: str, folder: str, first: str, last: str,
-                              report: SweepReport) -> dict[str, ListedBlob]:
-        found: dict[str, ListedBlob] = {}
-        async for blob in list_container(self.blobs, container, folder, start_from=first):
-            if blob.name > last:
-                break
-            report.blobs_listed += 1
-            found[blob.name] = blob
-        return found
+    async def _listed(self, container: str, names: Sequence[str], report: SweepReport) -> dict[str, ListedBlob | None]:
+        """What storage holds under each of ``names`` (sorted), by listing the name range they
+        span from the first (List Blobs ``startFrom``): rows in key order are blobs of several
+        folders, and a listing reads 5,000 of them a call where a property read reads one.
+        Where the names are far apart (more than a call's worth of other blobs between them),
+        the listing jumps to the next name instead of reading the gap."""
+        truth: dict[str, ListedBlob | None] = {}
+        at = 0
+        while at < len(names):
+            listed = 0
+            async for blob in list_container(self.blobs, container, start_from=names[at]):
+                listed += 1
+                while at < len(names) and names[at] < blob.name:
+                    truth[names[at]] = None  # passed without being listed: gone
+                    at += 1
+                if at < len(names) and names[at] == blob.name:
+                    truth[names[at]] = blob
+                    at += 1
+                if at >= len(names) or listed >= BLOBS_PER_PAGE:
+                    break
+            else:
+                truth.update(dict.fromkeys(names[at:]))  # the listing ended: the rest are gone
+                at = len(names)
+            report.blobs_listed += listed
+            report.list_calls += 1 + (listed - 1) // BLOBS_PER_PAGE if listed else 1
+        return truth
 
     # -- blobs that grow without events ------------------------------------------------
 
