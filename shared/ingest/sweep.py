@@ -61,6 +61,8 @@ ROW_FIELDS = ("RowKey", "State", "Seq", "Size", "BlobETag", "BlobName", "Path", 
 LIST_MIN_ROWS = 8
 #: Blob types Azure sends no event for when they grow.
 GROWING_TYPES = ("AppendBlob", "PageBlob")
+#: A kind's rows read for a listing slice, at most this many times the slice's own.
+_SPAN_SLACK = 4
 #: Grown-blob rows handled at once (their properties read, their repairs committed).
 GROWN_CHUNK = 1000
 
@@ -140,7 +142,7 @@ class JobSweep:
             output = parse_blob_path(blob.name)
             if output is not None:
                 by_key[keys.output_key(output.kind, output.path, output.task_id)] = blob
-        rows = await self.store.get_rows(container, by_key, select=ROW_FIELDS) if by_key else {}
+        rows = await self._rows(container, by_key)
         suspects = {key: blob for key, blob in by_key.items()
                     if (row := rows.get(key)) is None or row.get("State") == DELETED or _differs(row, blob)}
         report.unchanged += len(by_key) - len(suspects)
@@ -161,6 +163,28 @@ class JobSweep:
                 report.unchanged += 1
         report.add(await self._repair(container, repairs))
         return report, (listed[-1].name if more and listed else None)
+
+    async def _rows(self, container: str, wanted: Iterable[str]) -> dict[str, Entity]:
+        """The rows of ``wanted`` keys: a listing slice in name order is, for each kind, a run
+        of tasks in key order too, so one range query per kind reads them (at most
+        ``_SPAN_SLACK`` times as many rows as wanted: past that, point reads instead)."""
+        by_kind: dict[str, list[str]] = {}
+        for key in sorted(wanted):
+            by_kind.setdefault(key[: key.index(keys.SEPARATOR, 2) + 1], []).append(key)
+        found: dict[str, Entity] = {}
+
+        async def read(group: list[str]) -> None:
+            # No key lies between k and k + " ": keys hold no control characters.
+            rows, more = await self.store.read_page(container, group[0], group[-1] + " ", limit=_SPAN_SLACK * len(group),
+                                                    select=ROW_FIELDS)
+            members = set(group)
+            found.update((row["RowKey"], row) for row in rows if row["RowKey"] in members)
+            if more:  # the kind's keys are spread wider than the slice: read the rest one by one
+                found.update(await self.store.get_rows(container, [k for k in group if k > rows[-1]["RowKey"]],
+                                                       select=ROW_FIELDS))
+
+        await asyncio.gather(*(read(group) for group in by_kind.values()))
+        return found
 
     # -- the index's side --------------------------------------------------------------
 
