@@ -64,7 +64,7 @@ def figures(*, small: bool = False, say: Callable[[str], None] = print) -> dict[
         server = None
         try:
             say(f"  listing: writing the rows of a {size:,}-output job ({expected:,} {KIND})…")
-            asyncio.run(write_rows(azurite.connection_string, job.container, job_names(job)))
+            asyncio.run(write_rows(azurite.connection_string, TABLE, job.container, job_names(job)))
             server, url = _serve({
                 "INDEX_STORAGE": proxy.connection_string(azurite.connection_string, azurite.table_port),
                 "OUTPUTS_STORAGE": azurite.connection_string, "INDEX_TABLE": TABLE, "API_KEYS": API_KEY,

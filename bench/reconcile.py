@@ -128,7 +128,8 @@ async def put_blobs(connection: str, container: str, names: list[str]) -> None:
         await bounded(IN_FLIGHT, (put(name) for name in names))
 
 
-async def write_rows(connection: str, container: str, names: list[str], *, extra_phantoms: list[str] = ()) -> None:
+async def write_rows(connection: str, table: str, container: str, names: list[str], *,
+                     extra_phantoms: Iterable[str] = ()) -> None:
     """The index rows of ``names`` (and of ``extra_phantoms``, whose blobs do not exist), the
     job's row and its counters, as the indexer would leave them: written straight, 100 a batch."""
     now = datetime.now(timezone.utc)
@@ -140,7 +141,7 @@ async def write_rows(connection: str, container: str, names: list[str], *, extra
                         BlobAction.CREATED, "0" * 32, now, size=0, blob_type="BlockBlob")
         rows.append(sdk_entity(output_entity(change, LIVE, None, now)))
     rows.sort(key=lambda row: row["RowKey"])
-    async with TableClient.from_connection_string(connection, TABLE) as client:
+    async with TableClient.from_connection_string(connection, table) as client:
         with contextlib.suppress(ResourceExistsError):  # made for an earlier size
             await client.create_table()
         await client.upsert_entity({"PartitionKey": keys.JOBS_PARTITION, "RowKey": container, "FirstSeenAt": now})
@@ -200,9 +201,11 @@ def run_worker(env: dict[str, str], runs: int) -> dict[str, Any]:
 # -- the figures -------------------------------------------------------------------------
 
 
-def figures(*, small: bool = False, million: bool = False, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """The ``reconcile`` results: steady jobs of 30,000 and 300,000 outputs, and the million."""
-    sizes = (3_000, 30_000) if small else (30_000, 300_000)
+def figures(*, small: bool = False, million: bool = False, say: Callable[[str], None] = print,
+            million_only: int | None = None) -> dict[str, Any]:
+    """The ``reconcile`` results: steady jobs of 30,000 and 300,000 outputs, and the million
+    (``million_only``: that one alone, of this size)."""
+    sizes = () if million_only else (3_000, 30_000) if small else (30_000, 300_000)
     with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
         azurite = Azurite(location=Path(tmp), in_memory=True).start()
         table, blob = TableReads(f"http://127.0.0.1:{azurite.table_port}").start(), BlobCalls(
@@ -211,19 +214,20 @@ def figures(*, small: bool = False, million: bool = False, say: Callable[[str], 
             env = {
                 "INDEX_STORAGE": table.connection_string(azurite.connection_string, azurite.table_port),
                 "OUTPUTS_STORAGE": azurite.connection_string.replace(f":{azurite.blob_port}/", f":{blob.port}/"),
-                "INDEX_TABLE": TABLE, "API_KEYS": "bench-key", "TOKEN_SIGNING_KEY": "bench",
+                "API_KEYS": "bench-key", "TOKEN_SIGNING_KEY": "bench",
             }
             results: dict[str, Any] = {}
-            for size, label in zip(sizes, ("30000", "300000"), strict=True):
+            for size, label in zip(sizes, ("30000", "300000")[: len(sizes)], strict=True):
                 job = make_job(f"steady-{size}", size, seed=size)
                 names = job_names(job)
                 say(f"  reconcile: seeding a steady job of {size:,} outputs (blobs and rows)…")
                 asyncio.run(put_blobs(azurite.connection_string, job.container, names))
-                asyncio.run(write_rows(azurite.connection_string, job.container, names))
+                # An index table of its own: the run reads this job alone.
+                asyncio.run(write_rows(azurite.connection_string, f"{TABLE}{size}", job.container, names))
                 table.take_reads()
                 blob.take()
                 started = time.perf_counter()
-                measured = run_worker(env, 1)
+                measured = run_worker({**env, "INDEX_TABLE": f"{TABLE}{size}"}, 1)
                 report = measured["reports"][0]
                 reads, calls = table.take_reads(), blob.take()
                 results[label] = {
@@ -235,9 +239,9 @@ def figures(*, small: bool = False, million: bool = False, say: Callable[[str], 
                     "changed": report["added"] + report["fixed"] + report["removed"],
                 }
                 say(f"    one run: {results[label]}")
-                # The next size is its own job: the steady one stays, as in an account of many jobs.
-            if million or small:
-                results["million"] = _million(azurite, env, 50_000 if small else 1_000_000, table, blob, say)
+            if million or small or million_only:
+                size = million_only or (50_000 if small else 1_000_000)
+                results["million"] = _million(azurite, env, size, table, blob, say)
             return results
         finally:
             table.stop()
@@ -253,15 +257,16 @@ def _million(azurite: Azurite, env: dict[str, str], size: int, table: TableReads
     phantoms = [f"ghost-{n:05d}/$TaskOutput/gone.bin" for n in range(len(missing))]  # 0.5 %: blobs gone unannounced
     say(f"  reconcile: seeding a job of {size:,} outputs, {len(missing):,} unindexed and {len(phantoms):,} phantom rows…")
     asyncio.run(put_blobs(azurite.connection_string, job.container, names))
-    asyncio.run(write_rows(azurite.connection_string, job.container, [n for n in names if n not in missing],
+    table_name = f"{TABLE}million"
+    asyncio.run(write_rows(azurite.connection_string, table_name, job.container, [n for n in names if n not in missing],
                            extra_phantoms=phantoms))
     table.take_reads()
     blob.take()
     # Slices as deployed (5,000 blobs and 5,000 rows a run): one whole pass of both sides.
     passes = -(-(size + len(phantoms)) // 5000) + 1
-    measured = run_worker(env, passes)
+    measured = run_worker({**env, "INDEX_TABLE": table_name}, passes)
     reports = measured["reports"]
-    exact = _index_equals(azurite.connection_string, job.container, set(names))
+    exact = _index_equals(azurite.connection_string, table_name, job.container, set(names))
     figures = {
         "outputs": size, "runs": len(reports),
         "peak_rss_over_base_mb": round(measured["peak_rss_mb"] - measured["base_rss_mb"], 1),
@@ -272,9 +277,9 @@ def _million(azurite: Azurite, env: dict[str, str], size: int, table: TableReads
     return figures
 
 
-def _index_equals(connection: str, container: str, names: set[str]) -> bool:
+def _index_equals(connection: str, table: str, container: str, names: set[str]) -> bool:
     async def live() -> set[str]:
-        async with TableClient.from_connection_string(connection, TABLE) as client:
+        async with TableClient.from_connection_string(connection, table) as client:
             return {row["BlobName"] async for row in client.query_entities(
                 "PartitionKey eq @pk and State eq 'live'", parameters={"pk": container}, select=["BlobName"])}
 
@@ -285,12 +290,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--million", action="store_true")
+    parser.add_argument("--million-only", type=int, metavar="OUTPUTS", help="only the to-exact figure, for a job of this size")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(asyncio.run(_worker(args.worker))))
         return 0
-    print(json.dumps(figures(small=args.small, million=args.million), indent=2))
+    print(json.dumps(figures(small=args.small, million=args.million, million_only=args.million_only), indent=2))
     return 0
 
 
