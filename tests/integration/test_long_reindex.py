@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
@@ -32,10 +33,14 @@ def seed(app: RunningApp, blob_service: BlobServiceClient, job: str) -> None:
     """Blobs of which the index knows none but a ghost whose blob is gone."""
     container = container_name(job)
     client = blob_service.get_container_client(container)
-    client.create_container()
+    client.create_container()  # a name of its own (``unique``): the suite's blob account is shared
     for name in NAMES:
         client.upload_blob(name, b"x" * 3)
     assert app.post_events([blob_event(container, "task-7/$TaskLog/ghost.txt", sequencer=5)]).status_code == 200
+
+
+def unique(job: str) -> str:
+    return f"{job}-{uuid.uuid4().hex[:8]}"
 
 
 def indexed(app: RunningApp, job: str) -> set[str]:
@@ -47,7 +52,7 @@ def test_a_reindex_past_its_request_answers_202_and_any_instance_reports_it_to_t
         serve: Callable[..., RunningApp], azurite, blob_service: BlobServiceClient) -> None:
     settings = long_settings(azurite)
     app, other = serve(settings), serve(settings)
-    job = "long-reindex"
+    job = unique("long-reindex")
     seed(app, blob_service, job)
     response = app.client.post(f"/api/jobs/{job}/reindex")
     assert response.status_code == 202
@@ -73,7 +78,7 @@ def test_the_reconciler_finishes_an_operation_whose_instance_stopped(
         serve: Callable[..., RunningApp], azurite, blob_service: BlobServiceClient) -> None:
     settings = long_settings(azurite)
     app = serve(settings)
-    job = "orphaned-reindex"
+    job = unique("orphaned-reindex")
     seed(app, blob_service, job)
 
     async def start_then_stop() -> str:  # an instance that took the request and was recycled at once
