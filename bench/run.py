@@ -29,7 +29,8 @@ from azure.storage.blob import BlobServiceClient, generate_container_sas
 from rich.console import Console
 from rich.table import Table
 
-from bench import bad_deliveries, scaleout
+from bench import bad_deliveries, listing, scaleout
+from bench import reconcile as reconcile_bench
 from bench.stack import API_KEY, EVENTS_KEY, INDEX_TABLE, Stack, azurite_version, rss_mb
 from bench.workload import EventFactory, Job, batches, make_job
 from shared.conventions import parse_blob_path
@@ -378,6 +379,23 @@ def report(results: dict[str, Any]) -> Table:
         f"{readers['run']['events_per_s']:,.0f} ev/s", f"{readers['alone']['events_per_s']:,.0f} ev/s",
         readers["ingest_ratio"], "≥ 0.5×", readers["ingest_ratio"] >= 0.5)
     row("app RSS after ingest", f"{mem['app_rss_mb']:,.0f} MB", "", None, "≤ 200 MB", mem["app_rss_mb"] <= 200)
+    if "reconcile" in results:
+        rec, small, big = results["reconcile"], results["reconcile"]["30000"], results["reconcile"]["300000"]
+        for figure in ("entities_read", "blob_list_calls"):
+            row(f"reconcile run: {figure.replace('_', ' ')}, {big['outputs']:,} vs {small['outputs']:,} outputs",
+                f"{big[figure]:,}", f"{small[figure]:,}", big[figure] / max(1, small[figure]), "does not grow (≤ 1.1×)",
+                big[figure] <= 1.1 * small[figure])
+        row(f"reconcile run over {big['outputs']:,} outputs: peak RSS over rest", f"{big['peak_rss_over_base_mb']:,.0f} MB",
+            "", None, "≤ 100 MB", big["peak_rss_over_base_mb"] <= 100)
+        if "million" in rec:
+            mil = rec["million"]
+            row(f"{mil['outputs']:,} outputs, 1 % wrong: to exact in runs", f"{mil['runs']} runs, "
+                f"{mil['peak_rss_over_base_mb']:,.0f} MB peak", "", None, "exact, bounded", bool(mil["exact"]))
+    if "listing" in results:
+        lst = results["listing"]
+        row(f"every TaskOutput of {lst['outputs']:,} outputs: entities read / result", f"{lst['entities_read_per_result']:.3f}",
+            "", None, "≤ 1.05", lst["entities_read_per_result"] <= 1.05)
+        row("… queries per 1,000 results", f"{lst['queries_per_1000']:.3f}", "", None, "≤ 1.05", lst["queries_per_1000"] <= 1.05)
     return table
 
 
@@ -389,6 +407,7 @@ def main() -> int:
     parser.add_argument("--small", action="store_true", help="a quick smoke run (jobs of 1,000 and 5,000 blobs)")
     parser.add_argument("--profile", type=Path, help="record the app with py-spy into this file (collapsed stacks, for flamegraph.pl or speedscope)")
     parser.add_argument("--runs", type=int, default=7, help="repetitions of each fast figure (median)")
+    parser.add_argument("--million", action="store_true", help="also reconcile a 1,000,000-output job to exact (long)")
     args = parser.parse_args()
     sizes = (1_000, 5_000) if args.small else (10_000, 50_000)
     started = time.perf_counter()
@@ -449,6 +468,11 @@ def main() -> int:
         blobs.close()
     finally:
         stack.stop()
+    # Issue 24: each on an Azurite of its own (jobs of 300,000 outputs would weigh on the others).
+    console.print("[bold]Reconciler[/]: one run over steady jobs, counted at the transport…")
+    results["reconcile"] = reconcile_bench.figures(small=args.small, million=args.million, say=console.print)
+    console.print("[bold]Listing[/]: every TaskOutput of a 100,000-output job, counted at the transport…")
+    results["listing"] = listing.figures(small=args.small, say=console.print)
     results["total_s"] = time.perf_counter() - started
     if args.small:
         results["note"] = "--small: jobs of 1,000 and 5,000 blobs reported under the 10000/50000 keys"

@@ -118,6 +118,30 @@ param reconcileSchedule string = '0 */15 * * * *'
 @description('Jobs active within this many hours are reconciled blob by blob (RECONCILE_WINDOW_HOURS).')
 param reconcileWindowHours int = 24
 
+@minValue(1)
+@description('Jobs reconciled at once (RECONCILE_JOB_CONCURRENCY).')
+param reconcileJobConcurrency int = 4
+
+@minValue(1)
+@description('Blob property reads and listings in flight in one reconcile run (RECONCILE_BLOB_CONCURRENCY).')
+param reconcileBlobConcurrency int = 16
+
+@minValue(1)
+@description('Blobs of a job listing compared with the index per reconcile run (RECONCILE_SWEEP_BLOBS).')
+param reconcileSweepBlobs int = 5000
+
+@minValue(1)
+@description('Index rows of a job checked against storage per reconcile run (RECONCILE_SWEEP_ROWS).')
+param reconcileSweepRows int = 5000
+
+@minValue(1)
+@description('A reconcile run starts no new job past this many seconds, under functionTimeout (RECONCILE_RUN_SECONDS).')
+param reconcileRunSeconds int = 240
+
+@minValue(0)
+@description('A reindex still running after this many seconds answers 202 with Operation-Location (REINDEX_REQUEST_SECONDS).')
+param reindexRequestSeconds int = 20
+
 @minValue(40)
 @maxValue(1000)
 @description('Flex Consumption scale-out limit.')
@@ -368,6 +392,12 @@ var appSettings = {
   STORAGE_MAX_CONCURRENCY: string(storageMaxConcurrency)
   RECONCILE_SCHEDULE: reconcileSchedule
   RECONCILE_WINDOW_HOURS: string(reconcileWindowHours)
+  RECONCILE_JOB_CONCURRENCY: string(reconcileJobConcurrency)
+  RECONCILE_BLOB_CONCURRENCY: string(reconcileBlobConcurrency)
+  RECONCILE_SWEEP_BLOBS: string(reconcileSweepBlobs)
+  RECONCILE_SWEEP_ROWS: string(reconcileSweepRows)
+  RECONCILE_RUN_SECONDS: string(reconcileRunSeconds)
+  REINDEX_REQUEST_SECONDS: string(reindexRequestSeconds)
   // Where the subscription dead-letters (eventSubscription below): replay-deadletters reads it.
   DEADLETTER_CONTAINER: storage.outputs.deadLetterContainerName
 }

@@ -21,10 +21,12 @@ from shared.domain.sources import outputs_account
 from shared.ingest.group_commit import GroupCommit
 from shared.ingest.indexer import Indexer
 from shared.ingest.namespace import NamespaceIndexer
+from shared.ingest.operations import ReindexOperations
 from shared.ingest.quota_admin import QuotaAdministration
 from shared.ingest.reconcile import Reconciler
 from shared.ingest.reindex import Reindexer
 from shared.ingest.replay import DEFAULT_MAX_BLOBS, DeadLetterReplayer
+from shared.ingest.sweep import JobSweep
 from shared.read.paging import TokenCodec
 from shared.read.query import QueryService
 from shared.settings import Settings
@@ -127,11 +129,24 @@ class Service:
         """One point read of the index: refreshes what ``store.access`` knows."""
         await self.store.get(keys.JOBS_PARTITION, "~health")
 
+    def sweep(self) -> JobSweep:
+        """Bounded slices of a job's comparison with its container (the reconciler, long reindexes)."""
+        return JobSweep(self.reindexer(), self.quotas, self.blobs, asyncio.Semaphore(self.settings.reconcile.blob_concurrency))
+
+    @functools.cached_property
+    def operations(self) -> ReindexOperations:
+        """Long-running reindexes (``202`` + ``Operation-Location``), persisted in the index table."""
+        limits = self.settings.reconcile
+        return ReindexOperations(self.store, self.sweep, limits.sweep_rows, limits.sweep_blobs)
+
     def reconciler(self) -> Reconciler:
         window = timedelta(hours=self.settings.reconcile_window_hours)
-        return Reconciler(self.store, self.blobs, self.reindexer(), window)
+        return Reconciler(self.store, self.blobs, self.sweep(), self.indexer.compactor, window, self.settings.reconcile,
+                          resume_operations=self.operations.resume_stale)
 
     async def close(self) -> None:
+        if "operations" in self.__dict__:
+            await self.operations.drain()  # each saved where it stood: the reconciler resumes it
         try:
             # Counts and deltas not written now are written by whoever comes next (deltas: the
             # next fold; counts: lost with the process, docs say a lower bound).

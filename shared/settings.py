@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -58,6 +58,12 @@ SETTING_NAMES: tuple[str, ...] = (
     "STORAGE_MAX_CONCURRENCY",
     "RECONCILE_SCHEDULE",
     "RECONCILE_WINDOW_HOURS",
+    "RECONCILE_JOB_CONCURRENCY",
+    "RECONCILE_BLOB_CONCURRENCY",
+    "RECONCILE_SWEEP_BLOBS",
+    "RECONCILE_SWEEP_ROWS",
+    "RECONCILE_RUN_SECONDS",
+    "REINDEX_REQUEST_SECONDS",
     "DEADLETTER_CONTAINER",
 )
 
@@ -190,6 +196,37 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class ReconcileSettings:
+    """How much one reconcile run (and one slice of a long reindex) may do (docs/settings.md)."""
+
+    #: Jobs reconciled at once (``RECONCILE_JOB_CONCURRENCY``).
+    job_concurrency: int = 4
+    #: Blob property reads and listings in flight in one run (``RECONCILE_BLOB_CONCURRENCY``).
+    blob_concurrency: int = 16
+    #: Blobs of a job's listing compared with the index per run (``RECONCILE_SWEEP_BLOBS``).
+    sweep_blobs: int = 5000
+    #: Index rows of a job checked against storage per run (``RECONCILE_SWEEP_ROWS``).
+    sweep_rows: int = 5000
+    #: A run starts no new job past this many seconds (``RECONCILE_RUN_SECONDS``), under the
+    #: Functions timeout: what it did not reach, it reaches first next time.
+    run_seconds: int = 240
+    #: A reindex still running after this many seconds answers 202 (``REINDEX_REQUEST_SECONDS``).
+    reindex_request_seconds: int = 20
+
+    @classmethod
+    def read(cls, integer: Callable[..., int]) -> ReconcileSettings:
+        """From the app settings, through ``from_mapping``'s checked integer reader."""
+        return cls(
+            job_concurrency=integer("RECONCILE_JOB_CONCURRENCY", 4, minimum=1),
+            blob_concurrency=integer("RECONCILE_BLOB_CONCURRENCY", 16, minimum=1),
+            sweep_blobs=integer("RECONCILE_SWEEP_BLOBS", 5000, minimum=1),
+            sweep_rows=integer("RECONCILE_SWEEP_ROWS", 5000, minimum=1),
+            run_seconds=integer("RECONCILE_RUN_SECONDS", 240, minimum=1),
+            reindex_request_seconds=integer("REINDEX_REQUEST_SECONDS", 20, minimum=0),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     outputs_storage: StorageConnection
     index_storage: StorageConnection
@@ -208,6 +245,7 @@ class Settings:
     max_concurrency: int = 16
     reconcile_schedule: str = DEFAULT_RECONCILE_SCHEDULE
     reconcile_window_hours: int = 24
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     #: Event Grid's dead-letter container, in the index account (``replay-deadletters``).
     deadletter_container: str = DEFAULT_DEADLETTER_CONTAINER
 
@@ -290,6 +328,7 @@ class Settings:
             max_concurrency=integer("STORAGE_MAX_CONCURRENCY", 16, minimum=1),
             reconcile_schedule=text("RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE) or DEFAULT_RECONCILE_SCHEDULE,
             reconcile_window_hours=integer("RECONCILE_WINDOW_HOURS", 24, minimum=1),
+            reconcile=ReconcileSettings.read(integer),
             deadletter_container=container_setting("DEADLETTER_CONTAINER", text("DEADLETTER_CONTAINER"), DEFAULT_DEADLETTER_CONTAINER),
         )
 

@@ -13,7 +13,9 @@ and their counters atomically, with ETag conditions. Row keys put the kind befor
     S|f                         the fold round in progress
     Q|{limit}                   a quota crossing already announced (QuotaExceeded sent)
 
-Jobs themselves are listed from the ``~jobs`` partition, one row per container.
+Jobs themselves are listed from the ``~jobs`` partition, one row per container; the
+reconciler keeps each job's sweep position in ``~reconcile`` and long-running operations
+(reindexes answered 202) live in ``~operations``.
 
 Table keys may not hold ``/ \\ # ?`` or control characters; text is percent-encoded for those
 (and for ``%`` and the ``|`` separator), which keeps prefixes prefixes, so a path prefix
@@ -26,6 +28,10 @@ import functools
 import hashlib
 
 JOBS_PARTITION = "~jobs"
+#: One row per job container: where the reconciler's sweep of that job stands.
+RECONCILE_PARTITION = "~reconcile"
+#: One row per long-running operation (a reindex answered 202), by its ID.
+OPERATIONS_PARTITION = "~operations"
 SEPARATOR = "|"
 JOB_OUTPUT = "J"
 TASK_OUTPUT = "T"

@@ -152,6 +152,26 @@ class ReindexResult(_Model):
     unchanged: int
 
 
+class OperationProgress(_Model):
+    percentComplete: int = Field(description="an estimate, 0-100: blobs listed and rows checked against twice the outputs indexed at start")
+    phase: str = Field(description="blobs (the listing against the index), rows (the index against storage), done")
+    blobsListed: int
+    rowsChecked: int
+    outputsIndexedAtStart: int
+
+
+class OperationState(_Model):
+    """A long-running operation's status monitor (Azure REST API guidelines)."""
+
+    id: str
+    status: str = Field(description="running, succeeded or failed")
+    progress: OperationProgress
+    createdDateTime: str
+    lastActionDateTime: str
+    result: ReindexResult | None = Field(default=None, description="what the reindex changed, once succeeded")
+    error: ErrorDetail | None = Field(default=None, description="why it failed, once failed")
+
+
 class IngestResult(_Model):
     received: int
     indexed: int

@@ -21,6 +21,8 @@ from .paging import Position, Scope, TokenCodec
 
 #: Key ranges of one listing read at once (a task has one range per kind it wrote).
 PARALLEL_PARTS = 8
+#: Rows asked for at least per request when each row is checked (a filter keys cannot say).
+_MIN_CHECKED_READ = 100
 
 
 def iso(value: Any) -> str | None:
@@ -106,46 +108,79 @@ class QueryService:
 
     async def _read_part(
         self, container: str, listing: _Listing, part: int, after: str | None, need: int
-    ) -> list[Entity]:
+    ) -> tuple[list[Entity], str | None]:
+        """Up to ``need`` rows of one key range and, when it holds more, the key to resume after.
+
+        Without a row check, the rows read are the rows returned. With one (a clipped prefix, a
+        filter keys cannot say), each request asks for what is still wanted, at least
+        ``_MIN_CHECKED_READ`` rows so that a sparse match does not cost a request a row.
+        """
         low, high = listing.parts[part]
-        rows: list[Entity] = []
-        async for row in self.store.query_range(
-            container, low, high, after=after, where=listing.where, select=listing.select,
-            limit=None if listing.keep else need,
-        ):
-            if listing.keep is not None and not listing.keep(row):
-                continue
-            rows.append(row)
-            if len(rows) >= need:
-                break
-        return rows
+        if listing.keep is None:
+            rows, more = await self.store.read_page(
+                container, low, high, limit=need, after=after, where=listing.where, select=listing.select)
+            return rows, (rows[-1]["RowKey"] if more and rows else None)
+        kept: list[Entity] = []
+        cursor = after
+        while True:
+            read, more = await self.store.read_page(
+                container, low, high, limit=max(need - len(kept), min(need, _MIN_CHECKED_READ)), after=cursor,
+                where=listing.where, select=listing.select)
+            for index, row in enumerate(read):
+                if not listing.keep(row):
+                    continue
+                kept.append(row)
+                if len(kept) == need:
+                    rest = any(listing.keep(later) for later in read[index + 1 :])
+                    return kept, (row["RowKey"] if rest or more else None)
+            if not more or not read:
+                return kept, None
+            cursor = read[-1]["RowKey"]
 
     async def _page(self, container: str, listing: _Listing, page_size: int, token: str | None) -> tuple[list[Entity], str | None]:
+        """One page of a listing: every row it returns read once, and nothing read ahead.
+
+        Whether a next page exists comes from the service's continuation (``TableStore.read_page``),
+        not from reading a row past the page: a page of one key range costs one query per 1,000
+        rows it returns (the service's page limit).
+        """
         position = self.codec.decode(listing.scope, token) if token else Position()
         part, after = position.part, position.after
         if after is not None:
             # A task's kinds (hence its parts) may change between pages: resume by the key.
             part = next((i for i, (low, high) in enumerate(listing.parts) if low <= after < high), part)
         resumed = part
-        need = page_size + 1  # one more than a page tells whether a next page exists
-        rows: list[tuple[int, Entity]] = []
-        while part < len(listing.parts) and len(rows) < need:
+        rows: list[Entity] = []
+        following: Position | None = None
+        while part < len(listing.parts) and len(rows) < page_size and following is None:
             # A listing of several key ranges (one task's kinds) reads them concurrently: one
             # round trip instead of one per kind. Rows stay in part order, then key order.
             window = range(part, min(len(listing.parts), part + PARALLEL_PARTS))
+            need = page_size - len(rows)
             found = await asyncio.gather(*(
-                self._read_part(container, listing, p, after if p == resumed else None, need - len(rows))
-                for p in window
+                self._read_part(container, listing, p, after if p == resumed else None, need) for p in window
             ))
-            for p, part_rows in zip(window, found, strict=True):
-                rows.extend((p, row) for row in part_rows)
+            for index, (p, (part_rows, resume)) in enumerate(zip(window, found, strict=True)):
+                room = page_size - len(rows)
+                if len(part_rows) > room:  # a range read alongside an earlier one: what fits
+                    rows.extend(part_rows[:room])
+                    following = Position(p, rows[-1]["RowKey"])
+                    break
+                rows.extend(part_rows)
+                if resume is not None:
+                    following = Position(p, resume)
+                    break
+                if len(rows) >= page_size:
+                    # Full at a range's end: the next range that has rows, if one was read.
+                    later = next((q for q, (r, _) in zip(window[index + 1 :], found[index + 1 :], strict=True) if r), None)
+                    if later is not None:
+                        following = Position(later, None)
+                    elif window.stop < len(listing.parts):
+                        following = Position(window.stop, None)
+                    break
             part = window.stop
-        next_token = None
-        if len(rows) > page_size:
-            rows = rows[:page_size]
-            last_part, last_row = rows[-1]
-            next_token = self.codec.encode(listing.scope, Position(last_part, last_row["RowKey"]))
-        return [row for _, row in rows], next_token
+        next_token = self.codec.encode(listing.scope, following) if following is not None else None
+        return rows, next_token
 
     # -- jobs ------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from ..support.stack import EVENTS_KEY, TEST_KEY, RunningApp
 
 JOB = "KeysJob"
 C = container_name(JOB)
-VALUES = {"job_id": JOB, "task_id": "t1", "kind": "TaskOutput", "path": "a.txt"}
+VALUES = {"job_id": JOB, "task_id": "t1", "kind": "TaskOutput", "path": "a.txt", "operation_id": "0" * 32}
 
 
 def operations(app: RunningApp) -> list[tuple[str, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import hypothesis
 import schemathesis
+from azure.data.tables import TableClient
 from azure.storage.blob import BlobServiceClient
 from hypothesis import HealthCheck
 from schemathesis import checks
@@ -40,6 +41,8 @@ SPEC_ROUTES = {
     # beyond SPEC §6: operations (issue 15, docs/operations.md)
     ("post", "/api/admin/replay-deadletters"),
     ("get", "/api/admin/health"),
+    # SPEC §11: a long reindex's status monitor (Operation-Location)
+    ("get", "/api/operations/{operation_id}"),
 }
 
 
@@ -91,6 +94,11 @@ def seed(app: RunningApp, blob_service: BlobServiceClient) -> None:
         events.append(blob_event(container.container_name, name, sequencer=n + 1, size=len(data)))
     assert app.post_events(events).status_code == 200
     assert app.client.put(f"/api/jobs/{JOB}").status_code == 200
+    # A reindex leaves its operation readable at /api/operations/{id}: the known good ID.
+    assert app.client.post(f"/api/jobs/{JOB}/reindex").status_code == 200
+    with TableClient.from_connection_string(app.settings.index_storage.connection_string or "",
+                                            app.settings.index_table) as table:
+        KNOWN["operation_id"] = next(iter(table.query_entities("PartitionKey eq '~operations'")))["RowKey"]
 
 
 def known_good(operation: schemathesis.APIOperation) -> schemathesis.Case:

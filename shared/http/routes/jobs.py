@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from shared.domain.conventions import container_name
+from shared.ingest.operations import OperationStatus
 from shared.ingest.reindex import JobNotFoundError
 
-from ..dependencies import DEFAULT_PAGE_SIZE, JobId, PageSize, ServiceDep, Token, next_link
+from ..dependencies import DEFAULT_PAGE_SIZE, Access, JobId, PageSize, ServiceDep, Token, next_link
 from ..errors import ApiError, error_statuses
-from ..schemas import JobList, JobSummary, ReindexResult, TaskList
+from ..schemas import JobList, JobSummary, OperationState, ReindexResult, TaskList
 
 router = APIRouter()
 
@@ -48,12 +50,21 @@ async def tasks(request: Request, job_id: JobId, svc: ServiceDep,
 
 
 @router.post("/api/jobs/{job_id}/reindex", tags=["jobs"], response_model=ReindexResult,
-             responses=error_statuses(400, 401, 404, 429, 503))
-async def reindex(job_id: JobId, svc: ServiceDep) -> ReindexResult:
-    """Rebuilds the job's index from a listing of its container; reports what it added, fixed and removed."""
+             responses={**error_statuses(400, 401, 404, 429, 503),
+                        202: {"model": OperationState, "description": "still running: poll Operation-Location"}})
+async def reindex(request: Request, job_id: JobId, svc: ServiceDep) -> ReindexResult | JSONResponse:
+    """Rebuilds the job's index from a listing of its container; reports what it added, fixed and removed.
+    A reindex that cannot finish within ``REINDEX_REQUEST_SECONDS`` answers ``202 Accepted`` with
+    ``Operation-Location: /api/operations/{id}`` and goes on as a long-running operation."""
     container = container_name(job_id)
     try:
-        report = await svc.reindexer().reindex(container)
+        operation = await svc.operations.start(job_id, container)
     except JobNotFoundError as exc:
         raise ApiError(404, "JobNotFound", f"Job {job_id!r} has no container and nothing indexed.") from exc
-    return ReindexResult(jobId=job_id, container=container, **report.as_dict())
+    operation = await svc.operations.run_within(operation, svc.settings.reconcile.reindex_request_seconds)
+    if operation.status is OperationStatus.SUCCEEDED:
+        return ReindexResult(**operation.result())
+    access: Access = request.app.state.access.load()
+    location = f"{access.public_base_url or ''}/api/operations/{operation.id}"
+    return JSONResponse(OperationState.model_validate(operation.as_wire()).model_dump(exclude_none=True), status_code=202,
+                        headers={"Operation-Location": location, "Retry-After": "5"})
