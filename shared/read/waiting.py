@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from shared.domain import keys
 from shared.domain.feed import counter_feed
@@ -47,6 +48,13 @@ class JobWatch:
         self._poll: asyncio.Task[None] | None = None
         self._next: _Group | None = None
         self._reading = asyncio.Lock()
+        self._answers: tuple[Tail | None, dict[Any, Any]] = (None, {})
+
+    def answered(self, tail: Tail) -> dict[Any, Any]:
+        """Pages already answered from ``tail`` (the latest shared read), by cursor and filter."""
+        if self._answers[0] is not tail:
+            self._answers = (tail, {})
+        return self._answers[1]
 
     def _wake(self) -> None:
         event, self._changed = self._changed, asyncio.Event()
