@@ -29,7 +29,7 @@ from azure.storage.blob import BlobServiceClient, generate_container_sas
 from rich.console import Console
 from rich.table import Table
 
-from bench import bad_deliveries, listing, scaleout
+from bench import bad_deliveries, feed, listing, scaleout
 from bench import reconcile as reconcile_bench
 from bench.stack import API_KEY, EVENTS_KEY, INDEX_TABLE, Stack, azurite_version, rss_mb
 from bench.workload import EventFactory, Job, batches, make_job
@@ -465,6 +465,8 @@ def main() -> int:
         results.update(scaleout.figures(stack.azurite, blob_endpoint, scale_job, scale_events, say=console.print))
         console.print("[bold]Hostile deliveries[/] (issue 20)…")
         results["bad_deliveries"] = bad_deliveries.figures(stack, say=console.print)
+        console.print("[bold]Change feed and output events[/] (docs/change-feed.md)…")
+        results.update(feed.figures(stack.azurite, scale_job, scale_events, say=console.print))
         blobs.close()
     finally:
         stack.stop()

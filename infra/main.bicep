@@ -97,6 +97,12 @@ param quotaEventsTopicEnabled bool = false
 @description('Resource ID of an existing Event Grid custom topic for Batch.Outputs.QuotaExceeded events (instead of creating one).')
 param existingQuotaEventsTopicId string = ''
 
+@description('Example subscription on the events topic: the job whose TaskPreview outputs go to previewSubscriptionEndpoint (empty: none).')
+param previewSubscriptionJobId string = ''
+
+@description('Example subscription on the events topic: the webhook receiving that job\'s OutputCreated events for TaskPreview outputs.')
+param previewSubscriptionEndpoint string = ''
+
 @minValue(0)
 @description('Retries per storage call (STORAGE_RETRY_TOTAL).')
 param storageRetryTotal int = 6
@@ -141,6 +147,13 @@ param reconcileRunSeconds int = 240
 @minValue(0)
 @description('A reindex still running after this many seconds answers 202 with Operation-Location (REINDEX_REQUEST_SECONDS).')
 param reindexRequestSeconds int = 20
+
+@description('How long the change feed keeps changes, in hours (older cursors answer 410 CursorExpired).')
+@minValue(1)
+param changeFeedRetentionHours int = 168
+
+@description('How often one poll per job per instance looks for other instances\' changes for long-polling readers (seconds).')
+param changeFeedPollSeconds string = '1'
 
 @minValue(40)
 @maxValue(1000)
@@ -285,6 +298,8 @@ module quotaEventsTopic 'app/events-topic.bicep' = if (quotaTopicEnabled) {
     location: location
     tags: tags
     appPrincipalId: identity.outputs.principalId
+    previewSubscriptionJobId: previewSubscriptionJobId
+    previewSubscriptionEndpoint: previewSubscriptionEndpoint
   }
 }
 
@@ -400,6 +415,8 @@ var appSettings = {
   REINDEX_REQUEST_SECONDS: string(reindexRequestSeconds)
   // Where the subscription dead-letters (eventSubscription below): replay-deadletters reads it.
   DEADLETTER_CONTAINER: storage.outputs.deadLetterContainerName
+  CHANGE_FEED_RETENTION_HOURS: string(changeFeedRetentionHours)
+  CHANGE_FEED_POLL_SECONDS: changeFeedPollSeconds
 }
 
 module api 'app/api.bicep' = {

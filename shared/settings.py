@@ -65,6 +65,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "RECONCILE_RUN_SECONDS",
     "REINDEX_REQUEST_SECONDS",
     "DEADLETTER_CONTAINER",
+    "CHANGE_FEED_RETENTION_HOURS",
+    "CHANGE_FEED_POLL_SECONDS",
 )
 
 #: The container Event Grid dead-letters to (``infra/main.bicep``: ``deadLetterContainerName``).
@@ -226,6 +228,27 @@ class ReconcileSettings:
         )
 
 
+def storage_connection(text: Callable[[str], str | None], name: str, uri_suffix: str) -> StorageConnection:
+    """A storage account's connection: a connection string in ``name``, else identity-based settings."""
+    conn = text(name)
+    if conn:
+        return StorageConnection(name=name, connection_string=conn)
+    uri = text(f"{name}__{uri_suffix}")
+    if not uri:
+        raise SettingsError(
+            f"{name} is not set: give a connection string in {name} "
+            f"or an identity-based {name}__{uri_suffix}"
+        )
+    return StorageConnection(
+        name=name,
+        service_uri=uri,
+        credential=text(f"{name}__credential"),
+        client_id=text(f"{name}__clientId"),
+        blob_service_uri=text(f"{name}__blobServiceUri") if uri_suffix != "blobServiceUri" else None,
+    )
+
+
+
 @dataclass(frozen=True)
 class Settings:
     outputs_storage: StorageConnection
@@ -248,6 +271,10 @@ class Settings:
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     #: Event Grid's dead-letter container, in the index account (``replay-deadletters``).
     deadletter_container: str = DEFAULT_DEADLETTER_CONTAINER
+    #: How long the change feed keeps changes (cursors older than that are 410 CursorExpired).
+    change_feed_retention_hours: int = 168
+    #: How often one poll per job per instance looks for other instances' changes for its waiters.
+    change_feed_poll_seconds: float = 1.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> Settings:
@@ -284,22 +311,7 @@ class Settings:
             return value
 
         def connection(name: str, uri_suffix: str) -> StorageConnection:
-            conn = text(name)
-            if conn:
-                return StorageConnection(name=name, connection_string=conn)
-            uri = text(f"{name}__{uri_suffix}")
-            if not uri:
-                raise SettingsError(
-                    f"{name} is not set: give a connection string in {name} "
-                    f"or an identity-based {name}__{uri_suffix}"
-                )
-            return StorageConnection(
-                name=name,
-                service_uri=uri,
-                credential=text(f"{name}__credential"),
-                client_id=text(f"{name}__clientId"),
-                blob_service_uri=text(f"{name}__blobServiceUri") if uri_suffix != "blobServiceUri" else None,
-            )
+            return storage_connection(text, name, uri_suffix)
 
         keys = key_roles(text("API_KEYS"), text("EVENTS_KEYS"), text("READ_KEYS"))
         return cls(
@@ -330,6 +342,8 @@ class Settings:
             reconcile_window_hours=integer("RECONCILE_WINDOW_HOURS", 24, minimum=1),
             reconcile=ReconcileSettings.read(integer),
             deadletter_container=container_setting("DEADLETTER_CONTAINER", text("DEADLETTER_CONTAINER"), DEFAULT_DEADLETTER_CONTAINER),
+            change_feed_retention_hours=integer("CHANGE_FEED_RETENTION_HOURS", 168, minimum=1),
+            change_feed_poll_seconds=max(0.05, number("CHANGE_FEED_POLL_SECONDS", 1.0)),
         )
 
     @classmethod

@@ -27,7 +27,7 @@ from . import logs, openapi
 from .dependencies import Access, require_events_key, require_role
 from .errors import install_error_handlers
 from .openapi import document_security
-from .routes import admin, events, health, jobs, operations, outputs, quota, ui
+from .routes import admin, changes, events, health, jobs, operations, outputs, quota, ui
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, *, hosted: bool = False) -> Fas
     app.include_router(ui.router)
     app.include_router(events.router, dependencies=[Depends(require_events_key)])
     # Every other router: a GET is a reader's, anything else (and /api/admin/) an admin's.
-    for module in (jobs, outputs, quota, admin, operations, openapi):
+    for module in (jobs, outputs, changes, quota, admin, operations, openapi):
         app.include_router(module.router, dependencies=[Depends(require_role)])
     document_security(app, PUBLIC_PATHS)
     app.add_middleware(NoStore)

@@ -82,6 +82,7 @@ class ReconcileReport:
         for name in ("added", "fixed", "removed", "tombstones_purged", "blobs_listed", "list_calls", "rows_checked",
                      "blobs_read"):
             setattr(self, name, getattr(self, name) + getattr(found, name))
+    feed_rows_purged: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {item.name: getattr(self, item.name) for item in fields(self)}
@@ -112,8 +113,10 @@ class Reconciler:
     def __init__(self, store: TableStore, blobs: OutputsAccount, sweep: JobSweep, compactor: Compactor,
                  window: timedelta, limits: ReconcileSettings,
                  resume_operations: Callable[[float, datetime], Awaitable[int]] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 feed_retention: timedelta = timedelta(hours=168)) -> None:
         self.store = store
+        self.feed_retention = feed_retention
         self.blobs = blobs
         self.sweep = sweep
         self.compactor = compactor
@@ -164,6 +167,9 @@ class Reconciler:
     async def _reconcile_job(self, container: str, job_row: Entity, checkpoint: Checkpoint, now: datetime,
                              report: ReconcileReport) -> None:
         last = await self._last_activity(container, job_row)
+        if last is not None and last >= now - self.window - self.feed_retention - timedelta(hours=1):
+            # The change feed keeps CHANGE_FEED_RETENTION_HOURS of changes (the newest row always).
+            report.feed_rows_purged += await self.compactor.purge_feed(container, now - self.feed_retention)
         if last is None or last < now - self.window - TOMBSTONE_TTL - timedelta(hours=1):
             return  # quiet for longer than any tombstone lives: nothing left to do
         active = last >= now - self.window

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from azure.core import MatchConditions
@@ -42,6 +40,7 @@ from .errors import (
 )
 from .health import IndexAccess
 from .throttle import AdaptiveLimiter
+from .values import readable
 
 log = logging.getLogger(__name__)
 
@@ -52,84 +51,17 @@ MAX_QUERY_PAGE = 1000
 _BUSY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
-#: An Edm.DateTime as a service may hold it: a year of 1 to 4 digits (Azurite keeps what it was
-#: sent, and ``strftime`` writes year 1 as ``1``), up to 7 fraction digits, ``Z``.
-_SERVICE_TIME = re.compile(r"(\d{1,4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,7}))?Z?")
-
-
-def lenient_datetime(value: Any) -> datetime | None:
-    """A stored ``Edm.DateTime`` the SDK's parser refuses (e.g. ``1-01-01T00:00:00.000000Z``),
-    read anyway; None (logged) when it is no time at all."""
-    match = _SERVICE_TIME.fullmatch(value) if isinstance(value, str) else None
-    if match is not None:
-        year, month, day, hour, minute, second, fraction = match.groups()
-        try:
-            return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
-                            int((fraction or "0")[:6].ljust(6, "0")), tzinfo=timezone.utc)
-        except ValueError:
-            pass
-    log.warning("an index row holds an unreadable time %r: read as absent", str(value)[:80])
-    return None
-
-
-def _install_lenient_datetimes() -> bool:
-    """Make the SDK read every stored time: one unreadable value would otherwise fail the whole
-    query page it is on (a listing, a reindex, the reconciler). The SDK keeps its converters in
-    a private table (pinned azure-data-tables==12.7.0); if that changed, reads stay as they are,
-    decided once at import and logged."""
-    try:
-        from azure.data.tables import _deserialize
-
-        conversions = _deserialize._ENTITY_TO_PYTHON_CONVERSIONS
-        strict = conversions[EdmType.DATETIME]
-        if not callable(strict):
-            raise TypeError("the SDK's datetime converter is not callable")
-    except Exception as exc:  # any change of the private SDK attribute: keep the SDK's reads
-        log.warning("azure-data-tables' datetime reader not wrapped (%s: %s): a stored time it cannot parse fails "
-                    "its query", type(exc).__name__, exc)
-        return False
-    if getattr(strict, "lenient", False):
-        return True
-
-    def lenient(value: Any) -> Any:
-        try:
-            return strict(value)
-        except (ValueError, TypeError, OverflowError):
-            return lenient_datetime(value)
-
-    lenient.lenient = True  # type: ignore[attr-defined]
-    conversions[EdmType.DATETIME] = lenient
-    return True
-
-
-LENIENT_DATETIMES = _install_lenient_datetimes()
-
-
 def etag_of(entity: Mapping[str, Any]) -> str | None:
     metadata = getattr(entity, "metadata", None) or {}
     return metadata.get("etag")
 
 
-#: A lone surrogate: JSON can carry one (``"\ud800"``) and Azurite stores it, but no answer can
-#: encode it in UTF-8 (a listing holding one answered 500).
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _readable(name: str, value: Any) -> Any:
-    """A stored text as an answer can carry it: a lone surrogate (written before events were
-    checked for them) is read as U+FFFD, logged."""
-    if type(value) is str and not value.isascii() and _SURROGATE.search(value) is not None:
-        log.warning("an index row's %s holds a lone surrogate: read as U+FFFD", name)
-        return _SURROGATE.sub("\ufffd", value)
-    return value
-
-
 def _plain(entity: Any) -> Entity:
     """An SDK entity as the core sees it: Int64 values as ``Int64``, the ETag under ``__etag``,
-    texts readable (``_readable``)."""
+    texts readable (``values.readable``)."""
     plain = {
         name: Int64(value.value) if isinstance(value, EntityProperty) and value.edm_type == EdmType.INT64
-        else _readable(name, value)
+        else readable(name, value)
         for name, value in entity.items()
     }
     plain["__etag"] = etag_of(entity)
@@ -371,6 +303,28 @@ class TableStore:
                 returned += 1
                 if limit is not None and returned >= limit:
                     return
+
+    async def query_response(
+        self, partition: str, low: str, high: str, *, select: Sequence[str] | None = None, limit: int = MAX_QUERY_PAGE,
+    ) -> tuple[list[Entity], bool]:
+        """One response of a range query (``low <= RowKey < high``, key order) and whether it
+        held the whole range. Table storage answers one query response from one snapshot of
+        the partition (a transaction is in it whole or not at all); rows read over several
+        responses may come from different moments."""
+        pages = self._client.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": partition, "lo": low, "hi": high},
+            select=list(select) if select else None,
+            results_per_page=min(limit, MAX_QUERY_PAGE),
+        ).by_page()
+        with self._translated():
+            try:
+                async with self._limiter:
+                    page = await pages.__anext__()
+                    entities = [_plain(entity) async for entity in page]
+            except StopAsyncIteration:
+                return [], True
+        return entities, getattr(pages, "continuation_token", None) is None
 
     async def submit(self, partition: str, operations: Sequence[Operation]) -> list[str | None]:
         """Run a batch transaction; return the new ETag of every operation, in order.

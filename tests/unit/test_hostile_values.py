@@ -25,7 +25,7 @@ from shared.domain.events import (
 from shared.domain.planning import is_stale
 from shared.domain.rows import Change
 from shared.store.envelopes import parse_event
-from shared.store.table import LENIENT_DATETIMES, lenient_datetime
+from shared.store.values import LENIENT_DATETIMES, lenient_datetime
 
 from ..helpers import blob_event
 
