@@ -87,6 +87,8 @@ class ChangeFeed:
                 if tail.start != position.seq:
                     tail = await self.reader.read_tail(container, position.seq)
             page = self.reader.page(tail, position, where, size)
+            # A cursor's age is its own, not its walk's: a walk may go on past the retention.
+            page.cursor.issued = now
             if page.changes or page.more or watch is None:
                 return self._wire(container, job_id, page, scope, None)
             if not await watch.changed_since(version, tail, deadline):

@@ -146,9 +146,15 @@ class FeedReader:
 
     @staticmethod
     def now_cursor(tail: Tail, where: Filter, issued: int) -> FeedCursor:
-        """A cursor at the feed's current end: every change committed so far is behind it."""
+        """A cursor at the feed's current end: every change committed so far is behind it.
+
+        With more pending deltas than a cursor names, it names a prefix of their order: those
+        left out come again once sequenced, and as every blob's remembered changes precede its
+        forgotten ones, what comes again is the end of each blob's history (a replay converges;
+        naming the newest instead would bring back a ``created`` without the ``deleted`` after it).
+        """
         pending = [s.delta_id for s in tail.ordered_pending() if any(where.keeps(c) for c in s.changes)]
-        return FeedCursor(tail.next_seq, 0, pending[-MAX_DELIVERED:], issued)
+        return FeedCursor(tail.next_seq, 0, pending[:MAX_DELIVERED], issued)
 
 
 def _sequenced(round_row: Entity | None, counter: Entity | None, deltas: dict[str, ChangeSet]) -> dict[str, int | None]:

@@ -1,0 +1,141 @@
+"""Adversarial review of the change feed: interleavings that broke a guarantee (real Azurite).
+
+Each test drives one interleaving step by step (a writer committing between two responses of a
+fold's ledger read, a walk continued past the retention, a cursor taken from ``now`` while more
+deltas are pending than a cursor remembers) and asserts the guarantee of docs/change-feed.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import shared.read.changes as changes_module
+from devtools.azurite import Azurite
+from shared.domain import keys
+from shared.domain.feed import FeedChange
+from shared.domain.ledger import Delta
+from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation
+from shared.domain.rows import Entity
+from shared.read.feed import MAX_DELIVERED
+from shared.service import Service
+
+from ..helpers import blob_event
+from .test_change_feed import CONTAINER, Walk, ingest, listed, run
+
+
+def applied(listing: dict[str, int], changes: list[dict[str, Any]]) -> dict[str, int]:
+    """``listing`` with ``changes`` applied in order (blob name -> size)."""
+    state = dict(listing)
+    for change in changes:
+        output = change["output"]
+        if change["change"] in ("created", "updated", "admitted"):
+            state[output["blobName"]] = output["size"]
+        else:
+            state.pop(output["blobName"], None)
+    return state
+
+
+def test_a_cursor_from_now_with_more_pending_deltas_than_it_remembers_replays_to_the_index(azurite: Azurite) -> None:
+    """``from=now`` while more than ``MAX_DELIVERED`` deltas are pending: the cursor cannot name
+    them all. It used to keep the *newest* 200, so an old pending ``created`` came again after
+    the fold while the ``deleted`` that followed it (remembered) did not: the client's listing
+    showed a deleted output as live. The cursor keeps a prefix of the pending order instead, so
+    every blob's changes that come again are a suffix of its history and the listing converges."""
+
+    async def body(service: Service) -> None:
+        await ingest(service, [blob_event(CONTAINER, "t0/$TaskOutput/b.txt", sequencer=1, size=5)])
+        for i in range(MAX_DELIVERED):
+            await ingest(service, [blob_event(CONTAINER, f"t1/$TaskOutput/f{i}.txt", sequencer=10 + i, size=i)])
+        await ingest(service, [blob_event(CONTAINER, "t0/$TaskOutput/b.txt", sequencer=2, deleted=True)])
+        before = await listed(service)  # a listing read before the cursor is taken
+        assert "t0/$TaskOutput/b.txt" not in before
+        walk = Walk(service, start=False)
+        assert await walk.step() == []
+        await service.indexer.compactor.fold(CONTAINER)
+        await walk.step()
+        assert applied(before, walk.changes) == await listed(service)
+
+    run(azurite, body)
+
+
+def test_a_walk_that_goes_on_past_the_retention_is_not_expired(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cursor returned an hour ago by a walk that began more than ``CHANGE_FEED_RETENTION_HOURS``
+    ago, whose rows are all kept, was ``410 CursorExpired``: the cursor carried the walk's start
+    (``issued``), not its own. A ``watch`` following a job for a week died with it."""
+    clock = [datetime.now(timezone.utc).timestamp()]
+    monkeypatch.setattr(changes_module, "time", SimpleNamespace(time=lambda: clock[0]))
+
+    async def body(service: Service) -> None:
+        assert service.feed is not None
+        hours = service.feed.retention_seconds // 3600
+        walk = Walk(service)
+        assert await walk.step() == []
+        for step in range(3):
+            await ingest(service, [blob_event(CONTAINER, f"t1/$TaskOutput/s{step}.txt", sequencer=step + 1)])
+            clock[0] += 3600 * (hours // 2 + 1)  # each cursor is used half a retention after it was returned
+            assert [c["output"]["path"] for c in await walk.step()] == [f"s{step}.txt"]
+
+    run(azurite, body)
+
+
+def _delta(key: str, at: datetime, *changes: FeedChange) -> Entity:
+    return Delta(key, at=at, changes=list(changes)).entity()
+
+
+def _output_change(change: str, seq: int, name: str) -> FeedChange:
+    return FeedChange(change, f"{seq:032d}", "t1", "TaskOutput", name, f"t1/$TaskOutput/{name}", size=seq)
+
+
+@pytest.mark.xfail(strict=True, reason="a fold round built from a ledger read over several responses (over 1,000 S| rows) "
+                   "may hold a blob's later change without its earlier one: the feed then has them out of sequencer order")
+def test_a_fold_whose_ledger_read_spans_responses_keeps_each_blobs_order(azurite: Azurite) -> None:
+    """More than 1,000 rows under ``S|`` (deltas pending behind a burst): the fold reads the
+    ledger over several responses, each its own snapshot. A writer commits a blob's ``created``
+    (key in the first response's range) and then its ``updated`` (key in the second's) between
+    the two responses: the round holds the ``updated`` without the ``created``, sequences it
+    first, and the ``created`` gets a later seq. A walk then sees ``updated`` then ``created``
+    (a replay lists the blob at its old size)."""
+    now = datetime.now(timezone.utc)
+    created_key, updated_key = keys.delta_key("0" * 31 + "1"), keys.delta_key("f" * 32)
+
+    async def body(service: Service) -> None:
+        store = service.indexer.compactor.store
+        later = now + timedelta(hours=1)  # other outputs' deltas, ordered after the blob's in a round
+        fillers = [_delta(keys.delta_key(f"{1 + i // 1000:x}{i % 1000:031x}"), later,
+                          _output_change("created", 1, f"f{i}.txt")) for i in range(1005)]
+        for start in range(0, len(fillers), MAX_BATCH_OPERATIONS):
+            await store.submit(CONTAINER, [Operation(Op.CREATE, e) for e in fillers[start : start + MAX_BATCH_OPERATIONS]])
+        real = store.query_range
+        committed = False
+        low, _ = keys.prefix_range(keys.shard_prefix())
+
+        async def two_responses(partition: str, start: str | None, *args: Any, **kwargs: Any) -> AsyncIterator[Entity]:
+            nonlocal committed
+            count = 0
+            async for row in real(partition, start, *args, **kwargs):
+                yield row
+                count += 1
+                if count == 1000 and start == low and not committed:
+                    committed = True  # between the first and second response of the fold's ledger read
+                    await store.submit(CONTAINER, [Operation(Op.CREATE, _delta(created_key, now, _output_change("created", 10, "b.txt")))])
+                    await store.submit(CONTAINER, [Operation(Op.CREATE, _delta(updated_key, now + timedelta(milliseconds=1),
+                                                                                _output_change("updated", 20, "b.txt")))])
+
+        store.query_range = two_responses  # type: ignore[method-assign]
+        try:
+            while await service.indexer.compactor.fold(CONTAINER):
+                pass
+        finally:
+            store.query_range = real  # type: ignore[method-assign]
+        assert committed
+        walk = Walk(service, size=5000)
+        await walk.step()
+        assert [c["change"] for c in walk.changes if c["output"]["path"] == "b.txt"] == ["created", "updated"]
+
+    run(azurite, body)
+
