@@ -21,6 +21,10 @@ from .paging import Scope
 from .waiting import JobWatch
 
 
+#: Times a request without a cursor begins again from the start when a purge overtook its read.
+MAX_RESTARTS = 3
+
+
 class ChangeFeed:
     """``GET /api/jobs/{jobId}/changes``: pages of changes, and long-polls."""
 
@@ -71,6 +75,7 @@ class ChangeFeed:
     async def _answer(self, container: str, job_id: str, scope: Scope, position: FeedCursor | None, start: bool,
                       where: Filter, size: int, now: int, watch: JobWatch | None, deadline: float,
                       token: str | None) -> dict[str, Any]:
+        restarts = 0
         while True:
             version = watch.version() if watch is not None else (0, 0)
             seq = position.seq if position is not None else 0
@@ -86,7 +91,15 @@ class ChangeFeed:
                 position = FeedCursor(tail.oldest, 0, [], now)
                 if tail.start != position.seq:
                     tail = await self.reader.read_tail(container, position.seq)
-            page = self.reader.page(tail, position, where, size)
+            try:
+                page = self.reader.page(tail, position, where, size)
+            except CursorExpiredError:
+                # From the start without a cursor, a purge moved the oldest kept on between this
+                # read's two queries: no cursor of the caller's expired, so begin again (bounded).
+                if token is not None or not start or restarts >= MAX_RESTARTS:
+                    raise
+                position, restarts = None, restarts + 1
+                continue
             # A cursor's age is its own, not its walk's: a walk may go on past the retention.
             page.cursor.issued = now
             if page.changes or page.more or watch is None:

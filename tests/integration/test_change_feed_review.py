@@ -139,3 +139,56 @@ def test_a_fold_whose_ledger_read_spans_responses_keeps_each_blobs_order(azurite
 
     run(azurite, body)
 
+
+
+def test_from_start_while_a_purge_runs_between_the_two_queries_of_its_read_is_not_expired(azurite: Azurite) -> None:
+    """A request without a cursor (``from=start``) read the ledger (oldest kept: 0), then a purge
+    moved the oldest kept on and deleted rows before the feed query: the request was
+    ``410 CursorExpired``, though it sent no cursor that could have expired. It starts again
+    from the oldest kept instead."""
+
+    async def body(service: Service) -> None:
+        for i in range(3):
+            await ingest(service, [blob_event(CONTAINER, f"t1/$TaskOutput/{i}.txt", sequencer=i + 1)])
+            await service.indexer.compactor.fold(CONTAINER)
+        assert service.feed is not None
+        store = service.feed.reader.store
+        real = store.query_response
+        purged = 0
+
+        async def then_purge(*args: Any, **kwargs: Any) -> Any:
+            nonlocal purged
+            answer = await real(*args, **kwargs)
+            if not purged:  # the ledger is read; the oldest rows are purged before the feed is
+                purged = await service.indexer.compactor.purge_feed(CONTAINER, datetime.now(timezone.utc) + timedelta(hours=1))
+            return answer
+
+        store.query_response = then_purge  # type: ignore[method-assign]
+        try:
+            walk = Walk(service)
+            got = await walk.step()
+        finally:
+            store.query_response = real  # type: ignore[method-assign]
+        assert purged == 2
+        assert [c["output"]["path"] for c in got] == ["2.txt"]
+
+    run(azurite, body)
+
+
+def test_a_readmission_that_admits_nothing_writes_no_change(azurite: Azurite) -> None:
+    """A rejected output re-evaluated after a limit change that still rejects it changes nothing a
+    listing or the rejections show; it used to write a second ``rejected`` change (each call of
+    ``PUT .../quota`` repeated every rejection in the feed and in ``watch``)."""
+
+    async def body(service: Service) -> None:
+        await service.quotas.set_limits(CONTAINER, {"max_outputs": 1})
+        await ingest(service, [blob_event(CONTAINER, "t1/$TaskOutput/a.txt", sequencer=1),
+                               blob_event(CONTAINER, "t1/$TaskOutput/b.txt", sequencer=2)])
+        walk = Walk(service)
+        assert sorted(c["change"] for c in await walk.step()) == ["created", "rejected"]
+        await service.quotas.set_limits(CONTAINER, {"max_outputs": 1, "max_bytes": 10**9})
+        assert await walk.step() == []
+        await service.indexer.compactor.fold(CONTAINER)
+        assert await walk.step() == []
+
+    run(azurite, body)
