@@ -29,7 +29,7 @@ from azure.storage.blob import BlobServiceClient, generate_container_sas
 from rich.console import Console
 from rich.table import Table
 
-from bench import scaleout
+from bench import feed, scaleout
 from bench.stack import API_KEY, EVENTS_KEY, INDEX_TABLE, Stack, azurite_version, rss_mb
 from bench.workload import EventFactory, Job, batches, make_job
 from shared.conventions import parse_blob_path
@@ -444,6 +444,8 @@ def main() -> int:
         scale_events = [factory.created(b) for b in scale_job.blobs]
         console.print(f"[bold]Deployed paths[/]: {len(scale_events):,} events of one job, Table requests counted at the transport…")
         results.update(scaleout.figures(stack.azurite, blob_endpoint, scale_job, scale_events, say=console.print))
+        console.print("[bold]Change feed and output events[/] (docs/change-feed.md)…")
+        results.update(feed.figures(stack.azurite, scale_job, scale_events, say=console.print))
         blobs.close()
     finally:
         stack.stop()

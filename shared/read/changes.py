@@ -20,7 +20,6 @@ from .feed import MAX_WAIT_SECONDS, CursorExpiredError, FeedPage, FeedReader, Fi
 from .paging import Scope
 from .waiting import JobWatch
 
-
 #: Times a request without a cursor begins again from the start when a purge overtook its read.
 MAX_RESTARTS = 3
 
@@ -61,7 +60,8 @@ class ChangeFeed:
                       size: int, wait: float = 0) -> dict[str, Any]:
         """A page of changes: ``{"value", "cursor", "more"}`` (``more``: a next page is ready)."""
         scope = self.scope(container, where)
-        now = int(time.time())
+        # To the minute: clients that start following a job together hold equal cursors.
+        now = int(time.time()) // 60 * 60
         position = self.codec.decode(scope, cursor) if cursor else None
         if position is not None and now - position.issued > self.retention_seconds:
             raise CursorExpiredError("cursor is older than the change feed's retention")
@@ -91,6 +91,12 @@ class ChangeFeed:
                 position = FeedCursor(tail.oldest, 0, [], now)
                 if tail.start != position.seq:
                     tail = await self.reader.read_tail(container, position.seq)
+            if watch is not None:
+                # Waiters of a job woken together mostly hold the same cursor: one page each.
+                key = (token, where, size, job_id)
+                known = watch.answered(tail).get(key)
+                if known is not None:
+                    return known
             try:
                 page = self.reader.page(tail, position, where, size)
             except CursorExpiredError:
@@ -103,7 +109,10 @@ class ChangeFeed:
             # A cursor's age is its own, not its walk's: a walk may go on past the retention.
             page.cursor.issued = now
             if page.changes or page.more or watch is None:
-                return self._wire(container, job_id, page, scope, None)
+                answer = self._wire(container, job_id, page, scope, None)
+                if watch is not None:
+                    watch.answered(tail)[key] = answer
+                return answer
             if not await watch.changed_since(version, tail, deadline):
                 # Nothing arrived: the cursor the caller sent (unchanged), or the new one.
                 return self._wire(container, job_id, page, scope, token)

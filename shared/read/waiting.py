@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from shared.domain import keys
 from shared.domain.feed import counter_feed
@@ -22,6 +23,13 @@ from shared.domain.feed import counter_feed
 from .feed import FeedReader, Tail
 
 log = logging.getLogger(__name__)
+
+#: Shared reads of a job are spaced by this much per waiting client, up to ``MAX_READ_SPACING``
+#: seconds: a client alone is answered at once; a thousand clients following a busy job are
+#: answered about once a second each (what they cost the instance stays bounded, and ingest
+#: keeps its CPU), which is still within a second of a change.
+READ_SPACING_PER_WAITER = 0.001
+MAX_READ_SPACING = 1.0
 
 
 @dataclass(slots=True)
@@ -47,6 +55,14 @@ class JobWatch:
         self._poll: asyncio.Task[None] | None = None
         self._next: _Group | None = None
         self._reading = asyncio.Lock()
+        self._answers: tuple[Tail | None, dict[Any, Any]] = (None, {})
+        self._last_read = float("-inf")
+
+    def answered(self, tail: Tail) -> dict[Any, Any]:
+        """Pages already answered from ``tail`` (the latest shared read), by cursor and filter."""
+        if self._answers[0] is not tail:
+            self._answers = (tail, {})
+        return self._answers[1]
 
     def _wake(self) -> None:
         event, self._changed = self._changed, asyncio.Event()
@@ -129,6 +145,12 @@ class JobWatch:
 
     async def _read(self, group: _Group) -> None:
         async with self._reading:
+            loop = asyncio.get_running_loop()
+            spacing = min(MAX_READ_SPACING, self.waiters * READ_SPACING_PER_WAITER)
+            delay = self._last_read + spacing - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the group keeps gathering askers meanwhile
+            self._last_read = loop.time()
             if self._next is group:
                 self._next = None  # later askers join the next read
             try:

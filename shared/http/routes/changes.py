@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from shared.domain.conventions import container_name, is_valid_task_id
 from shared.read.feed import MAX_WAIT_SECONDS, Filter
@@ -26,7 +27,7 @@ Wait = Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS, description="seconds to
             responses=error_statuses(400, 401, 410))
 async def changes(request: Request, job_id: JobId, svc: ServiceDep, cursor: Cursor = None, from_: From = "now",
                   kind: KindFilter = None, task_id: TaskFilter = None, maxpagesize: PageSize = DEFAULT_PAGE_SIZE,
-                  wait: Wait = 0) -> ChangeList:
+                  wait: Wait = 0) -> Any:
     """The job's changes, in an order that keeps every output's own order: each page answers a
     `cursor` for the next; `wait` long-polls for the next change. An expired cursor is `410`
     `CursorExpired` (list the outputs again, then follow from `now`)."""
@@ -42,4 +43,11 @@ async def changes(request: Request, job_id: JobId, svc: ServiceDep, cursor: Curs
         access: Access = request.app.state.access.load()
         path = quote(request.scope["path"], safe="/:@!$&'()*+,;=-._~")
         link = f"{access.public_base_url or ''}{path}?{urlencode(params)}"
-    return ChangeList.page(answer["value"], answer["cursor"], link)
+    # The answer as JSON, once: waiters woken by one change share their answer (the shape is
+    # ChangeList's; a long-poll answering a thousand clients must not build a thousand models).
+    rendered: dict[str | None, bytes] = answer.setdefault("rendered", {})
+    body = rendered.get(link)
+    if body is None:
+        wire = {"value": answer["value"], "cursor": answer["cursor"], **({"nextLink": link} if link else {})}
+        body = rendered[link] = json.dumps(wire, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Response(body, media_type="application/json")

@@ -1,0 +1,323 @@
+"""The change feed and output events, measured (``make bench``; never in tests).
+
+* ``feed.p95_seconds``: indexed (the change's ``at``) to a client long-polling the feed, p95 of
+  single-event deliveries to one instance (same machine, same clock).
+* ``feed.idle_requests_per_wait``: Table requests (counted at the transport) per waiting client
+  per ``wait`` interval, 200 clients long-polling an idle job.
+* ``feed.waiters_ingest_ratio``: one instance's ingest with 1,000 clients long-polling that same
+  job (``python -m bench.feed waiters``: their own process, like clients on other machines)
+  over ingest alone, median of back-to-back pairs.
+* ``feed.exact``: 8 instances ingest one job with overwrites and deletes while a client walks
+  the feed from the start; replayed, the feed equals the final listing, change for change.
+* ``publish.requests_per_output``: publish requests the topic received per indexed output, with
+  ``EVENTS_TOPIC_ENDPOINT`` set to a local receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+
+from bench.counting_proxy import CountingProxy
+from bench.scaleout import API_KEY, EVENTS_KEY, Fleet, _post_all, _processes, _wait_healthy, deliveries_of
+from bench.workload import Job
+from devtools.azurite import Azurite, free_port
+from shared.ingest.compactor import FOLD_DELAY
+
+WAITERS = 1000
+IDLE_WAITERS = 200
+IDLE_WAIT_S = 5
+LATENCY_SAMPLES = 60
+RATIO_PAIRS = 2
+
+
+class _Topic:
+    """A local stand-in for the Event Grid topic: counts publish requests and events."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.events = 0
+        topic = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                topic.requests += 1
+                topic.events += len(json.loads(body))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/api/events"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _serve(fleet: Fleet, table: str, instances: int, extra: dict[str, str] | None = None) -> tuple[list[str], Any]:
+    ports = [free_port() for _ in range(instances)]
+    commands = [[sys.executable, "-m", "uvicorn", "shared.http.app:create_app", "--factory", "--host", "127.0.0.1",
+                 "--port", str(port), "--log-level", "warning"] for port in ports]
+    return [f"http://127.0.0.1:{port}" for port in ports], _processes(commands, {**fleet.settings_env(table), **(extra or {})})
+
+
+def _headers() -> dict[str, str]:
+    return {"x-functions-key": API_KEY}
+
+
+def _latency(fleet: Fleet, job: Job, events: list[dict[str, Any]]) -> list[float]:
+    """Single-event deliveries, one at a time; a client long-polls from now and notes when each
+    change reaches it, against the change's indexed time."""
+    urls, processes = _serve(fleet, "feedlatency", 1)
+    samples: list[float] = []
+    with processes:
+        _wait_healthy(urls[0])
+        url = f"{urls[0]}/api/jobs/{job.job_id}/changes"
+        with httpx.Client(headers=_headers(), timeout=90) as client:
+            cursor = client.get(url).json()["cursor"]
+            got = threading.Event()
+
+            def follow() -> None:
+                nonlocal cursor
+                while len(samples) < LATENCY_SAMPLES:
+                    body = client.get(url, params={"cursor": cursor, "wait": "30"}).json()
+                    now = time.time()
+                    cursor = body["cursor"]
+                    for change in body["value"]:
+                        samples.append(now - datetime.fromisoformat(change["at"].replace("Z", "+00:00")).timestamp())
+                        got.set()
+
+            follower = threading.Thread(target=follow, daemon=True)
+            follower.start()
+            with httpx.Client(timeout=60) as poster:
+                for event in events[:LATENCY_SAMPLES]:
+                    got.clear()
+                    poster.post(f"{urls[0]}/api/events", json=[event], headers={"x-functions-key": EVENTS_KEY}).raise_for_status()
+                    got.wait(30)
+            follower.join(60)
+    return samples
+
+
+def _idle_requests(fleet: Fleet, job: Job) -> float:
+    """Table requests per waiting client while ``IDLE_WAITERS`` clients long-poll an idle job."""
+    urls, processes = _serve(fleet, "feedidle", 1)
+    with processes:
+        _wait_healthy(urls[0])
+        url = f"{urls[0]}/api/jobs/{job.job_id}/changes"
+
+        async def wait_all() -> None:
+            async with aiohttp.ClientSession(headers=_headers(), connector=aiohttp.TCPConnector(limit=IDLE_WAITERS)) as session:
+                async with session.get(url) as response:
+                    cursor = (await response.json())["cursor"]
+                fleet.proxy.take()
+
+                async def one() -> None:
+                    async with session.get(url, params={"cursor": cursor, "wait": str(IDLE_WAIT_S)}) as answer:
+                        await answer.read()
+
+                await asyncio.gather(*(one() for _ in range(IDLE_WAITERS)))
+
+        asyncio.run(wait_all())
+        counts = fleet.proxy.take()
+    return counts.requests / IDLE_WAITERS
+
+
+async def _waiters(count: int, url: str, job_id: str) -> int:
+    """``python -m bench.feed waiters``: clients that follow a job's feed with long-polls."""
+    loop = asyncio.get_running_loop()
+    print("ready", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+    done = asyncio.Event()
+    received = 0
+    path = f"/api/jobs/{job_id}/changes"
+    async with aiohttp.ClientSession(url, headers=_headers(), connector=aiohttp.TCPConnector(limit=count),
+                                     timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def waiter() -> None:
+            nonlocal received
+            cursor = None
+            while not done.is_set():
+                params = {"wait": "20", **({"cursor": cursor} if cursor else {})}
+                try:
+                    async with session.get(path, params=params) as response:
+                        body = await response.json()
+                except (TimeoutError, aiohttp.ClientError):
+                    continue
+                cursor = body.get("cursor", cursor)
+                received += len(body.get("value", ()))
+
+        tasks = [asyncio.create_task(waiter()) for _ in range(count)]
+        await loop.run_in_executor(None, sys.stdin.readline)
+        done.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return received
+
+
+def _ingest(fleet: Fleet, table: str, job: Job, deliveries: list[list[dict[str, Any]]], waiters: int) -> float:
+    urls, processes = _serve(fleet, table, 1)
+    bodies = [json.dumps(d).encode("utf-8") for d in deliveries]
+    with processes:
+        _wait_healthy(urls[0])
+        command = [[sys.executable, "-m", "bench.feed", "waiters", str(waiters), urls[0], job.job_id]]
+        if waiters:
+            with _processes(command, {}, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as (proc,):
+                assert proc.stdin is not None and proc.stdout is not None
+                if proc.stdout.readline().strip() != "ready":
+                    raise RuntimeError("the waiters did not start")
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                time.sleep(2.0)  # every waiter is holding its long-poll
+                posted = asyncio.run(_post_all(urls, bodies))
+                proc.stdin.write("stop\n")
+                proc.stdin.flush()
+                proc.stdout.readline()
+        else:
+            posted = asyncio.run(_post_all(urls, bodies))
+    return sum(len(d) for d in deliveries) / posted["seconds"]
+
+
+def _history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each blob's create, then for some an overwrite (a new size) and for some a delete; every
+    sequencer 32 digits, so that string order is the blob's order."""
+    out: list[dict[str, Any]] = []
+    for number, event in enumerate(events):
+        base = int(event["data"]["sequencer"]) * 10
+        created = copy.deepcopy(event)
+        created["data"]["sequencer"] = f"{base:032d}"
+        out.append(created)
+        if number % 3 == 0:
+            again = copy.deepcopy(created)
+            again["data"]["sequencer"] = f"{base + 1:032d}"
+            again["data"]["contentLength"] += 1
+            again["data"]["eTag"] += "1"
+            out.append(again)
+        if number % 5 == 0:
+            gone = copy.deepcopy(created)
+            gone["eventType"] = "Microsoft.Storage.BlobDeleted"
+            gone["data"]["sequencer"] = f"{base + 2:032d}"
+            gone["data"].pop("contentLength", None)
+            out.append(gone)
+    return out
+
+
+def _exact(fleet: Fleet, job: Job, events: list[dict[str, Any]], topic: _Topic) -> dict[str, Any]:
+    """8 instances, overwrites and deletes, a client walking the feed; output events to ``topic``."""
+    history = _history(events)
+    deliveries = deliveries_of(history[::2] + history[1::2], 250)  # every blob's events split and reordered
+    urls, processes = _serve(fleet, "feedexact", 8, {"EVENTS_TOPIC_ENDPOINT": topic.endpoint, "EVENTS_TOPIC_KEY": "bench-topic-key"})
+    with processes:
+        for url in urls:
+            _wait_healthy(url)
+        feed = f"{urls[-1]}/api/jobs/{job.job_id}/changes"
+        walked: list[dict[str, Any]] = []
+        with httpx.Client(headers=_headers(), timeout=90) as client:
+            cursor = client.get(feed, params={"from": "start"}).json()["cursor"]
+            asyncio.run(_post_all(urls, [json.dumps(d).encode("utf-8") for d in deliveries]))
+            time.sleep(FOLD_DELAY + 2.0)  # the instances fold, and publish, what they wrote
+            while True:
+                body = client.get(feed, params={"cursor": cursor}).json()
+                cursor = body["cursor"]
+                walked += body["value"]
+                if not body["value"] and "nextLink" not in body:
+                    break
+            listed: dict[str, int] = {}
+            for path in ("task-outputs", "outputs"):
+                link: str | None = f"{urls[0]}/api/jobs/{job.job_id}/{path}?maxpagesize=5000"
+                while link:
+                    page = client.get(link if link.startswith("http") else urls[0] + link).json()
+                    listed.update({i["blobName"]: i["size"] for i in page["value"]})
+                    link = page.get("nextLink")
+    replayed: dict[str, int] = {}
+    for change in walked:
+        if change["change"] in ("created", "updated", "admitted"):
+            replayed[change["output"]["blobName"]] = change["output"]["size"]
+        else:
+            replayed.pop(change["output"]["blobName"], None)
+    keys = [(c["output"]["blobName"], c["change"], c["output"]["etag"], c["at"]) for c in walked]
+    return {"exact": replayed == listed and len(keys) == len(set(keys)), "changes": len(walked), "outputs": len(listed),
+            "events": len(history), "changed_outputs": len({c["output"]["blobName"] for c in walked})}
+
+
+def figures(azurite: Azurite, job: Job, events: list[dict[str, Any]], *, say: Callable[[str], None]) -> dict[str, Any]:
+    """The ``feed`` and ``publish`` keys of ``bench/results.json``."""
+    proxy = CountingProxy(f"http://127.0.0.1:{azurite.table_port}").start()
+    fleet = Fleet(azurite, proxy)
+    topic = _Topic()
+    try:
+        samples = sorted(_latency(fleet, job, events))
+        p95 = samples[max(0, int(len(samples) * 0.95) - 1)] if samples else float("nan")
+        say(f"  indexed → waiting client: p95 {p95:.3f} s, max {max(samples, default=float('nan')):.3f} s ({len(samples)} changes)")
+        idle = _idle_requests(fleet, job)
+        say(f"  idle long-poll ({IDLE_WAITERS} clients, wait {IDLE_WAIT_S} s): {idle:.3f} Table requests per client")
+        deliveries = deliveries_of(events)
+        ratios = []
+        for number in range(RATIO_PAIRS):
+            pair = {}
+            for waiters in ((0, WAITERS) if number % 2 == 0 else (WAITERS, 0)):
+                pair[waiters] = _ingest(fleet, f"feedingest{number}w{waiters}", job, deliveries, waiters)
+            ratios.append(pair[WAITERS] / pair[0])
+            say(f"  ingest with {WAITERS:,} waiting clients: {pair[WAITERS]:,.0f} ev/s, alone {pair[0]:,.0f} ev/s ({ratios[-1]:.2f}×)")
+        exact = _exact(fleet, job, events, topic)
+        say(f"  8 writers, overwrites and deletes: feed replayed {'equals' if exact['exact'] else 'DIFFERS FROM'} the index "
+            f"({exact['changes']:,} changes, {exact['outputs']:,} outputs listed)")
+        per_output = topic.requests / max(1, exact["changes"])
+        say(f"  output events: {topic.events:,} events in {topic.requests} publish requests, {per_output:.4f} per output")
+    finally:
+        topic.stop()
+        proxy.stop()
+    return {
+        "feed": {"p95_seconds": p95, "idle_requests_per_wait": idle, "waiters_ingest_ratio": statistics.median(ratios),
+                 "exact": exact["exact"], "ratio_pairs": ratios, "latency_samples": len(samples), "exact_run": exact},
+        "publish": {"requests_per_output": per_output, "requests": topic.requests, "events": topic.events},
+    }
+
+
+def main() -> int:
+    if len(sys.argv) >= 5 and sys.argv[1] == "waiters":
+        print(asyncio.run(_waiters(int(sys.argv[2]), sys.argv[3], sys.argv[4])), flush=True)
+        return 0
+    # Alone: this part of the benchmark on its own Azurite (python -m bench.feed).
+    import tempfile
+
+    from azure.storage.blob import BlobServiceClient
+
+    from bench.workload import EventFactory, make_job
+
+    azurite = Azurite(location=Path(tempfile.mkdtemp(prefix="bench-feed-")), in_memory=True).start()
+    try:
+        job = make_job("feed-bench", 4_000, seed=12)
+        factory = EventFactory(BlobServiceClient.from_connection_string(azurite.connection_string).url)
+        results = figures(azurite, job, [factory.created(b) for b in job.blobs], say=print)
+    finally:
+        azurite.stop()
+    print(json.dumps({k: {n: v for n, v in f.items() if n != "exact_run"} for k, f in results.items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
