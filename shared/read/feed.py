@@ -140,7 +140,11 @@ class FeedReader:
             raise CursorExpiredError(f"cursor at {cursor.seq} is outside the feed kept ({tail.oldest}..{tail.next_seq})")
         paging = _Paging(cursor, where, size)
         reached_end = paging.feed_rows(tail) and tail.complete
-        if reached_end and not paging.full and tail.pending is not None:
+        # Pending deltas only once the rows read reach the feed's end as the ledger showed it:
+        # seqs allocated there whose rows are not written yet (a round between its job fold and
+        # its feed rows, or whose instance died there) may hold earlier changes of their blobs.
+        caught_up = paging.cursor.seq >= tail.next_seq
+        if reached_end and caught_up and not paging.full and tail.pending is not None:
             paging.pending(tail)
         return FeedPage(paging.out, paging.cursor, paging.full or not reached_end)
 

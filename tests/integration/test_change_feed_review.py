@@ -25,7 +25,7 @@ from shared.read.feed import MAX_DELIVERED
 from shared.service import Service
 
 from ..helpers import blob_event
-from .test_change_feed import CONTAINER, Walk, ingest, listed, run
+from .test_change_feed import CONTAINER, CrashingCompactor, Died, Walk, ingest, listed, run
 
 
 def applied(listing: dict[str, int], changes: list[dict[str, Any]]) -> dict[str, int]:
@@ -192,3 +192,30 @@ def test_a_readmission_that_admits_nothing_writes_no_change(azurite: Azurite) ->
         assert await walk.step() == []
 
     run(azurite, body)
+
+
+def test_pending_changes_wait_for_the_sequenced_rows_not_written_yet(azurite: Azurite) -> None:
+    """A round allocated its seqs (job fold done) and its instance died before writing its feed
+    rows: the round's deltas are no longer pending, and their rows are not in the feed yet.
+    A later delta of the same blob (here its delete), pending, was delivered at once, and the
+    blob's ``created`` came after it once the round was taken over: out of the blob's order,
+    and a replay listed a deleted output. Pending deltas now wait until the feed rows read reach
+    the feed's end as the ledger read saw it."""
+
+    async def body(first: Service, second: Service) -> None:
+        walk = Walk(first)
+        assert await walk.step() == []
+        await ingest(first, [blob_event(CONTAINER, "t1/$TaskOutput/b.txt", sequencer=1, size=5)])
+        dying = CrashingCompactor(first.store, "dying", steps=2)  # the task fold, the job fold
+        with pytest.raises(Died):
+            await dying.fold(CONTAINER)
+        await ingest(second, [blob_event(CONTAINER, "t1/$TaskOutput/b.txt", sequencer=2, deleted=True)])
+        await walk.step()
+        await second.indexer.compactor.fold(CONTAINER, force=True)  # the round taken over
+        await walk.step()
+        await second.indexer.compactor.fold(CONTAINER)
+        await walk.step()
+        assert [c["change"] for c in walk.changes] == ["created", "deleted"]
+        assert walk.replay() == await listed(first) == {}
+
+    run(azurite, body, services=2)
