@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import statistics
@@ -82,6 +83,19 @@ def _serve(fleet: Fleet, table: str, instances: int, extra: dict[str, str] | Non
     commands = [[sys.executable, "-m", "uvicorn", "shared.http.app:create_app", "--factory", "--host", "127.0.0.1",
                  "--port", str(port), "--log-level", "warning"] for port in ports]
     return [f"http://127.0.0.1:{port}" for port in ports], _processes(commands, {**fleet.settings_env(table), **(extra or {})})
+
+
+def _healthy(url: str, within: float = 300) -> None:
+    """Wait for an instance (8 starting at once on a shared 2-core machine can take minutes)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not start")
 
 
 def _headers() -> dict[str, str]:
@@ -232,7 +246,7 @@ def _exact(fleet: Fleet, job: Job, events: list[dict[str, Any]], topic: _Topic) 
     urls, processes = _serve(fleet, "feedexact", 8, {"EVENTS_TOPIC_ENDPOINT": topic.endpoint, "EVENTS_TOPIC_KEY": "bench-topic-key"})
     with processes:
         for url in urls:
-            _wait_healthy(url)
+            _healthy(url)
         feed = f"{urls[-1]}/api/jobs/{job.job_id}/changes"
         walked: list[dict[str, Any]] = []
         with httpx.Client(headers=_headers(), timeout=90) as client:
@@ -299,7 +313,8 @@ def figures(azurite: Azurite, job: Job, events: list[dict[str, Any]], *, say: Ca
 
 def main() -> int:
     if len(sys.argv) >= 5 and sys.argv[1] == "waiters":
-        print(asyncio.run(_waiters(int(sys.argv[2]), sys.argv[3], sys.argv[4])), flush=True)
+        with contextlib.suppress(KeyboardInterrupt):  # stopped by the benchmark once it has read the count
+            print(asyncio.run(_waiters(int(sys.argv[2]), sys.argv[3], sys.argv[4])), flush=True)
         return 0
     # Alone: this part of the benchmark on its own Azurite (python -m bench.feed).
     import tempfile
