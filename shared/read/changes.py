@@ -80,6 +80,9 @@ class ChangeFeed:
             version = watch.version() if watch is not None else (0, 0)
             seq = position.seq if position is not None else 0
             tail = await (watch.shared_tail(seq) if watch is not None else self.reader.read_tail(container, seq))
+            if not tail.complete and tail.rows and (tail.rows[-1].seq or 0) < seq:
+                # A shared read from a walk far behind stopped short of this cursor: read from it.
+                tail = await self.reader.read_tail(container, seq)
             if position is None:
                 if not start:
                     position = self.reader.now_cursor(tail, where, now)

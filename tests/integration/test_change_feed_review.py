@@ -7,6 +7,7 @@ deltas are pending than a cursor remembers) and asserts the guarantee of docs/ch
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -21,8 +22,9 @@ from shared.domain.feed import FeedChange
 from shared.domain.ledger import Delta
 from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation
 from shared.domain.rows import Entity
-from shared.read.feed import MAX_DELIVERED
+from shared.read.feed import MAX_DELIVERED, READ_ROWS, Filter
 from shared.service import Service
+from shared.store.envelopes import parse_events
 
 from ..helpers import blob_event
 from .test_change_feed import CONTAINER, CrashingCompactor, Died, Walk, ingest, listed, run
@@ -219,3 +221,34 @@ def test_pending_changes_wait_for_the_sequenced_rows_not_written_yet(azurite: Az
         assert walk.replay() == await listed(first) == {}
 
     run(azurite, body, services=2)
+
+
+def test_a_waiter_at_the_end_is_not_sent_back_by_a_walk_far_behind_sharing_its_read(azurite: Azurite) -> None:
+    """Waiters of a job share one read from the lowest seq they need (``JobWatch.shared_tail``),
+    which holds at most ``READ_ROWS`` rows. A waiter at the feed's end sharing it with a walk
+    more than that behind got rows all below its cursor: an empty page with ``more`` at once,
+    instead of waiting (its client spun on ``nextLink`` while the other walk caught up). It now
+    reads from its own cursor when the shared read does not reach it."""
+
+    async def body(service: Service) -> None:
+        for start in range(0, READ_ROWS + 1):
+            await service.ingest(parse_events([blob_event(CONTAINER, f"t1/$TaskOutput/o{start}.txt", sequencer=start + 1)]))
+        await service.indexer.compactor.fold(CONTAINER)
+        ahead = Walk(service, size=5000)
+        await ahead.step()
+        assert len(ahead.changes) == READ_ROWS + 1
+        end, far = await asyncio.gather(ahead_request(service, ahead.cursor), behind_request(service))
+        assert far["more"] and len(far["value"]) == READ_ROWS
+        assert (end["value"], end["more"], end["cursor"]) == ([], False, ahead.cursor)
+
+    run(azurite, body)
+
+
+async def ahead_request(service: Service, cursor: str | None) -> dict[str, Any]:
+    assert service.feed is not None
+    return await service.feed.changes(CONTAINER, "feed-job", cursor=cursor, start=True, where=Filter(), size=5000, wait=0.2)
+
+
+async def behind_request(service: Service) -> dict[str, Any]:
+    assert service.feed is not None
+    return await service.feed.changes(CONTAINER, "feed-job", cursor=None, start=True, where=Filter(), size=5000, wait=0.2)
