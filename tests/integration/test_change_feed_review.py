@@ -128,7 +128,7 @@ def test_a_fold_whose_ledger_read_spans_responses_keeps_each_blobs_order(azurite
                     await store.submit(CONTAINER, [Operation(Op.CREATE, _delta(updated_key, now + timedelta(milliseconds=1),
                                                                                 _output_change("updated", 20, "b.txt")))])
 
-        store.query_range = two_responses  # type: ignore[method-assign]
+        store.query_range = two_responses  # type: ignore[method-assign,assignment]
         try:
             while await service.indexer.compactor.fold(CONTAINER):
                 pass
