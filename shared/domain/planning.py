@@ -152,8 +152,8 @@ def change_type(change: Change, old: Mapping[str, Any] | None, state: str) -> Ch
     if state == DELETED:
         return ChangeType.DELETED if before in (LIVE, REJECTED) else None
     if state == REJECTED:
-        # A re-admission that still rejects leaves the output as the feed last told it.
-        return None if change.readmit and before == REJECTED else ChangeType.REJECTED
+        # Re-evaluated and still over a limit: the rejection stands, nothing to say.
+        return None if before == REJECTED and change.readmit else ChangeType.REJECTED
     if before == LIVE:
         return ChangeType.UPDATED
     return ChangeType.ADMITTED if change.readmit else ChangeType.CREATED

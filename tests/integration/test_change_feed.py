@@ -488,3 +488,28 @@ def test_eight_writers_with_overwrites_and_deletes_end_with_a_feed_equal_to_the_
             seq = sequencer[output["etag"]]
             assert seq > last.get(output["blobName"], ""), f"{output['blobName']} went back in sequencer order"
             last[output["blobName"]] = seq
+
+
+def test_quota_rejections_and_admissions_are_changes_too(azurite: Azurite) -> None:
+    """Over a job-wide limit an output is `rejected` (not listed); raising the limit re-admits it
+    (`admitted`); a rejected output deleted is `deleted`. Replayed, the feed equals the listing."""
+
+    async def body(service: Service) -> None:
+        await service.quotas.set_limits(CONTAINER, {"max_outputs": 2})
+        walk = Walk(service)
+        await walk.step()
+        await ingest(service, [blob_event(CONTAINER, f"t1/$TaskOutput/q{i}.txt", sequencer=i + 1) for i in range(4)], batch=1)
+        got = await walk.step()
+        assert [c["change"] for c in got] == ["created", "created", "rejected", "rejected"]
+        assert got[2]["output"]["reason"]
+        await service.quotas.set_limits(CONTAINER, {"max_outputs": 3})
+        got = await walk.step()
+        assert [(c["change"], c["output"]["path"]) for c in got] == [("admitted", "q2.txt")]
+        await ingest(service, [blob_event(CONTAINER, "t1/$TaskOutput/q3.txt", sequencer=9, deleted=True)])
+        assert [(c["change"], c["output"]["path"]) for c in await walk.step()] == [("deleted", "q3.txt")]
+        await service.indexer.compactor.fold(CONTAINER, force=True)
+        assert await walk.step() == []
+        assert walk.replay() == await listed(service)
+        assert_no_repeat(walk.changes)
+
+    run(azurite, body)

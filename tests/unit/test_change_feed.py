@@ -31,6 +31,7 @@ def change(action: BlobAction = BlobAction.CREATED, *, readmit: bool = False) ->
     (REJECTED, BlobAction.CREATED, LIVE, True, "admitted"),
     (None, BlobAction.CREATED, REJECTED, False, "rejected"),
     (LIVE, BlobAction.CREATED, REJECTED, False, "rejected"),
+    (REJECTED, BlobAction.CREATED, REJECTED, True, None),  # re-evaluated, still rejected: nothing changed
     (LIVE, BlobAction.DELETED, DELETED, False, "deleted"),
     (REJECTED, BlobAction.DELETED, DELETED, False, "deleted"),
     (None, BlobAction.DELETED, DELETED, False, None),  # a tombstone of a blob never listed: nothing to say
