@@ -153,7 +153,7 @@ class FeedCursor:
 
     ``seq``: the next feed row to read; ``offset``: changes of that row already returned (a page
     ended inside it); ``delivered``: ids of deltas returned before they were sequenced (their
-    feed rows are skipped when reached); ``issued``: when the walk began (seconds since the epoch,
+    feed rows are skipped when reached); ``issued``: when the cursor was answered (seconds since the epoch,
     for retention); ``partial``: a delta whose first ``partial_offset`` changes were returned
     before it was sequenced (a page ended inside it): it continues there, pending or sequenced.
     """

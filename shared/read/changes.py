@@ -20,6 +20,9 @@ from .feed import MAX_WAIT_SECONDS, CursorExpiredError, FeedPage, FeedReader, Fi
 from .paging import Scope
 from .waiting import JobWatch
 
+#: Times a request without a cursor begins again from the start when a purge overtook its read.
+MAX_RESTARTS = 3
+
 
 class ChangeFeed:
     """``GET /api/jobs/{jobId}/changes``: pages of changes, and long-polls."""
@@ -72,10 +75,14 @@ class ChangeFeed:
     async def _answer(self, container: str, job_id: str, scope: Scope, position: FeedCursor | None, start: bool,
                       where: Filter, size: int, now: int, watch: JobWatch | None, deadline: float,
                       token: str | None) -> dict[str, Any]:
+        restarts = 0
         while True:
             version = watch.version() if watch is not None else (0, 0)
             seq = position.seq if position is not None else 0
             tail = await (watch.shared_tail(seq) if watch is not None else self.reader.read_tail(container, seq))
+            if not tail.complete and tail.rows and (tail.rows[-1].seq or 0) < seq:
+                # A shared read from a walk far behind stopped short of this cursor: read from it.
+                tail = await self.reader.read_tail(container, seq)
             if position is None:
                 if not start:
                     position = self.reader.now_cursor(tail, where, now)
@@ -93,7 +100,17 @@ class ChangeFeed:
                 known = watch.answered(tail).get(key)
                 if known is not None:
                     return known
-            page = self.reader.page(tail, position, where, size)
+            try:
+                page = self.reader.page(tail, position, where, size)
+            except CursorExpiredError:
+                # From the start without a cursor, a purge moved the oldest kept on between this
+                # read's two queries: no cursor of the caller's expired, so begin again (bounded).
+                if token is not None or not start or restarts >= MAX_RESTARTS:
+                    raise
+                position, restarts = None, restarts + 1
+                continue
+            # A cursor's age is its own, not its walk's: a walk may go on past the retention.
+            page.cursor.issued = now
             if page.changes or page.more or watch is None:
                 answer = self._wire(container, job_id, page, scope, None)
                 if watch is not None:

@@ -140,15 +140,25 @@ class FeedReader:
             raise CursorExpiredError(f"cursor at {cursor.seq} is outside the feed kept ({tail.oldest}..{tail.next_seq})")
         paging = _Paging(cursor, where, size)
         reached_end = paging.feed_rows(tail) and tail.complete
-        if reached_end and not paging.full and tail.pending is not None:
+        # Pending deltas only once the rows read reach the feed's end as the ledger showed it:
+        # seqs allocated there whose rows are not written yet (a round between its job fold and
+        # its feed rows, or whose instance died there) may hold earlier changes of their blobs.
+        caught_up = paging.cursor.seq >= tail.next_seq
+        if reached_end and caught_up and not paging.full and tail.pending is not None:
             paging.pending(tail)
         return FeedPage(paging.out, paging.cursor, paging.full or not reached_end)
 
     @staticmethod
     def now_cursor(tail: Tail, where: Filter, issued: int) -> FeedCursor:
-        """A cursor at the feed's current end: every change committed so far is behind it."""
+        """A cursor at the feed's current end: every change committed so far is behind it.
+
+        With more pending deltas than a cursor names, it names a prefix of their order: those
+        left out come again once sequenced, and as every blob's remembered changes precede its
+        forgotten ones, what comes again is the end of each blob's history (a replay converges;
+        naming the newest instead would bring back a ``created`` without the ``deleted`` after it).
+        """
         pending = [s.delta_id for s in tail.ordered_pending() if any(where.keeps(c) for c in s.changes)]
-        return FeedCursor(tail.next_seq, 0, pending[-MAX_DELIVERED:], issued)
+        return FeedCursor(tail.next_seq, 0, pending[:MAX_DELIVERED], issued)
 
 
 def _sequenced(round_row: Entity | None, counter: Entity | None, deltas: dict[str, ChangeSet]) -> dict[str, int | None]:
