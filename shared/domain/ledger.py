@@ -39,6 +39,11 @@ MAX_ROUND_DELTAS = 400
 #: What a delta and ``S|00`` say besides usage: the lag of the delta's events (``S|00``: by
 #: window, the last hour), and events that wrote no output, per reason skipped and handed back.
 LAG, LAG_WINDOWS, SKIPPED, HANDED_BACK = "Lag", "LagWindows", "Skipped", "HandedBack"
+#: ``S|00``'s count of job steps, copied to the job's ``~jobs`` row with the figures it carries,
+#: so that a late copy never replaces a newer one.
+FOLDS = "Folds"
+#: The figures ``GET /api/jobs`` shows, carried on the ``~jobs`` row as of the job's last fold.
+LISTED = ("Outputs", "Bytes", "Tasks", "RejOutputs", "LastIndexedAt")
 
 
 def _counts(text: str | None) -> Counter[str]:

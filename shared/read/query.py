@@ -12,7 +12,7 @@ from urllib.parse import quote
 from shared.domain import keys
 from shared.domain.conventions import container_name
 from shared.domain.lag import summary as lag_summary
-from shared.domain.ledger import JobView, unmoved
+from shared.domain.ledger import FOLDS, JobView, unmoved
 from shared.domain.quotas import Limits, QuotaDefaults
 from shared.domain.rows import LIVE, OUTPUT_FIELDS, REJECTED, Entity, Usage, as_int
 from shared.store.errors import StorageBusyError
@@ -238,21 +238,30 @@ class QueryService:
         return summary
 
     async def list_jobs(self, page_size: int, token: str | None) -> Page:
+        """A page of jobs: one query of the ``~jobs`` partition, whatever the page size.
+
+        Each job row carries its figures as of the job's last fold (``Compactor.publish``):
+        deltas written since, normally folded within ``FOLD_DELAY``, are not in them yet (the
+        job summary adds them, and is exact). A job never folded yet (new, or indexed before
+        rows carried figures) is read from its ledger, exactly.
+        """
         listing = _Listing(scope="jobs", parts=[("0", "{")])
         rows, next_token = await self._page(keys.JOBS_PARTITION, listing, page_size, token)
 
         async def item(row: Entity) -> dict[str, Any]:
             container = row["RowKey"]
-            usage, carrier, last = await self.usage(container)
-            summary = self._summary(container, row, usage, carrier, last)
+            if FOLDS in row:
+                usage, last = Usage.of(row), row.get("LastIndexedAt")
+            else:
+                usage, _, last = await self.usage(container)
             return {
-                "jobId": summary["jobId"],
+                "jobId": row.get("JobId"),
                 "container": container,
-                "tasks": summary["tasks"],
-                "outputs": summary["usage"]["outputs"],
-                "bytes": summary["usage"]["bytes"],
-                "rejections": summary["rejections"]["outputs"],
-                "lastIndexedAt": summary["lastIndexedAt"],
+                "tasks": usage.tasks,
+                "outputs": usage.outputs,
+                "bytes": usage.bytes,
+                "rejections": usage.rejected_outputs,
+                "lastIndexedAt": iso(last),
             }
 
         return Page(list(await asyncio.gather(*(item(r) for r in rows))), next_token)
