@@ -29,7 +29,7 @@ from azure.storage.blob import BlobServiceClient, generate_container_sas
 from rich.console import Console
 from rich.table import Table
 
-from bench import scaleout
+from bench import many_jobs, scaleout
 from bench.stack import API_KEY, EVENTS_KEY, INDEX_TABLE, Stack, azurite_version, rss_mb
 from bench.workload import EventFactory, Job, batches, make_job
 from shared.conventions import parse_blob_path
@@ -378,6 +378,13 @@ def report(results: dict[str, Any]) -> Table:
         f"{readers['run']['events_per_s']:,.0f} ev/s", f"{readers['alone']['events_per_s']:,.0f} ev/s",
         readers["ingest_ratio"], "≥ 0.5×", readers["ingest_ratio"] >= 0.5)
     row("app RSS after ingest", f"{mem['app_rss_mb']:,.0f} MB", "", None, "≤ 200 MB", mem["app_rss_mb"] <= 200)
+    if "many_jobs_delivery" in results:
+        many, pages = results["many_jobs_delivery"], results["jobs_listing"]["requests_per_page"]
+        row(f"one delivery over 1,000 new jobs: answer, time ({many['requests_per_event']:.2f} requests / event with folds)",
+            f"{many['status']} in {many['seconds']:.1f} s", "", None, "200, well within 30 s",
+            many["status"] == 200 and many["seconds"] < 20)
+        row("GET /api/jobs: Table requests a page of 100 / of 1,000 jobs", f"{pages['100']} / {pages['1000']}", "", None,
+            "not growing with the page", pages["1000"] <= 2 * pages["100"])
     return table
 
 
@@ -444,6 +451,8 @@ def main() -> int:
         scale_events = [factory.created(b) for b in scale_job.blobs]
         console.print(f"[bold]Deployed paths[/]: {len(scale_events):,} events of one job, Table requests counted at the transport…")
         results.update(scaleout.figures(stack.azurite, blob_endpoint, scale_job, scale_events, say=console.print))
+        console.print(f"[bold]Many jobs[/]: one delivery over {many_jobs.JOBS:,} new jobs, then GET /api/jobs over them…")
+        results.update(many_jobs.figures(stack.azurite, blob_endpoint, say=console.print))
         blobs.close()
     finally:
         stack.stop()

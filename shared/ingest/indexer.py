@@ -141,7 +141,11 @@ class Indexer:
     async def _apply(self, by_container: Mapping[str, list[Change]], report: IngestReport) -> None:
         containers = list(by_container)
         try:
-            await asyncio.gather(*(self.registry.register(c) for c in containers))
+            created = await self.registry.register_all(containers)
+            # A job whose registry row this delivery created has no limits of its own yet (a
+            # quota is set on a registered job only): the defaults, without a read per job.
+            for container in created:
+                self._limits[container] = (time.monotonic(), Limits.effective(None, self.quota_defaults))
             limits = await asyncio.gather(*(self.limits(c) for c in containers))
         except IndexStoreError:
             for container, changes in by_container.items():

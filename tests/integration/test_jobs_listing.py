@@ -5,48 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Callable, Iterator
-from urllib.parse import unquote
 
 import pytest
-from aiohttp import web
 
 from devtools.azurite import Azurite
-from devtools.table_proxy import TableProxy
 from shared.domain.conventions import container_name
 from shared.service import Service
 from shared.settings import Settings
 
 from ..helpers import blob_event
+from ..support.countingproxy import CountingProxy
 from ..support.stack import TEST_KEY, RunningApp, settings_for
 
 JOBS = 12
-
-
-class CountingProxy(TableProxy):
-    """Counts the Table requests the app sends; holds queries of ``~jobs`` while ``hold`` is set,
-    and records whether the app gave one up (closed its connection) while held."""
-
-    handler_cancellation = True
-
-    def __init__(self, target: str) -> None:
-        super().__init__(target)
-        self.requests = 0
-        self.hold = False
-        self.held = threading.Event()
-        self.abandoned = threading.Event()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests += 1
-        if self.hold and "~jobs" in unquote(request.query_string):
-            self.held.set()
-            try:
-                await asyncio.Event().wait()  # until the app gives up
-            except asyncio.CancelledError:
-                self.abandoned.set()
-                raise
-        return await super()._handle(request)
 
 
 def fold_all(settings: Settings, containers: list[str]) -> None:
@@ -127,3 +99,18 @@ def test_a_listing_whose_client_left_stops_its_storage_work(app: RunningApp, pro
     assert proxy.abandoned.wait(60), "the app kept waiting on storage for a client that left"
     proxy.hold = False
     assert listing.get("/api/jobs").status_code == 200  # and the app serves the next one
+
+
+def test_a_delivery_over_many_new_jobs_costs_about_one_request_an_event(
+        app: RunningApp, proxied: tuple[RunningApp, CountingProxy]) -> None:
+    """Each new job's registry row is created 100 a transaction and its limits are known without
+    a read: what remains is each job's own transaction."""
+    listing, proxy = proxied
+    jobs = 250
+    assert listing.get("/api/jobs", params={"maxpagesize": 1}).status_code == 200  # the app's table exists
+    events = [blob_event(container_name(f"many-{n}"), "t1/$TaskOutput/a", sequencer=1, size=3) for n in range(jobs)]
+    before = proxy.requests
+    assert listing.post_events(events).status_code == 200
+    assert proxy.requests - before == jobs + jobs // 100 + 1  # registry rows: 3 transactions of 100 at most
+    summaries = [app.get(f"/api/jobs/many-{n}").json() for n in (0, jobs - 1)]
+    assert [(s["usage"]["outputs"], s["tasks"]) for s in summaries] == [(1, 1), (1, 1)]
