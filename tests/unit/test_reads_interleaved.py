@@ -30,6 +30,7 @@ from shared.domain.planning import Op, Operation
 from shared.domain.quotas import QuotaDefaults
 from shared.domain.rows import Entity, Usage
 from shared.ingest.compactor import Compactor
+from shared.ingest.indexer import Indexer
 from shared.read.paging import TokenCodec
 from shared.read.query import QueryService
 from shared.store.errors import ConflictError
@@ -217,7 +218,18 @@ class World:
     async def read(self, what: str) -> None:
         start = len(self.truth.history) - 1
         seen: dict[str, int]
-        if what == "summary":
+        if what == "admission":
+            # What a chunk under a per-task limit decides on: the tasks' exact usage, and guards
+            # on their rows. A guard that no longer holds fails the chunk's transaction, so the
+            # usage it read decides nothing; while they all hold, it must be the truth.
+            ids = {keys.task_usage_key(t): t for t in ("t1", "t2", "t3")}
+            usage, guards = await Indexer(self.store, QuotaDefaults())._task_view(CONTAINER, ids)
+            table = self.store.partitions.get(CONTAINER, {})
+            if not all(table.get(g.entity["RowKey"], {}).get("__etag") == g.etag if g.op is Op.REPLACE
+                       else g.entity["RowKey"] not in table for g in guards):
+                return
+            seen = {ids[row]: u.outputs for row, u in usage.items() if u.outputs}
+        elif what == "summary":
             summary = await self.query.job_summary(JOB)
             # The summary's job-wide figures must agree with one moment's tasks.
             assert summary is not None
@@ -230,7 +242,11 @@ class World:
     def check(self) -> None:
         for what, start, end, seen in self.reads:
             moments = self.truth.history[start : end + 1]
-            expected = [{"tasks": len(m), "outputs": sum(m.values())} for m in moments] if what == "summary" else moments
+            expected = (
+                [{"tasks": len(m), "outputs": sum(m.values())} for m in moments] if what == "summary"
+                else [{t: n for t, n in m.items() if t in ("t1", "t2", "t3")} for m in moments] if what == "admission"
+                else moments
+            )
             assert seen in expected, f"{what} read {seen}; the truth meanwhile was {expected}"
 
 
@@ -256,7 +272,8 @@ WRITE_BATCHES = st.lists(
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), page_size=st.sampled_from([2, 1000]), later=WRITE_BATCHES, rounds=st.integers(1, 3))
 def test_every_read_equals_the_truth_at_one_moment(data: st.DataObject, page_size: int, later: list[dict[str, int]], rounds: int) -> None:
-    """Two writers, a folder and two readers of each kind, in any order of their requests."""
+    """Two writers, a folder, two readers of each kind and a per-task admission, in any order of
+    their requests."""
     world = World.make(page_size)
 
     async def scenario() -> None:
@@ -268,6 +285,7 @@ def test_every_read_equals_the_truth_at_one_moment(data: st.DataObject, page_siz
             "summary-2": world.read("summary"),
             "tasks-1": world.read("tasks"),
             "tasks-2": world.read("tasks"),
+            "admission": world.read("admission"),
         }, lambda waiting: data.draw(st.sampled_from(waiting)))
 
     asyncio.run(scenario())
@@ -287,16 +305,27 @@ def scripted(script: list[str]) -> Callable[[list[str]], str]:
     return choose
 
 
-@pytest.mark.parametrize("what", ["summary", "tasks"])
+@pytest.mark.parametrize("what", ["summary", "tasks", "admission"])
 def test_a_fold_between_the_ledger_and_the_task_rows(what: str) -> None:
     """The shrunk counterexample of the old reader (``"tasks": 0`` with 7 tasks listed, seen in
     CI): the reader reads the ledger (seven tasks' outputs still in a delta), a whole fold round
-    lands, then the reader reads the task rows, which now hold that delta too."""
+    lands, then the reader reads the task rows, which now hold that delta too. (A per-task
+    admission read both at once, so storage could serve them in that order too.)"""
     world = World.make(page_size=1000)
+    first = "admission" if what == "admission" else "reader"
 
     async def scenario() -> None:
-        await run(world, {"writer": world.write(FIRST), "folder": world.fold(1), "reader": world.read(what)},
-                  scripted(["writer", "reader", "reader"] + ["folder"] * 20))
+        # The reader's first request, then the whole round, then the rest of the reader's.
+        reader_first = [first] if what == "admission" else [first, first]  # (a summary reads its job row first)
+        await run(world, {"writer": world.write(FIRST), "folder": world.fold(1), first: world.read(what)},
+                  scripted(["writer", *reader_first] + ["folder"] * 20))
 
     asyncio.run(scenario())
-    assert world.reads[0][3] == ({"tasks": 7, "outputs": 7} if what == "summary" else {f"t{n}": 1 for n in range(7)})
+    expected = {
+        "summary": {"tasks": 7, "outputs": 7},
+        "tasks": {f"t{n}": 1 for n in range(7)},
+        "admission": {"t1": 1, "t2": 1, "t3": 1},
+    }[what]
+    if what == "admission" and not world.reads:
+        return  # its guards no longer held: the chunk would have been planned again
+    assert world.reads[0][3] == expected
