@@ -21,12 +21,16 @@ class CountingProxy(TableProxy):
     def __init__(self, target: str) -> None:
         super().__init__(target)
         self.requests = 0
+        #: Each request: its method, its unquoted path and query, and (batches) its body.
+        self.seen: list[tuple[str, str, bytes]] = []
         self.hold = False
         self.held = threading.Event()
         self.abandoned = threading.Event()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        body = await request.read() if request.path.endswith("$batch") else b""
+        self.seen.append((request.method, unquote(request.path_qs), body))
         if self.hold and "~jobs" in unquote(request.query_string):
             self.held.set()
             try:
