@@ -29,7 +29,7 @@ from azure.storage.blob import BlobServiceClient, generate_container_sas
 from rich.console import Console
 from rich.table import Table
 
-from bench import bad_deliveries, feed, listing, scaleout
+from bench import bad_deliveries, feed, listing, many_jobs, scaleout
 from bench import reconcile as reconcile_bench
 from bench.stack import API_KEY, EVENTS_KEY, INDEX_TABLE, Stack, azurite_version, rss_mb
 from bench.workload import EventFactory, Job, batches, make_job
@@ -396,6 +396,13 @@ def report(results: dict[str, Any]) -> Table:
         row(f"every TaskOutput of {lst['outputs']:,} outputs: entities read / result", f"{lst['entities_read_per_result']:.3f}",
             "", None, "≤ 1.05", lst["entities_read_per_result"] <= 1.05)
         row("… queries per 1,000 results", f"{lst['queries_per_1000']:.3f}", "", None, "≤ 1.05", lst["queries_per_1000"] <= 1.05)
+    if "many_jobs_delivery" in results:
+        many, pages = results["many_jobs_delivery"], results["jobs_listing"]["requests_per_page"]
+        row(f"one delivery over 1,000 new jobs: answer, time ({many['requests_per_event']:.2f} requests / event with folds)",
+            f"{many['status']} in {many['seconds']:.1f} s", "", None, "200, well within 30 s",
+            many["status"] == 200 and many["seconds"] < 20)
+        row("GET /api/jobs: Table requests a page of 100 / of 1,000 jobs", f"{pages['100']} / {pages['1000']}", "", None,
+            "not growing with the page", pages["1000"] <= 2 * pages["100"])
     return table
 
 
@@ -467,6 +474,8 @@ def main() -> int:
         results["bad_deliveries"] = bad_deliveries.figures(stack, say=console.print)
         console.print("[bold]Change feed and output events[/] (docs/change-feed.md)…")
         results.update(feed.figures(stack.azurite, scale_job, scale_events, say=console.print))
+        console.print(f"[bold]Many jobs[/]: one delivery over {many_jobs.JOBS:,} new jobs, then GET /api/jobs over them…")
+        results.update(many_jobs.figures(stack.azurite, blob_endpoint, say=console.print))
         blobs.close()
     finally:
         stack.stop()

@@ -20,6 +20,10 @@ _HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive
 
 
 class TableProxy:
+    #: Whether a request's handler is cancelled when the app closes its connection (a subclass
+    #: that holds requests sees the app give up).
+    handler_cancellation = False
+
     def __init__(self, target: str) -> None:
         self.target = target  # e.g. http://127.0.0.1:10002
 
@@ -53,7 +57,7 @@ class TableProxy:
         self._session = aiohttp.ClientSession(auto_decompress=False, connector=connector)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=self.handler_cancellation)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

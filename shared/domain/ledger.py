@@ -40,6 +40,11 @@ MAX_ROUND_DELTAS = 400
 #: What a delta and ``S|00`` say besides usage: the lag of the delta's events (``S|00``: by
 #: window, the last hour), and events that wrote no output, per reason skipped and handed back.
 LAG, LAG_WINDOWS, SKIPPED, HANDED_BACK = "Lag", "LagWindows", "Skipped", "HandedBack"
+#: ``S|00``'s count of job steps, copied to the job's ``~jobs`` row with the figures it carries,
+#: so that a late copy never replaces a newer one.
+FOLDS = "Folds"
+#: The figures ``GET /api/jobs`` shows, carried on the ``~jobs`` row as of the job's last fold.
+LISTED = ("Outputs", "Bytes", "Tasks", "RejOutputs", "LastIndexedAt")
 
 
 def _counts(text: str | None) -> Counter[str]:
@@ -315,3 +320,32 @@ class JobView:
     def escrowed(self, *, except_writer: str | None = None) -> tuple[int, int]:
         held = [e for w, e in self.escrows.items() if w != except_writer]
         return sum(e.outputs for e in held), sum(e.bytes for e in held)
+
+    def unfolded(self) -> bool:
+        """Whether anything is still to be folded (a delta or a round): then the task rows read
+        beside this view must be tied to it (``unmoved``)."""
+        return bool(self.deltas) or self.fold is not None
+
+
+def unmoved(before: JobView, after: JobView, *, whole: bool = True) -> bool:
+    """Whether no fold step landed between two reads of a job's ledger (``before`` first).
+
+    Every fold step rewrites the round row on its ETag (or creates or deletes it), a whole
+    round started and ended in between rewrote ``S|00``, and only a round deletes deltas: so
+    the same round row, the same ``S|00`` and none of ``before``'s deltas gone mean that rows
+    read between the two views (task rows) are in the state ``before`` describes. Deltas
+    written meanwhile do not matter when ``before`` was read at one moment (``whole``: one
+    query page): they change no row but their own. A ledger of more than a page was read page
+    by page, at several moments, and may hold a later delta but miss an earlier one: it stands
+    only if no delta came or went at all.
+    """
+
+    def etag(row: Mapping[str, Any] | None) -> object:
+        return None if row is None else row.get("__etag", row)
+
+    return (
+        etag(before.counter) == etag(after.counter)
+        and etag(before.fold.row if before.fold else None) == etag(after.fold.row if after.fold else None)
+        and ({d.key for d in before.deltas} <= {d.key for d in after.deltas} if whole
+             else {d.key for d in before.deltas} == {d.key for d in after.deltas})
+    )

@@ -18,11 +18,13 @@ a valid credential without the role: ``403``. Neither says why (the log does).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hmac
 import logging
 import threading
-from typing import Annotated
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
 from urllib.parse import quote, urlencode
 
 from fastapi import Depends, Path, Query, Request
@@ -52,6 +54,38 @@ class Role(enum.Enum):
     READER = "reader"
     ADMIN = "admin"
     EVENTS = "events"
+
+
+T = TypeVar("T")
+
+
+async def _client_left(request: Request) -> None:
+    """Return once the client has gone (ASGI ``http.disconnect``).
+
+    After the request's body, the server's ``receive`` waits until the connection closes
+    (uvicorn); under the Functions host it waits until the answer is sent, so there it never
+    cuts work short."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or its storage requests cancelled as soon as the client goes away
+    (a listing of thousands of jobs is many requests nobody would read); then ``499``."""
+    job = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_client_left(request))
+    finished = False
+    try:
+        await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finished = job.done()
+    finally:
+        watcher.cancel()
+        if not job.done():
+            job.cancel()
+    if not finished:
+        log.info("%s %s: the client went away, its storage work stopped", request.method, request.url.path)
+        raise ApiError(499, "ClientClosedRequest", "The client closed the request.")
+    return job.result()
 
 
 class Access:

@@ -20,7 +20,19 @@ from datetime import datetime, timedelta, timezone
 from shared.domain import keys
 from shared.domain.feed import AT, FEED_NEXT, FEED_OLDEST, ChangeSet, counter_feed, order_deltas
 from shared.domain.lag import LagWindows
-from shared.domain.ledger import HANDED_BACK, LAG_WINDOWS, MAX_ROUND_DELTAS, SKIPPED, Delta, FoldRound, JobView, TaskPart, counts_text
+from shared.domain.ledger import (
+    FOLDS,
+    HANDED_BACK,
+    LAG_WINDOWS,
+    LISTED,
+    MAX_ROUND_DELTAS,
+    SKIPPED,
+    Delta,
+    FoldRound,
+    JobView,
+    TaskPart,
+    counts_text,
+)
 from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation, write
 from shared.domain.rows import KINDS, Entity, Int64, Usage, as_int, is_text_part
 from shared.store.errors import ConflictError, StorageBusyError, StorageUnavailableError
@@ -37,6 +49,7 @@ MAX_FOLD_ATTEMPTS = 8
 #: this many characters of changes (well under it, UTF-8 and the batch's own framing included).
 FEED_BATCH_CHARS = 1_000_000
 _KEPT = ("__etag", "PartitionKey")
+MAX_PUBLISH_ATTEMPTS = 4
 
 
 def _kept(row: Entity | None) -> Entity:
@@ -156,7 +169,7 @@ class Compactor:
         counter = view.counter
         if counter is None or counter.get("LastFold") != fold.round_id:
             await self._fold_tasks(container, deltas, fold, now)
-            await self._fold_job(container, counter, deltas, fold, now)
+            counter = await self._fold_job(container, counter, deltas, fold, now)
         if not fold.feed_written and fold.feed_base is not None:
             await self._write_feed(container, deltas, fold, now)
         sets = [d.change_set() for d in deltas if d.changes]
@@ -166,6 +179,13 @@ class Compactor:
             except Exception:  # a listener never holds the fold back
                 log.exception("round listener failed for %s", container)
         await self._delete(container, deltas, fold)
+        assert counter is not None  # the job step wrote it, or had already
+        try:
+            await self.publish(container, counter, [r for r in view.counters if r is not view.counter])
+        except (ConflictError, StorageBusyError, StorageUnavailableError) as exc:
+            # The listing shows the previous fold's figures until the next fold: not worth
+            # failing a fold whose counters are already right.
+            log.warning("job figures of %s not listed yet: %s", container, exc)
         return len(deltas)
 
     async def _write_feed(self, container: str, deltas: list[Delta], fold: FoldRound, now: datetime) -> None:
@@ -188,6 +208,31 @@ class Compactor:
         if not rows:
             fold.feed_written = True
 
+    async def publish(self, container: str, counter: Entity, legacy: Iterable[Entity] = ()) -> None:
+        """Copy the figures ``GET /api/jobs`` shows onto the job's ``~jobs`` row, so a page of
+        jobs is one query, not a ledger read per job. They are the job's as of this fold
+        (``counter`` as written, plus the counter rows of an older version, ``legacy``). A
+        row that is gone (a removed job) stays gone; a row already carrying a later fold's
+        figures is left alone (folds of one job are sequential, their copies need not be)."""
+        usage = Usage.of(counter)
+        for row in legacy:
+            usage = usage.plus(Usage.of(row))
+        folds = as_int(counter.get(FOLDS))
+        for _ in range(MAX_PUBLISH_ATTEMPTS):
+            job = await self.store.get(keys.JOBS_PARTITION, container)
+            if job is None or (FOLDS in job and as_int(job[FOLDS]) >= folds):
+                return
+            entity = {k: v for k, v in job.items() if k not in _KEPT and k not in LISTED}
+            entity.update({"RowKey": container, "Outputs": Int64(usage.outputs), "Bytes": Int64(usage.bytes),
+                           "Tasks": usage.tasks, "RejOutputs": Int64(usage.rejected_outputs), FOLDS: Int64(folds)})
+            if counter.get("LastIndexedAt") is not None:
+                entity["LastIndexedAt"] = counter["LastIndexedAt"]
+            try:  # on its ETag: a registration or the reconciler's stamp in between is kept
+                await self.store.submit(keys.JOBS_PARTITION, [Operation(Op.REPLACE, entity, job["__etag"])])
+                return
+            except ConflictError:
+                continue
+
     async def _fold_tasks(self, container: str, deltas: list[Delta], fold: FoldRound, now: datetime) -> None:
         parts: dict[str, TaskPart] = {}
         for delta in deltas:
@@ -209,7 +254,7 @@ class Compactor:
                 ops.append(write(entity, row))
             await self._submit_with_round(container, ops, fold, now)
 
-    async def _fold_job(self, container: str, counter: Entity | None, deltas: list[Delta], fold: FoldRound, now: datetime) -> None:
+    async def _fold_job(self, container: str, counter: Entity | None, deltas: list[Delta], fold: FoldRound, now: datetime) -> Entity:
         usage = Usage.of(counter)
         for delta in deltas:
             usage = usage.plus(delta.job)
@@ -219,11 +264,13 @@ class Compactor:
         fold.feed_base, _ = counter_feed(counter)
         entity = {**_kept(counter), "RowKey": keys.counter_key(), **usage.properties(),
                   **_folded_events(counter, deltas, now), "LastFold": fold.round_id,
-                  FEED_NEXT: Int64(fold.feed_base + sum(1 for d in deltas if d.changes))}
+                  FEED_NEXT: Int64(fold.feed_base + sum(1 for d in deltas if d.changes)),
+                  FOLDS: Int64(as_int((counter or {}).get(FOLDS)) + 1)}
         last = _latest((counter or {}).get("LastIndexedAt"), *(d.at for d in deltas))
         if last is not None:  # a round of flushed counts only indexed nothing
             entity["LastIndexedAt"] = last
         await self._submit_with_round(container, [write(entity, counter)], fold, now)
+        return entity
 
     async def _delete(self, container: str, deltas: Iterable[Delta], fold: FoldRound) -> None:
         """Delete the folded deltas, and the round row with the last of them."""

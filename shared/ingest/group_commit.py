@@ -41,6 +41,10 @@ class GroupCommit:
         self._max_commits = max_commits
         self._parallel_group = min(max_group, MAX_BATCH_OPERATIONS)
         self._waiting: list[tuple[BlobEvent | NamespaceEvent, asyncio.Future[IngestReport]]] = []
+        # Flushers that will still look at the queue. A flusher leaves this set itself, in the same
+        # step as its last look at an empty queue (no await in between): were it left to the
+        # task's done callback, which runs one loop turn later, a submit in that turn would see a
+        # flusher that will never look again, start none, and strand its event.
         self._flushers: set[asyncio.Task[None]] = set()
         self.commits = 0  # how many commits carried the events so far (for tests and metrics)
 
@@ -51,7 +55,6 @@ class GroupCommit:
         if not self._flushers or (len(self._waiting) >= self._parallel_group and len(self._flushers) < self._max_commits):
             flusher = asyncio.create_task(self._flush())
             self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
         return await future
 
     async def _gathered(self) -> None:
@@ -69,7 +72,15 @@ class GroupCommit:
                 return
 
     async def _flush(self) -> None:
-        await self._gathered()
+        try:
+            await self._gathered()
+            await self._commit_while_waiting()
+        finally:
+            # Synchronous with the loop's last look at ``_waiting`` (nothing awaited between), so
+            # a submit from now on sees this flusher gone and starts another.
+            self._flushers.discard(asyncio.current_task())
+
+    async def _commit_while_waiting(self) -> None:
         while self._waiting:
             group, self._waiting = self._waiting[: self._max_group], self._waiting[self._max_group :]
             batch = EventBatch(
@@ -79,6 +90,11 @@ class GroupCommit:
             self.commits += 1
             try:
                 report = await self._ingest(batch)
+            except asyncio.CancelledError:
+                # The instance is shutting down: its callers raise, and Event Grid redelivers.
+                for _, future in group:
+                    future.cancel()
+                raise
             except Exception as exc:
                 for _, future in group:
                     if not future.done():

@@ -144,7 +144,11 @@ class Indexer:
     async def _apply(self, by_container: Mapping[str, list[Change]], report: IngestReport) -> None:
         containers = list(by_container)
         try:
-            await asyncio.gather(*(self.registry.register(c) for c in containers))
+            created = await self.registry.register_all(containers)
+            # A job whose registry row this delivery created has no limits of its own yet (a
+            # quota is set on a registered job only): the defaults, without a read per job.
+            for container in created:
+                self._limits[container] = (time.monotonic(), Limits.effective(None, self.quota_defaults))
             limits = await asyncio.gather(*(self.limits(c) for c in containers))
         except IndexStoreError:
             for container, changes in by_container.items():
@@ -200,11 +204,13 @@ class Indexer:
         (``ids``: task row -> task ID, for a task row created as a guard)."""
         task_keys = set(ids)
         low, high = keys.prefix_range(keys.shard_prefix())
-        ledger, rows = await asyncio.gather(
-            _collect(self.store, container, low, high),
-            self.store.get_rows(container, task_keys),
-        )
-        view = JobView.of(ledger)
+        # The task rows first, the ledger after: a fold landing in between can then only make
+        # the rows look older than the ledger (a delta they hold neither in them nor listed),
+        # and it rewrote those rows, so their guards fail this chunk, which is planned again.
+        # The other way round (or both at once) the rows could hold a delta the ledger still
+        # lists as unfolded, with no round to say so: counted twice, an output refused wrongly.
+        rows = await self.store.get_rows(container, task_keys)
+        view = JobView.of(await _collect(self.store, container, low, high))
         usage = {t: view.task_usage(t, rows.get(t)) for t in task_keys}
         return usage, [guard(t, rows.get(t), {"TaskId": ids[t]}) for t in sorted(ids)]
 

@@ -7,7 +7,9 @@ from datetime import datetime, timezone
 
 from shared.domain import keys
 from shared.domain.conventions import job_id_from_container
+from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation
 from shared.domain.rows import Entity
+from shared.store.errors import ConflictError
 from shared.store.table import TableStore
 
 
@@ -39,6 +41,56 @@ class JobRegistry:
             self._settle(container, exc)
             raise
         self._settle(container, None)
+
+    async def register_all(self, containers: list[str]) -> set[str]:
+        """Record every container of a delivery; the ones this call created (new jobs).
+
+        The ``~jobs`` rows are one partition, so new jobs are created 100 a transaction, not a
+        request each: a delivery spanning 1,000 new jobs costs 10 requests here. A row that
+        exists already fails its transaction, which names it: it is left out and the rest is
+        sent again.
+        """
+        waits = [self._pending[c] for c in containers if c not in self._known and c in self._pending]
+        todo = [c for c in dict.fromkeys(containers) if c not in self._known and c not in self._pending]
+        loop = asyncio.get_running_loop()
+        for container in todo:
+            self._pending[container] = loop.create_future()
+        created: set[str] = set()
+        try:
+            for start in range(0, len(todo), MAX_BATCH_OPERATIONS):
+                created |= await self._create_all(todo[start : start + MAX_BATCH_OPERATIONS])
+        except BaseException as exc:
+            for container in todo:
+                self._settle(container, exc)
+            raise
+        for container in todo:
+            self._known.add(container)
+            self._settle(container, None)
+        if waits:
+            await asyncio.gather(*(asyncio.shield(w) for w in waits))
+        return created
+
+    async def _create_all(self, containers: list[str]) -> set[str]:
+        now = datetime.now(timezone.utc)
+        rows: dict[str, Entity] = {}
+        for container in containers:
+            rows[container] = {"RowKey": container, "FirstSeenAt": now}
+            derived = job_id_from_container(container)
+            if derived:
+                rows[container]["JobId"] = derived
+        while rows:
+            order = list(rows)
+            try:
+                await self.store.submit(keys.JOBS_PARTITION, [Operation(Op.CREATE, rows[c]) for c in order])
+            except ConflictError as exc:
+                if exc.index is None or not 0 <= exc.index < len(order):
+                    # Not told which: one at a time.
+                    return {c for c in order if await self.store.insert_if_absent(
+                        {"PartitionKey": keys.JOBS_PARTITION, **rows[c]})}
+                del rows[order[exc.index]]  # it exists: not a new job
+                continue
+            return set(order)
+        return set()
 
     def _settle(self, container: str, error: BaseException | None) -> None:
         future = self._pending.pop(container, None)

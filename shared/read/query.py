@@ -3,74 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from shared.domain import keys
 from shared.domain.conventions import container_name
 from shared.domain.lag import summary as lag_summary
-from shared.domain.ledger import JobView
+from shared.domain.ledger import FOLDS, JobView, unmoved
 from shared.domain.quotas import Limits, QuotaDefaults
 from shared.domain.rows import LIVE, OUTPUT_FIELDS, REJECTED, Entity, Usage, as_int
+from shared.store.errors import StorageBusyError
 from shared.store.table import TableStore
 
-from .paging import Position, Scope, TokenCodec
+from .listings import Listing as _Listing
+from .listings import Page, iso
+from .listings import key_range as _key_range
+from .paging import Position, TokenCodec
 
 #: Key ranges of one listing read at once (a task has one range per kind it wrote).
 PARALLEL_PARTS = 8
 #: Rows asked for at least per request when each row is checked (a filter keys cannot say).
 _MIN_CHECKED_READ = 100
 
+#: Reads of a job's ledger a reader makes at most to find one no fold step moved under it. A
+#: fold step is one request, a round a few, and an instance folds a job every 2 s at most, so
+#: a retry is rare and a second one rarer still; this bound only stops a livelock.
+MAX_LEDGER_READS = 16
 
-def iso(value: Any) -> str | None:
-    if not isinstance(value, datetime):
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+T = TypeVar("T")
 
-
-def _key_range(
-    key_prefix: str, kind: str | None, prefix: str, *, task_id: str | None = None, exact: bool = True
-) -> tuple[tuple[str, str], Callable[[Entity], bool] | None]:
-    """The key range of a listing and, when the keys cannot say it all, a check of each row.
-
-    Keys cannot say it all when the filter is not a key prefix (``exact=False``) or when the
-    key prefix is too long to match hashed keys and had to be clipped (``keys.clip_prefix``).
-    """
-    clipped, was_clipped = keys.clip_prefix(key_prefix)
-    if exact and not was_clipped:
-        return keys.prefix_range(clipped), None
-    task = task_id.lower() if task_id else None
-
-    def keep(row: Entity) -> bool:
-        return (
-            (kind is None or row.get("Kind") == kind)
-            and str(row.get("Path", "")).startswith(prefix)
-            and (task is None or str(row.get("TaskId", "")).lower() == task)
-        )
-
-    return keys.prefix_range(clipped), keep
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[dict[str, Any]]
-    next_token: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Listing:
-    """A listing: one or more key ranges read in order, with optional filters."""
-
-    scope: Scope
-    parts: Sequence[tuple[str, str]]
-    where: Mapping[str, Any] | None = None
-    keep: Callable[[Entity], bool] | None = None
-    select: Sequence[str] | None = None
+__all__ = ["Page", "QueryService", "iso"]
 
 
 class QueryService:
@@ -186,14 +150,42 @@ class QueryService:
 
     async def job_view(self, container: str) -> JobView:
         """The job's ledger: counters, unfolded deltas, escrows (one range query)."""
+        return (await self._read_ledger(container))[0]
+
+    async def _read_ledger(self, container: str) -> tuple[JobView, bool]:
+        """The job's ledger, and whether it was read in one request (one query page)."""
         low, high = keys.prefix_range(keys.shard_prefix())
-        return JobView.of(await _collect(self.store.query_range(container, low, high)))
+        rows = await _collect(self.store.query_range(container, low, high))
+        return JobView.of(rows), len(rows) < self.store.query_page
+
+    async def tied(self, container: str, read: Callable[[JobView], Awaitable[T]]) -> tuple[JobView, T]:
+        """The job's ledger and what ``read`` reads beside it (task rows), as of one moment.
+
+        A fold landing between the ledger's read and the task rows' would make them disagree
+        (a delta counted twice, or a task count off: the round that folded it unseen). So the
+        ledger is read again after ``read`` and the whole tried again until no fold step
+        moved in between (``ledger.unmoved``). With nothing left to fold there is no step to
+        land, and the first read stands.
+        """
+        view, whole = await self._read_ledger(container)
+        for _ in range(MAX_LEDGER_READS):
+            found = await read(view)
+            if not view.unfolded():
+                return view, found
+            again, whole_again = await self._read_ledger(container)
+            if unmoved(view, again, whole=whole):
+                return view, found
+            view, whole = again, whole_again
+        raise StorageBusyError(f"the ledger of {container} kept moving under {MAX_LEDGER_READS} reads")
 
     async def ledger(self, container: str) -> tuple[JobView, dict[str, Entity]]:
         """The job's ledger and the task rows its unfolded deltas touch (for exact task counts)."""
-        view = await self.job_view(container)
-        pending = view.pending_tasks()
-        return view, (await self.store.get_rows(container, pending) if pending else {})
+
+        async def task_rows(view: JobView) -> dict[str, Entity]:
+            pending = view.pending_tasks()
+            return await self.store.get_rows(container, pending) if pending else {}
+
+        return await self.tied(container, task_rows)
 
     async def usage(self, container: str) -> tuple[Usage, Entity | None, datetime | None]:
         """The job's exact usage (counters plus unfolded deltas), its limits' carrier, last index time."""
@@ -238,21 +230,30 @@ class QueryService:
         return summary
 
     async def list_jobs(self, page_size: int, token: str | None) -> Page:
+        """A page of jobs: one query of the ``~jobs`` partition, whatever the page size.
+
+        Each job row carries its figures as of the job's last fold (``Compactor.publish``):
+        deltas written since, normally folded within ``FOLD_DELAY``, are not in them yet (the
+        job summary adds them, and is exact). A job never folded yet (new, or indexed before
+        rows carried figures) is read from its ledger, exactly.
+        """
         listing = _Listing(scope="jobs", parts=[("0", "{")])
         rows, next_token = await self._page(keys.JOBS_PARTITION, listing, page_size, token)
 
         async def item(row: Entity) -> dict[str, Any]:
             container = row["RowKey"]
-            usage, carrier, last = await self.usage(container)
-            summary = self._summary(container, row, usage, carrier, last)
+            if FOLDS in row:
+                usage, last = Usage.of(row), row.get("LastIndexedAt")
+            else:
+                usage, _, last = await self.usage(container)
             return {
-                "jobId": summary["jobId"],
+                "jobId": row.get("JobId"),
                 "container": container,
-                "tasks": summary["tasks"],
-                "outputs": summary["usage"]["outputs"],
-                "bytes": summary["usage"]["bytes"],
-                "rejections": summary["rejections"]["outputs"],
-                "lastIndexedAt": summary["lastIndexedAt"],
+                "tasks": usage.tasks,
+                "outputs": usage.outputs,
+                "bytes": usage.bytes,
+                "rejections": usage.rejected_outputs,
+                "lastIndexedAt": iso(last),
             }
 
         return Page(list(await asyncio.gather(*(item(r) for r in rows))), next_token)
@@ -322,7 +323,7 @@ class QueryService:
     async def task_kinds(self, container: str, task_id: str) -> list[str]:
         """The kinds a task has live outputs of: its row's and its unfolded deltas'."""
         task_row = keys.task_usage_key(task_id)
-        row, view = await asyncio.gather(self.store.get(container, task_row), self.job_view(container))
+        view, row = await self.tied(container, lambda _: self.store.get(container, task_row))
         usage = view.task_usage(task_row, row)
         return sorted(k for k, (n, _) in usage.kinds.items() if n > 0)
 
@@ -354,18 +355,28 @@ class QueryService:
         listed from the deltas, in key order among the rows (``JobView.rowless_tasks``).
         """
         container = container_name(job_id)
-        view, pending_rows = await self.ledger(container)
-        pending = view.pending_tasks()
-        listing = _Listing(
-            scope=("tasks", container),
-            parts=[keys.prefix_range(keys.task_usage_prefix())],
-            keep=lambda row: as_int(row.get("Outputs")) > 0 or row["RowKey"] in pending,
-        )
-        rows, next_token = await self._page(container, listing, page_size, token)
+        scope = ("tasks", container)
+
+        async def read(view: JobView) -> tuple[dict[str, Entity], list[Entity], str | None]:
+            pending = view.pending_tasks()
+            listing = _Listing(
+                scope=scope,
+                parts=[keys.prefix_range(keys.task_usage_prefix())],
+                keep=lambda row: as_int(row.get("Outputs")) > 0 or row["RowKey"] in pending,
+            )
+            pending_rows, (rows, next_token) = await asyncio.gather(
+                self.store.get_rows(container, pending) if pending else _nothing(),
+                self._page(container, listing, page_size, token),
+            )
+            return pending_rows, rows, next_token
+
+        # The page's task rows and the pending ones are read tied to the ledger: a fold between
+        # them would count a delta twice (in a row and as pending) or not at all.
+        view, (pending_rows, rows, next_token) = await self.tied(container, read)
         rowless = view.rowless_tasks(pending_rows)
         if rowless:
             # Those between the previous page's last key and this page's (or the end).
-            after = self.codec.decode(listing.scope, token).after if token else None
+            after = self.codec.decode(scope, token).after if token else None
             until = rows[-1]["RowKey"] if next_token else None
             listed = {row["RowKey"] for row in rows}
             rows = sorted(
@@ -375,7 +386,7 @@ class QueryService:
             )
             if len(rows) > page_size:
                 rows = rows[:page_size]
-                next_token = self.codec.encode(listing.scope, Position(0, rows[-1]["RowKey"]))
+                next_token = self.codec.encode(scope, Position(0, rows[-1]["RowKey"]))
         items = []
         for row in rows:
             usage = view.task_usage(row["RowKey"], row)
@@ -396,3 +407,7 @@ class QueryService:
 
 async def _collect(rows: AsyncIterator[Entity]) -> list[Entity]:
     return [row async for row in rows]
+
+
+async def _nothing() -> dict[str, Entity]:
+    return {}

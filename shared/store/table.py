@@ -117,6 +117,9 @@ def _is_condition(status: int | None, code: str | None) -> bool:
 class TableStore:
     """Async adapter over one table."""
 
+    #: Rows one query page holds: a range read of fewer rows took one request, hence one moment.
+    query_page = MAX_QUERY_PAGE
+
     def __init__(self, client: TableClient, limiter: AdaptiveLimiter, access: IndexAccess | None = None) -> None:
         self._client = client
         self._limiter = limiter

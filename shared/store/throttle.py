@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from types import TracebackType
 
 THROTTLE_STATUSES = frozenset({429, 503})
@@ -27,7 +28,10 @@ class AdaptiveLimiter:
         self._cooldown = cooldown_seconds
         self._last_decrease = float("-inf")
         self._in_flight = 0
-        self._condition: asyncio.Condition | None = None
+        # Callers waiting for a slot, first come first served. A freed slot wakes one of them:
+        # with a condition every release woke every waiter (each to re-take its lock and
+        # check), so a delivery of 1,000 jobs queuing 1,000 requests spent its time waking.
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self.throttle_signals = 0
 
     @property
@@ -38,16 +42,20 @@ class AdaptiveLimiter:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def _cond(self) -> asyncio.Condition:
-        if self._condition is None:
-            self._condition = asyncio.Condition()
-        return self._condition
-
     async def __aenter__(self) -> AdaptiveLimiter:
-        cond = self._cond()
-        async with cond:
-            await cond.wait_for(lambda: self._in_flight < self.limit)
+        if self._in_flight < self.limit and not self._waiters:
             self._in_flight += 1
+            return self
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(slot)
+        try:
+            await slot  # granted: ``_grant`` counted it in flight
+        except asyncio.CancelledError:
+            if slot.done() and not slot.cancelled():
+                self._release()  # granted, then cancelled before it ran: give it on
+            elif slot in self._waiters:  # (``_grant`` drops a cancelled one it comes across)
+                self._waiters.remove(slot)
+            raise
         return self
 
     async def __aexit__(
@@ -56,12 +64,21 @@ class AdaptiveLimiter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        cond = self._cond()
-        async with cond:
-            self._in_flight -= 1
-            if exc is None:
-                self.on_success()
-            cond.notify_all()
+        if exc is None:
+            self.on_success()
+        self._release()
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        self._grant()
+
+    def _grant(self) -> None:
+        """Hand free slots to the longest waiting callers (the limit may have grown or shrunk)."""
+        while self._waiters and self._in_flight < self.limit:
+            slot = self._waiters.popleft()
+            if not slot.done():
+                self._in_flight += 1
+                slot.set_result(None)
 
     def on_throttle(self) -> None:
         """Storage said slow down: halve the window (once per cool-down)."""

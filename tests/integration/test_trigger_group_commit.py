@@ -71,3 +71,30 @@ def test_an_invocation_raises_when_its_commit_fails(settings: Settings, monkeypa
 
     with pytest.raises(StorageBusyError):
         asyncio.run(run())
+
+
+def test_back_to_back_invocations_both_return(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, app: RunningApp
+) -> None:
+    """Invocations one after the other, as a quiet job's last events come: each is awaited once
+    the previous returned, so each submit lands as the previous commit's flusher exits."""
+    from functions import blob_events
+
+    container = container_name("back-to-back")
+    events = [decoded(blob_event(container, f"t1/$TaskOutput/f{i}.txt", sequencer=i + 1, size=10)) for i in range(3)]
+    holder = blob_events.services
+    monkeypatch.setattr(holder, "_settings", settings)
+
+    async def invocations() -> None:
+        for event in events:
+            await blob_events.index_blob_event(event)  # awaited in this task, as the worker does
+
+    async def run() -> None:
+        try:
+            # A hang guard, not a timing: a stranded invocation never returns.
+            await asyncio.wait_for(invocations(), timeout=60)
+        finally:
+            await holder.close()
+
+    asyncio.run(run())
+    assert app.get("/api/jobs/back-to-back").json()["usage"] == {"outputs": 3, "bytes": 30}

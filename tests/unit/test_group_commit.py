@@ -131,3 +131,75 @@ def test_the_limit_holds_however_much_waits(max_commits: int) -> None:
 
     ingest = asyncio.run(run())
     assert ingest.most_in_flight == max_commits and sum(ingest.groups) == 40 and max(ingest.groups) == 5
+
+
+class SteppedIngest:
+    """An ingest that takes ``turns`` turns of the event loop, so the test decides in which turn
+    a commit ends relative to the submits it places."""
+
+    def __init__(self, turns: int) -> None:
+        self.turns = turns
+        self.groups: list[int] = []
+
+    async def __call__(self, batch: EventBatch) -> IngestReport:
+        self.groups.append(len(batch.blob_events))
+        for _ in range(self.turns):
+            await asyncio.sleep(0)
+        return IngestReport(received=len(batch.blob_events), indexed=len(batch.blob_events))
+
+
+async def done_within(task: asyncio.Task[IngestReport], turns: int = 5000) -> bool:
+    """Whether ``task`` finishes within ``turns`` turns of the loop (turns, not a clock)."""
+    for _ in range(turns):
+        if task.done():
+            return True
+        await asyncio.sleep(0)
+    return task.done()
+
+
+@pytest.mark.parametrize("ingest_turns", [0, 1, 3])
+def test_a_submit_in_any_turn_is_committed(ingest_turns: int) -> None:
+    """A second event submitted in every turn of the loop from the first's submit until well after
+    its flusher has exited, the turn in which that flusher exits included: each is committed."""
+
+    async def run(offset: int) -> tuple[bool, list[int]]:
+        ingest = SteppedIngest(ingest_turns)
+        commit = GroupCommit(ingest, max_group=10, max_commits=3)
+        first_event, second_event = events(2)
+        first = asyncio.create_task(commit.submit(first_event))
+        for _ in range(offset):
+            await asyncio.sleep(0)
+        second = asyncio.create_task(commit.submit(second_event))
+        committed = await done_within(second)
+        await done_within(first)
+        for task in (first, second):
+            task.cancel()
+        return committed, ingest.groups
+
+    for offset in range(40):
+        committed, groups = asyncio.run(run(offset))
+        assert committed, f"the event submitted {offset} turns after the first was stranded"
+        assert sum(groups) == 2
+
+
+@pytest.mark.parametrize("ingest_turns", [0, 2])
+def test_back_to_back_submits_both_return(ingest_turns: int) -> None:
+    """Trigger invocations one after the other, each awaited once the previous returned: the
+    next submit runs in the very turn the previous commit's flusher exits."""
+
+    async def run() -> tuple[bool, list[int]]:
+        ingest = SteppedIngest(ingest_turns)
+        commit = GroupCommit(ingest, max_group=10, max_commits=3)
+
+        async def invocations() -> IngestReport:
+            report = IngestReport()
+            for event in events(5):
+                report = await commit.submit(event)
+            return report
+
+        driver = asyncio.create_task(invocations())
+        returned = await done_within(driver)
+        driver.cancel()
+        return returned, ingest.groups
+
+    assert asyncio.run(run()) == (True, [1] * 5)

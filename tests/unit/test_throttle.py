@@ -42,3 +42,38 @@ def test_limiter_bounds_concurrency() -> None:
         return peak
 
     assert asyncio.run(run()) <= 4
+
+
+def test_a_freed_slot_goes_to_the_longest_waiting_caller_and_cancelled_waiters_leak_none() -> None:
+    async def run() -> tuple[list[int], int, int]:
+        limiter = AdaptiveLimiter(2, cooldown_seconds=3600)
+        gate = asyncio.Event()
+        order: list[int] = []
+
+        async def call(i: int) -> None:
+            async with limiter:
+                order.append(i)
+                await gate.wait()
+
+        tasks = [asyncio.create_task(call(i)) for i in range(6)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        tasks[3].cancel()  # waiting: leaves the queue
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # A slot granted to a caller cancelled before it ran is handed on, not lost.
+        granted = asyncio.create_task(call(9))
+        blockers = [asyncio.create_task(call(i)) for i in (7, 8)]
+        gate.clear()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gate.set()
+        granted.cancel()
+        await asyncio.gather(granted, *blockers, return_exceptions=True)
+        return order, limiter.in_flight, len(limiter._waiters)
+
+    order, in_flight, waiting = asyncio.run(run())
+    assert order[:5] == [0, 1, 2, 4, 5]  # first come, first served; the cancelled one never ran
+    assert (in_flight, waiting) == (0, 0)

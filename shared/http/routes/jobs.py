@@ -9,7 +9,7 @@ from shared.domain.conventions import container_name
 from shared.ingest.operations import OperationStatus
 from shared.ingest.reindex import JobNotFoundError
 
-from ..dependencies import DEFAULT_PAGE_SIZE, Access, JobId, PageSize, ServiceDep, Token, next_link
+from ..dependencies import DEFAULT_PAGE_SIZE, Access, JobId, PageSize, ServiceDep, Token, next_link, unless_client_leaves
 from ..errors import ApiError, error_statuses
 from ..schemas import JobList, JobSummary, OperationState, ReindexResult, TaskList
 
@@ -19,8 +19,8 @@ router = APIRouter()
 @router.get("/api/jobs", tags=["jobs"], response_model=JobList, response_model_exclude_unset=True,
             responses=error_statuses(400, 401))
 async def list_jobs(request: Request, svc: ServiceDep, maxpagesize: PageSize = DEFAULT_PAGE_SIZE, token: Token = None) -> JobList:
-    """Indexed jobs: job ID (when known), container, counts, last indexed time."""
-    page = await svc.query.list_jobs(maxpagesize, token)
+    """Indexed jobs: job ID (when known), container, counts (as of each job's last fold), last indexed time."""
+    page = await unless_client_leaves(request, svc.query.list_jobs(maxpagesize, token))
     return JobList.page(page.items, next_link(request, page))
 
 
