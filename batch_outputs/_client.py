@@ -115,6 +115,19 @@ class OutputIndexClient:
         """The job's tasks that have outputs, with their counts per kind."""
         return self._paged([f"{_shared.job_route(job_id)}/tasks?maxpagesize={results_per_page or _shared.DEFAULT_PAGE_SIZE}"], TaskItem.from_dict)
 
+    def register_job(self, job_id: str) -> JobSummary:
+        """Register a job ID, so a hashed container shows it (the job's container is created with
+        storage credentials, e.g. ``JobOutputStorage.prepare()``). Needs an admin credential."""
+        return JobSummary.from_dict(self._json("PUT", _shared.job_route(job_id)))
+
+    def send_request(self, request: HttpRequest, *, stream: bool = False, **kwargs: Any) -> Any:
+        """Send any request of the API through the client's pipeline (credential, retries,
+        logging); a relative URL (``/api/...``) is resolved against the endpoint. The answer is
+        returned as it is, errors included (``azure.core.rest.HttpResponse``)."""
+        if request.url.startswith("/"):
+            request.url = self._endpoint + request.url
+        return self._client.send_request(request, stream=stream, **{**self._options, **kwargs})
+
     # -- outputs --------------------------------------------------------------------------
 
     def list_outputs(self, job_id: str, *, task_id: Optional[str] = None, kind: Optional[str] = None,
@@ -129,13 +142,13 @@ class OutputIndexClient:
         return OutputItem.from_dict(self._json("GET", _shared.output_route(job_id, kind, path, task_id)))
 
     def download_output(self, job_id: str, kind: str, path: str, destination: PathOrStream, *,
-                        task_id: Optional[str] = None) -> OutputItem:
+                        task_id: Optional[str] = None, progress_hook: Optional[ProgressHook] = None) -> OutputItem:
         """Download one output through its ``download_url`` to a file path (written whole or not
         at all, its length verified) or into a writable binary stream; returns the output."""
         item = self.get_output(job_id, kind, path, task_id=task_id)
         fetcher = SasFetcher(**self._retry_kwargs)
         try:
-            write_stream(fetcher(item.download_url or ""), destination)
+            write_stream(fetcher(item.download_url or ""), destination, progress_hook)
         finally:
             fetcher.close()
         return item

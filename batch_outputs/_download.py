@@ -262,15 +262,17 @@ class SasFetcher:
         self.pipeline.__exit__()
 
 
-def write_stream(fetched: Fetched, destination: PathOrStream) -> int:
+def write_stream(fetched: Fetched, destination: PathOrStream, progress_hook: Optional[ProgressHook] = None) -> int:
     """One download to a path (``.part`` then rename, length verified) or to a binary stream."""
+    progress = _Progress(fetched.length or 0, progress_hook)
     if isinstance(destination, (str, os.PathLike)):
-        return write_verified(fetched, Path(os.fspath(destination)), _Progress(0, None))
+        return write_verified(fetched, Path(os.fspath(destination)), progress)
     written = 0
     try:
         for chunk in fetched.chunks:
             destination.write(chunk)
             written += len(chunk)
+            progress.add(len(chunk))
     finally:
         fetched.close()
     if fetched.length is not None and written != fetched.length:
@@ -336,15 +338,17 @@ async def awrite_verified(fetched: AsyncFetched, file: Path, progress: _Progress
     return written
 
 
-async def awrite_stream(fetched: AsyncFetched, destination: PathOrStream) -> int:
+async def awrite_stream(fetched: AsyncFetched, destination: PathOrStream, progress_hook: Optional[ProgressHook] = None) -> int:
     """``write_stream`` for an async download."""
+    progress = _Progress(fetched.length or 0, progress_hook)
     if isinstance(destination, (str, os.PathLike)):
-        return await awrite_verified(fetched, Path(os.fspath(destination)), _Progress(0, None))
+        return await awrite_verified(fetched, Path(os.fspath(destination)), progress)
     written = 0
     try:
         async for chunk in fetched.chunks:
             destination.write(chunk)
             written += len(chunk)
+            progress.add(len(chunk))
     finally:
         await fetched.close()
     if fetched.length is not None and written != fetched.length:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import logging
 import os
@@ -283,7 +284,7 @@ def test_503_is_retried_after_the_api_s_retry_after(app: RunningApp, blob_servic
         with OutputIndexClient(proxy.url, AzureKeyCredential(TEST_KEY), retry_backoff_factor=0) as client:
             assert client.get_job(JOB).tasks == 2
         assert len(proxy.arrivals) == 3
-        gaps = [later[0] - earlier[0] for earlier, later in zip(proxy.arrivals, proxy.arrivals[1:])]
+        gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(proxy.arrivals)]
         assert all(gap >= 1.0 for gap in gaps), gaps  # a lower bound the sleep guarantees, not a timing threshold
         assert all(headers["User-Agent"].startswith("batch-outputs/0.3.0") for _, headers in proxy.arrivals)
     finally:
