@@ -70,8 +70,12 @@ class Config:
         return (self.api or os.environ.get("BATCH_OUTPUTS_API") or DEFAULT_API).rstrip("/")
 
     def resolved_key(self) -> Optional[str]:
-        if self.key or os.environ.get("BATCH_OUTPUTS_KEY"):
-            return self.key or os.environ["BATCH_OUTPUTS_KEY"]
+        """``--key``, else ``BATCH_OUTPUTS_KEY`` (set but empty: no key, on purpose), else the
+        local stack's first ``API_KEYS``."""
+        if self.key:
+            return self.key
+        if "BATCH_OUTPUTS_KEY" in os.environ:
+            return os.environ["BATCH_OUTPUTS_KEY"] or None
         keys = [k.strip() for k in _local_settings().get("API_KEYS", "").split(",") if k.strip()]
         return keys[0] if keys else None
 

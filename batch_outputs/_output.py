@@ -62,7 +62,11 @@ def _rows(value: Any) -> tuple[list[str], list[list[str]]]:
         if isinstance(item, dict):
             headers.extend(k for k in item if k not in headers)
     if not headers:
-        return ["value"], [[_cell(item)] for item in items]
+        # A list of lists (``[].[a, b]``) is a row each; a list of scalars one cell a row.
+        width = max((len(item) for item in items if isinstance(item, list)), default=1)
+        return [f"column{n + 1}" for n in range(width)] if width > 1 else ["value"], \
+            [([_cell(v) for v in item] if isinstance(item, list) else [_cell(item)]) + [""] * (width - (len(item) if isinstance(item, list) else 1))
+             for item in items]
     return headers, [[_cell(item.get(h)) if isinstance(item, dict) else _cell(item) for h in headers] for item in items]
 
 
