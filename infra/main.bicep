@@ -94,6 +94,13 @@ param reconcileSchedule string = '0 */15 * * * *'
 @description('Jobs active within this many hours are reconciled blob by blob (RECONCILE_WINDOW_HOURS).')
 param reconcileWindowHours int = 24
 
+@description('How long the change feed keeps changes, in hours (older cursors answer 410 CursorExpired).')
+@minValue(1)
+param changeFeedRetentionHours int = 168
+
+@description('How often one poll per job per instance looks for other instances\' changes for long-polling readers (seconds).')
+param changeFeedPollSeconds string = '1'
+
 @minValue(40)
 @maxValue(1000)
 @description('Flex Consumption scale-out limit.')
@@ -328,6 +335,8 @@ var appSettings = {
   RECONCILE_WINDOW_HOURS: string(reconcileWindowHours)
   // Where the subscription dead-letters (eventSubscription below): replay-deadletters reads it.
   DEADLETTER_CONTAINER: storage.outputs.deadLetterContainerName
+  CHANGE_FEED_RETENTION_HOURS: string(changeFeedRetentionHours)
+  CHANGE_FEED_POLL_SECONDS: changeFeedPollSeconds
 }
 
 module api 'app/api.bicep' = {

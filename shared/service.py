@@ -25,6 +25,7 @@ from shared.ingest.quota_admin import QuotaAdministration
 from shared.ingest.reconcile import Reconciler
 from shared.ingest.reindex import Reindexer
 from shared.ingest.replay import DEFAULT_MAX_BLOBS, DeadLetterReplayer
+from shared.read.changes import ChangeFeed
 from shared.read.paging import TokenCodec
 from shared.read.query import QueryService
 from shared.settings import Settings
@@ -56,6 +57,7 @@ class Service:
     blobs: OutputsAccount
     sas: SasIssuer
     publisher: QuotaExceededPublisher | None = None
+    feed: ChangeFeed | None = None
 
     @classmethod
     async def create(cls, settings: Settings, access: IndexAccess | None = None) -> Service:
@@ -84,7 +86,10 @@ class Service:
         publisher = QuotaExceededPublisher.from_settings(settings, indexer.registry.job_id_of)
         if publisher is not None:
             indexer.crossings.listeners.append(publisher)
-        return cls(settings, store, indexer, QuotaAdministration(indexer), query, blobs, sas, publisher)
+        feed = ChangeFeed(read_store, settings.token_signing_key, retention_hours=settings.change_feed_retention_hours,
+                          poll_seconds=settings.change_feed_poll_seconds, blob_url=query.blob_url)
+        indexer.change_listeners.append(lambda container, _delta: feed.notify(container))
+        return cls(settings, store, indexer, QuotaAdministration(indexer), query, blobs, sas, publisher, feed)
 
     def reindexer(self) -> Reindexer:
         return Reindexer(self.indexer, self.quotas, self.blobs)
@@ -129,7 +134,8 @@ class Service:
 
     def reconciler(self) -> Reconciler:
         window = timedelta(hours=self.settings.reconcile_window_hours)
-        return Reconciler(self.store, self.blobs, self.reindexer(), window)
+        return Reconciler(self.store, self.blobs, self.reindexer(), window,
+                          feed_retention=timedelta(hours=self.settings.change_feed_retention_hours))
 
     async def close(self) -> None:
         try:

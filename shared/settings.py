@@ -54,6 +54,8 @@ SETTING_NAMES: tuple[str, ...] = (
     "RECONCILE_SCHEDULE",
     "RECONCILE_WINDOW_HOURS",
     "DEADLETTER_CONTAINER",
+    "CHANGE_FEED_RETENTION_HOURS",
+    "CHANGE_FEED_POLL_SECONDS",
 )
 
 #: The container Event Grid dead-letters to (``infra/main.bicep``: ``deadLetterContainerName``).
@@ -147,6 +149,10 @@ class Settings:
     reconcile_window_hours: int = 24
     #: Event Grid's dead-letter container, in the index account (``replay-deadletters``).
     deadletter_container: str = DEFAULT_DEADLETTER_CONTAINER
+    #: How long the change feed keeps changes (cursors older than that are 410 CursorExpired).
+    change_feed_retention_hours: int = 168
+    #: How often one poll per job per instance looks for other instances' changes for its waiters.
+    change_feed_poll_seconds: float = 1.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> Settings:
@@ -226,6 +232,8 @@ class Settings:
             reconcile_schedule=text("RECONCILE_SCHEDULE", DEFAULT_RECONCILE_SCHEDULE) or DEFAULT_RECONCILE_SCHEDULE,
             reconcile_window_hours=integer("RECONCILE_WINDOW_HOURS", 24, minimum=1),
             deadletter_container=container_setting("DEADLETTER_CONTAINER", text("DEADLETTER_CONTAINER"), DEFAULT_DEADLETTER_CONTAINER),
+            change_feed_retention_hours=integer("CHANGE_FEED_RETENTION_HOURS", 168, minimum=1),
+            change_feed_poll_seconds=max(0.05, number("CHANGE_FEED_POLL_SECONDS", 1.0)),
         )
 
     @classmethod

@@ -12,6 +12,7 @@ and their counters atomically, with ETag conditions. Row keys put the kind befor
     S|e|{writer}                quota headroom one writer holds in escrow
     S|f                         the fold round in progress
     Q|{limit}                   a quota crossing already announced (QuotaExceeded sent)
+    F|{seq}                     the change feed: the changes of one folded delta, in feed order
 
 Jobs themselves are listed from the ``~jobs`` partition, one row per container.
 
@@ -32,6 +33,9 @@ TASK_OUTPUT = "T"
 TASK_USAGE = "U"
 SHARD = "S"
 QUOTA_CROSSING = "Q"
+FEED = "F"
+#: Feed seqs are written with this many digits, so that key order is seq order.
+FEED_DIGITS = 16
 
 #: Counter rows ``S|00``..``S|15`` an older version spread usage over; only ``S|00`` is written
 #: now (usage moves through delta rows), and a summary still sums any of them it finds.
@@ -222,3 +226,16 @@ def escrow_prefix() -> str:
 
 def fold_round_key() -> str:
     return SEPARATOR.join((SHARD, FOLD_ROUND))
+
+
+def feed_key(seq: int) -> str:
+    """The feed row of ``seq`` (zero-padded: key order is seq order)."""
+    return f"{FEED}{SEPARATOR}{seq:0{FEED_DIGITS}d}"
+
+
+def feed_prefix() -> str:
+    return FEED + SEPARATOR
+
+
+def feed_seq(row_key: str) -> int:
+    return int(row_key[len(feed_prefix()):])

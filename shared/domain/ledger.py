@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from . import keys
+from .feed import ChangeSet, FeedChange, changes_of, changes_properties
 from .lag import LagHistogram, LagWindows
 from .rows import TEXT_PART_CHARS, Entity, Int64, Usage, as_int
 
@@ -81,6 +82,11 @@ class Delta:
     lag: LagHistogram = field(default_factory=LagHistogram)
     skipped: Counter[str] = field(default_factory=Counter)
     handed_back: int = 0
+    #: The changes of its outputs, for the change feed (``shared.domain.feed``).
+    changes: list[FeedChange] = field(default_factory=list)
+
+    def change_set(self) -> ChangeSet:
+        return ChangeSet(self.key, self.at, tuple(self.changes))
 
     def task(self, task_row: str, task_id: str) -> Usage:
         return self.tasks.setdefault(task_row, TaskPart(task_id)).usage
@@ -101,6 +107,7 @@ class Delta:
             entity[HANDED_BACK] = Int64(self.handed_back)
         for index, start in enumerate(range(0, len(parts), TEXT_PART_CHARS)):
             entity[f"Parts{index}"] = parts[start : start + TEXT_PART_CHARS]
+        entity.update(changes_properties(self.changes))
         return entity
 
     @classmethod
@@ -111,7 +118,8 @@ class Delta:
             for task_row, values in (json.loads(text) if text else {}).items()
         }
         return cls(row["RowKey"], Usage.of(row), tasks, row.get("LastIndexedAt"), row.get("__etag"),
-                   LagHistogram.parse(row.get(LAG)), _counts(row.get(SKIPPED)), as_int(row.get(HANDED_BACK)))
+                   LagHistogram.parse(row.get(LAG)), _counts(row.get(SKIPPED)), as_int(row.get(HANDED_BACK)),
+                   changes_of(row))
 
 
 @dataclass(slots=True)
@@ -122,6 +130,10 @@ class FoldRound:
     holder: str = ""
     expires: datetime | None = None
     row: Entity | None = None
+    #: The first feed seq of the round's changes (allocated with the job fold), and whether
+    #: its feed rows are all written (then only the deletes remain).
+    feed_base: int | None = None
+    feed_written: bool = False
     _named: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -136,6 +148,8 @@ class FoldRound:
             "RowKey": keys.fold_round_key(), "Round": self.round_id,
             "Deltas": json.dumps(self.deltas, separators=(",", ":")),
             "TasksDelta": self.tasks_delta, "Holder": self.holder, "Expires": self.expires,
+            **({"FeedBase": Int64(self.feed_base)} if self.feed_base is not None else {}),
+            **({"FeedWritten": True} if self.feed_written else {}),
         }
 
     @classmethod
@@ -143,6 +157,7 @@ class FoldRound:
         return cls(
             row["Round"], json.loads(row.get("Deltas") or "[]"), as_int(row.get("TasksDelta")),
             row.get("Holder") or "", row.get("Expires"), dict(row),
+            as_int(row["FeedBase"]) if row.get("FeedBase") is not None else None, bool(row.get("FeedWritten")),
         )
 
 

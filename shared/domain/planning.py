@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from .events import BlobAction
+from .feed import ChangeType, FeedChange, iso_time
 from .lag import lag_seconds
 from .ledger import Delta, Escrow
 from .quotas import Limits, RejectReason, admission
@@ -144,6 +145,30 @@ class _Counters:
         return self.tasks.setdefault(task_row, Usage())
 
 
+def change_type(change: Change, old: Mapping[str, Any] | None, state: str) -> ChangeType | None:
+    """What the feed says of a change that moved an output row to ``state`` (``None``: nothing a
+    listing shows changed, e.g. a tombstone for a blob never indexed)."""
+    before = (old or {}).get("State")
+    if state == DELETED:
+        return ChangeType.DELETED if before in (LIVE, REJECTED) else None
+    if state == REJECTED:
+        return ChangeType.REJECTED
+    if before == LIVE:
+        return ChangeType.UPDATED
+    return ChangeType.ADMITTED if change.readmit else ChangeType.CREATED
+
+
+def feed_change(kind: ChangeType, change: Change, old: Mapping[str, Any] | None, reason: RejectReason | None) -> FeedChange:
+    """The stored change; a delete keeps what identified the output (and its last size)."""
+    out = change.output
+    if kind is ChangeType.DELETED:
+        return FeedChange(kind.value, change.sequencer, out.task_id, out.kind, out.path, out.blob_name,
+                          as_int((old or {}).get("Size")))
+    created = iso_time(change.event_time)
+    return FeedChange(kind.value, change.sequencer, out.task_id, out.kind, out.path, out.blob_name, change.size,
+                      change.content_type, change.etag, created, reason.value if reason else None)
+
+
 def admission_base(limits: Limits, allowance: Escrow | None) -> Usage:
     """The job usage admission compares with: what is left is exactly ``allowance``."""
     if allowance is None:
@@ -190,6 +215,9 @@ def plan_chunk(
         else:
             report.indexed += 1
         ops.append(write(output_entity(change, state, reason, now), old))
+        kind = change_type(change, old, state)
+        if kind is not None:
+            delta.changes.append(feed_change(kind, change, old, reason))
 
     if not ops:
         return Plan([], report, crossings)

@@ -27,7 +27,7 @@ from . import logs, openapi
 from .dependencies import Access, require_api_key, require_events_key
 from .errors import install_error_handlers
 from .openapi import document_security
-from .routes import admin, events, health, jobs, outputs, quota, ui
+from .routes import admin, changes, events, health, jobs, outputs, quota, ui
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, *, check_keys: bool = True) -> 
     app.include_router(health.router)
     app.include_router(ui.router)
     app.include_router(events.router, dependencies=[Depends(require_events_key)])
-    for module in (jobs, outputs, quota, admin, openapi):
+    for module in (jobs, outputs, changes, quota, admin, openapi):
         app.include_router(module.router, dependencies=[Depends(require_api_key)])
     document_security(app, PUBLIC_PATHS)
     app.add_middleware(NoStore)

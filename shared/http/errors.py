@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.read.cursors import InvalidCursorError
+from shared.read.feed import CursorExpiredError
 from shared.read.paging import InvalidTokenError
 from shared.store.errors import StorageAccessError, StorageBusyError
 
@@ -61,6 +63,16 @@ async def _bad_token(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "InvalidContinuationToken", str(exc))
 
 
+async def _bad_cursor(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s -> 400 InvalidCursor: %s", request.method, request.url.path, exc)
+    return error_response(400, "InvalidCursor", str(exc))
+
+
+async def _expired_cursor(request: Request, exc: Exception) -> JSONResponse:
+    log.info("%s %s -> 410 CursorExpired: %s", request.method, request.url.path, exc)
+    return error_response(410, "CursorExpired", f"{exc}: list the outputs again, then follow the feed from=now.")
+
+
 async def _busy(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StorageBusyError)
     status = 429 if exc.status == 429 else 503
@@ -82,5 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(InvalidTokenError, _bad_token)
+    app.add_exception_handler(InvalidCursorError, _bad_cursor)
+    app.add_exception_handler(CursorExpiredError, _expired_cursor)
     app.add_exception_handler(StorageBusyError, _busy)
     app.add_exception_handler(StorageAccessError, _misconfigured)

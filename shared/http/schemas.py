@@ -10,7 +10,7 @@ skips per-item validation, which would cost more than the query.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -234,3 +234,43 @@ class OutputTail(_Model):
     truncated: bool = Field(description="true when text starts after the blob's beginning")
     etag: str | None
     text: str = Field(description="UTF-8 text; undecodable bytes are replaced")
+
+
+class ChangeOutput(_Model):
+    """An output as listings show it (no ``downloadUrl``); a deleted one keeps what identified it."""
+
+    jobId: str | None
+    taskId: str | None = Field(description="null for job outputs")
+    kind: str
+    path: str
+    blobName: str
+    container: str
+    url: str
+    size: int = Field(description="the blob's size (a deleted output: its last size)")
+    contentType: str | None
+    etag: str | None
+    createdAt: str | None = Field(description="when the blob event happened (ISO 8601); null for a delete")
+    indexedAt: str | None
+    reason: str | None = Field(default=None, description="the limit crossed (rejected changes only)")
+
+
+class Change(_Model):
+    change: Literal["created", "updated", "deleted", "rejected", "admitted"] = Field(
+        description="created: now listed; updated: listed, overwritten; deleted: no longer listed; "
+                    "rejected: refused by a quota (not listed, under rejections); admitted: a rejected output now listed")
+    at: str | None = Field(description="when the change was indexed (ISO 8601)")
+    output: ChangeOutput
+
+
+class ChangeList(_Model):
+    value: list[Change]
+    cursor: str = Field(description="opaque: send it back as ?cursor= for the changes after these")
+    nextLink: str | None = Field(default=None, description="more changes are ready now (absent: wait, or poll with ?wait=)")
+
+    @classmethod
+    def page(cls, items: Iterable[dict[str, Any]], cursor: str, next_link: str | None) -> ChangeList:
+        changes = [Change.model_construct(change=i["change"], at=i["at"],
+                                          output=ChangeOutput.model_construct(**i["output"])) for i in items]
+        if next_link is None:
+            return cls.model_construct(value=changes, cursor=cursor)
+        return cls.model_construct(value=changes, cursor=cursor, nextLink=next_link)

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 from shared.domain import keys
+from shared.domain.feed import AT, FEED_NEXT, FEED_OLDEST, counter_feed, order_deltas
 from shared.domain.lag import LagWindows
 from shared.domain.ledger import HANDED_BACK, LAG_WINDOWS, MAX_ROUND_DELTAS, SKIPPED, Delta, FoldRound, JobView, TaskPart, counts_text
 from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation, write
@@ -32,6 +33,9 @@ FOLD_DELAY = 2.0
 #: A round not renewed for this long is taken over by any instance.
 ROUND_LEASE = timedelta(seconds=30)
 MAX_FOLD_ATTEMPTS = 8
+#: A batch transaction's payload is at most 4 MiB: feed rows are cut into batches of at most
+#: this many characters of changes (well under it, UTF-8 and the batch's own framing included).
+FEED_BATCH_CHARS = 1_000_000
 _KEPT = ("__etag", "PartitionKey")
 
 
@@ -108,7 +112,10 @@ class Compactor:
             if fold is None:
                 if not view.deltas:
                     return folded
-                fold = FoldRound(uuid.uuid4().hex, [d.key for d in view.deltas[:MAX_ROUND_DELTAS]], 0,
+                # The round's order is the feed's: every blob's changes in sequencer order. A
+                # prefix of that order holds every earlier change of the blobs it holds.
+                ordered = order_deltas(d.change_set() for d in view.deltas)
+                fold = FoldRound(uuid.uuid4().hex, [c.delta_id for c in ordered[:MAX_ROUND_DELTAS]], 0,
                                  self.writer, now + ROUND_LEASE)
                 try:  # the round row first, before any step adds to it
                     etags = await self.store.submit(container, [Operation(Op.CREATE, fold.entity())])
@@ -141,13 +148,36 @@ class Compactor:
         fold.row = {**fold.entity(), "__etag": etags[-1]}
 
     async def _run(self, container: str, view: JobView, fold: FoldRound, now: datetime) -> int:
-        deltas = [d for d in view.deltas if fold.names(d)]
+        place = {key: index for index, key in enumerate(fold.deltas)}
+        deltas = sorted((d for d in view.deltas if fold.names(d)), key=lambda d: place[d.key])
         counter = view.counter
         if counter is None or counter.get("LastFold") != fold.round_id:
             await self._fold_tasks(container, deltas, fold, now)
             await self._fold_job(container, counter, deltas, fold, now)
+        if not fold.feed_written and fold.feed_base is not None:
+            await self._write_feed(container, deltas, fold, now)
         await self._delete(container, deltas, fold)
         return len(deltas)
+
+    async def _write_feed(self, container: str, deltas: list[Delta], fold: FoldRound, now: datetime) -> None:
+        """The round's feed rows, before any of its deltas is deleted: a change is always in a
+        delta or in the feed. Upserts of rows computed from the round alone, so a resumed or
+        taken-over round writes the same rows again; each batch renews the lease on the round
+        row's ETag, so a holder that lost the round writes nothing."""
+        assert fold.feed_base is not None
+        rows = [d.change_set().feed_entity(fold.feed_base + i) for i, d in enumerate(x for x in deltas if x.changes)]
+        batch: list[Operation] = []
+        size = 0
+        for index, row in enumerate(rows):
+            batch.append(Operation(Op.UPSERT, row))
+            size += sum(len(v) for v in row.values() if isinstance(v, str))
+            last = index == len(rows) - 1
+            if last or len(batch) >= MAX_BATCH_OPERATIONS - 1 or size >= FEED_BATCH_CHARS:
+                fold.feed_written = last
+                await self._submit_with_round(container, batch, fold, now)
+                batch, size = [], 0
+        if not rows:
+            fold.feed_written = True
 
     async def _fold_tasks(self, container: str, deltas: list[Delta], fold: FoldRound, now: datetime) -> None:
         parts: dict[str, TaskPart] = {}
@@ -175,8 +205,12 @@ class Compactor:
         for delta in deltas:
             usage = usage.plus(delta.job)
         usage.tasks += fold.tasks_delta
+        # The round's feed seqs are allocated with the fold itself: the round row (rewritten in
+        # this same transaction) records the first, so whoever resumes the round reuses them.
+        fold.feed_base, _ = counter_feed(counter)
         entity = {**_kept(counter), "RowKey": keys.counter_key(), **usage.properties(),
-                  **_folded_events(counter, deltas, now), "LastFold": fold.round_id}
+                  **_folded_events(counter, deltas, now), "LastFold": fold.round_id,
+                  FEED_NEXT: Int64(fold.feed_base + sum(1 for d in deltas if d.changes))}
         last = _latest((counter or {}).get("LastIndexedAt"), *(d.at for d in deltas))
         if last is not None:  # a round of flushed counts only indexed nothing
             entity["LastIndexedAt"] = last
@@ -195,3 +229,27 @@ class Compactor:
             await self.store.submit(container, ops)
             if not remaining:
                 return
+
+    async def purge_feed(self, container: str, cutoff: datetime) -> int:
+        """Delete feed rows indexed before ``cutoff`` (the newest row always stays, so the feed's
+        end is known); the rows deleted. ``S|00`` records the oldest seq kept first, so a cursor
+        older than that is answered ``CursorExpired`` rather than skipping what was purged."""
+        counter = await self.store.get(container, keys.counter_key())
+        if counter is None:
+            return 0
+        _, oldest = counter_feed(counter)
+        _, high = keys.prefix_range(keys.feed_prefix())
+        rows = [row async for row in self.store.query_range(container, keys.feed_key(oldest), high, select=("RowKey", AT))]
+        old = [row for row in rows[:-1] if (row.get(AT) or cutoff) < cutoff]
+        if not old:
+            return 0
+        kept = keys.feed_seq(str(old[-1]["RowKey"])) + 1
+        entity = {k: v for k, v in counter.items() if k not in _KEPT}
+        try:
+            await self.store.submit(container, [write({**entity, FEED_OLDEST: Int64(kept)}, counter)])
+        except ConflictError:
+            return 0  # the counter moved (a fold, a grant): the next pass purges
+        for start in range(0, len(old), MAX_BATCH_OPERATIONS):
+            await self.store.submit(container, [Operation(Op.DELETE, {"RowKey": r["RowKey"]}, r["__etag"])
+                                                for r in old[start : start + MAX_BATCH_OPERATIONS]])
+        return len(old)

@@ -26,13 +26,13 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 
 from shared.domain import keys
 from shared.domain.conventions import is_convention_container, parse_blob_path
 from shared.domain.events import BlobAction, BlobEvent, SkipReason
-from shared.domain.ledger import Escrow, JobView
+from shared.domain.ledger import Delta, Escrow, JobView
 from shared.domain.planning import IngestReport, Operation, Plan, chunk_changes, guard, plan_chunk
 from shared.domain.quotas import Limits, QuotaDefaults
 from shared.domain.rows import ROW_STATE, Change, Entity, Usage
@@ -96,6 +96,9 @@ class Indexer:
         self._limited_locks: dict[str, asyncio.Lock] = {}
         # Chunks of this process never race each other for a task row they guard.
         self._task_locks = RowLocks()
+        #: Called with a job's container after each transaction that committed changes to its
+        #: outputs (the change feed wakes its waiters; output events are published).
+        self.change_listeners: list[Callable[[str, Delta], None]] = []
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -265,6 +268,12 @@ class Indexer:
                 if op.entity["RowKey"] == allowance.key:
                     self.escrows.remember(container, Escrow.of({**op.entity, "__etag": etag}), limits)
         self.compactor.schedule(container)
+        if plan.delta is not None and plan.delta.changes:
+            for listener in self.change_listeners:
+                try:
+                    listener(container, plan.delta)
+                except Exception:  # a listener never fails a committed chunk
+                    log.exception("change listener failed for %s", container)
 
     async def _without_invalid(self, container: str, changes: list[Change], plan: Plan, exc: InvalidEntityError) -> IngestReport:
         """Storage refused a row: skip and count the change it came from, commit the rest.

@@ -47,14 +47,17 @@ class ReconcileReport:
     removed: int = 0
     tombstones_purged: int = 0
     deltas_folded: int = 0
+    feed_rows_purged: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
 class Reconciler:
-    def __init__(self, store: TableStore, blobs: OutputsAccount, reindexer: Reindexer, window: timedelta) -> None:
+    def __init__(self, store: TableStore, blobs: OutputsAccount, reindexer: Reindexer, window: timedelta,
+                 *, feed_retention: timedelta = timedelta(hours=168)) -> None:
         self.store = store
+        self.feed_retention = feed_retention
         self.blobs = blobs
         self.reindexer = reindexer
         self.window = window
@@ -75,6 +78,9 @@ class Reconciler:
                 candidates.add(container)
             if last is not None and last >= now - self.window - TOMBSTONE_TTL - timedelta(hours=1):
                 report.tombstones_purged += await self._purge_tombstones(container, now - TOMBSTONE_TTL)
+            if last is not None and last >= now - self.window - self.feed_retention - timedelta(hours=1):
+                # The change feed keeps CHANGE_FEED_RETENTION_HOURS of changes (the newest row always).
+                report.feed_rows_purged += await self.reindexer.indexer.compactor.purge_feed(container, now - self.feed_retention)
         for container in sorted(candidates):
             await self._reconcile_job(container, now, report)
         log.info("reconciled: %s", report.as_dict())

@@ -250,6 +250,28 @@ class TableStore:
                 if limit is not None and returned >= limit:
                     return
 
+    async def query_response(
+        self, partition: str, low: str, high: str, *, select: Sequence[str] | None = None, limit: int = MAX_QUERY_PAGE,
+    ) -> tuple[list[Entity], bool]:
+        """One response of a range query (``low <= RowKey < high``, key order) and whether it
+        held the whole range. Table storage answers one query response from one snapshot of
+        the partition (a transaction is in it whole or not at all); rows read over several
+        responses may come from different moments."""
+        pages = self._client.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": partition, "lo": low, "hi": high},
+            select=list(select) if select else None,
+            results_per_page=min(limit, MAX_QUERY_PAGE),
+        ).by_page()
+        with self._translated():
+            try:
+                async with self._limiter:
+                    page = await pages.__anext__()
+                    entities = [_plain(entity) async for entity in page]
+            except StopAsyncIteration:
+                return [], True
+        return entities, getattr(pages, "continuation_token", None) is None
+
     async def submit(self, partition: str, operations: Sequence[Operation]) -> list[str | None]:
         """Run a batch transaction; return the new ETag of every operation, in order.
 

@@ -1,0 +1,122 @@
+"""``GET /api/jobs/{jobId}/changes``: pages of a job's changes, and long-polls.
+
+The reading and the guarantees are in ``feed.py``, cursors in ``cursors.py``, waiting in
+``waiting.py``; this module composes them for the route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from shared.domain.feed import FeedChange, FeedCursor, iso_time
+from shared.store.table import TableStore
+
+from .cursors import CursorCodec
+from .feed import MAX_WAIT_SECONDS, CursorExpiredError, FeedPage, FeedReader, Filter
+from .paging import Scope
+from .waiting import JobWatch
+
+
+class ChangeFeed:
+    """``GET /api/jobs/{jobId}/changes``: pages of changes, and long-polls."""
+
+    def __init__(self, store: TableStore, signing_key: str, *, retention_hours: int, poll_seconds: float,
+                 blob_url: Callable[[str, str], str]) -> None:
+        self.reader = FeedReader(store)
+        self.codec = CursorCodec(signing_key)
+        self.retention_seconds = retention_hours * 3600
+        self.poll_seconds = poll_seconds
+        self.blob_url = blob_url
+        self._watches: dict[str, JobWatch] = {}
+
+    def notify(self, container: str) -> None:
+        """This process committed a change of ``container``: wake its waiters now."""
+        watch = self._watches.get(container)
+        if watch is not None:
+            watch.notify()
+
+    def _watch(self, container: str) -> JobWatch:
+        watch = self._watches.get(container)
+        if watch is None:
+            watch = self._watches[container] = JobWatch(self.reader, container, self.poll_seconds, self._idle)
+        return watch
+
+    def _idle(self, watch: JobWatch) -> None:
+        if self._watches.get(watch.container) is watch:
+            del self._watches[watch.container]
+
+    @staticmethod
+    def scope(container: str, where: Filter) -> Scope:
+        return ("changes", container, where.kind, where.task_id.lower() if where.task_id else None)
+
+    async def changes(self, container: str, job_id: str, *, cursor: str | None, start: bool, where: Filter,
+                      size: int, wait: float = 0) -> dict[str, Any]:
+        """A page of changes: ``{"value", "cursor", "more"}`` (``more``: a next page is ready)."""
+        scope = self.scope(container, where)
+        now = int(time.time())
+        position = self.codec.decode(scope, cursor) if cursor else None
+        if position is not None and now - position.issued > self.retention_seconds:
+            raise CursorExpiredError("cursor is older than the change feed's retention")
+        watch = self._watch(container) if wait > 0 else None
+        if watch is None:
+            return await self._answer(container, job_id, scope, position, start, where, size, now, None, 0.0, cursor)
+        with watch.waiting():
+            deadline = asyncio.get_running_loop().time() + min(wait, MAX_WAIT_SECONDS)
+            return await self._answer(container, job_id, scope, position, start, where, size, now, watch, deadline, cursor)
+
+    async def _answer(self, container: str, job_id: str, scope: Scope, position: FeedCursor | None, start: bool,
+                      where: Filter, size: int, now: int, watch: JobWatch | None, deadline: float,
+                      token: str | None) -> dict[str, Any]:
+        while True:
+            version = watch.version() if watch is not None else (0, 0)
+            seq = position.seq if position is not None else 0
+            tail = await (watch.shared_tail(seq) if watch is not None else self.reader.read_tail(container, seq))
+            if position is None:
+                if not start:
+                    position = self.reader.now_cursor(tail, where, now)
+                    token = self.codec.encode(scope, position)
+                    # From now: nothing yet. A waiting request waits for what comes next.
+                    if watch is None or not await watch.changed_since(version, tail, deadline):
+                        return self._wire(container, job_id, FeedPage([], position, False), scope, token)
+                    continue
+                position = FeedCursor(tail.oldest, 0, [], now)
+                if tail.start != position.seq:
+                    tail = await self.reader.read_tail(container, position.seq)
+            page = self.reader.page(tail, position, where, size)
+            if page.changes or page.more or watch is None:
+                return self._wire(container, job_id, page, scope, None)
+            if not await watch.changed_since(version, tail, deadline):
+                # Nothing arrived: the cursor the caller sent (unchanged), or the new one.
+                return self._wire(container, job_id, page, scope, token)
+
+    def _wire(self, container: str, job_id: str, page: FeedPage, scope: Scope, token: str | None) -> dict[str, Any]:
+        return {
+            "value": [self.item(container, job_id, change, at) for change, at in page.changes],
+            "cursor": token or self.codec.encode(scope, page.cursor),
+            "more": page.more,
+        }
+
+    def item(self, container: str, job_id: str, change: FeedChange, at: datetime | None) -> dict[str, Any]:
+        """A change as the API answers it: the output as listings show it (no ``downloadUrl``)."""
+        indexed = iso_time(at)
+        output: dict[str, Any] = {
+            "jobId": job_id,
+            "taskId": change.task_id,
+            "kind": change.kind,
+            "path": change.path,
+            "blobName": change.blob_name,
+            "container": container,
+            "url": self.blob_url(container, change.blob_name),
+            "size": change.size,
+            "contentType": change.content_type,
+            "etag": change.etag,
+            "createdAt": change.created_at,
+            "indexedAt": indexed,
+        }
+        if change.reason is not None:
+            output["reason"] = change.reason
+        return {"change": change.change, "at": indexed, "output": output}

@@ -1,0 +1,215 @@
+"""The change feed's read side: cursors, a page of changes, and waiting for the next change.
+
+What is stored (``shared.domain.feed``): each change is committed in its transaction's delta
+row; a fold writes each delta's changes to a sequenced feed row ``F|{seq}`` before deleting
+it. So every committed change is, at any moment, in a pending delta, in the feed, or both.
+
+A read (``FeedReader.read_tail``) takes two queries, in this order:
+
+1. the ledger range ``S|`` in one response (one snapshot of the partition): ``S|00`` with the
+   feed's next and oldest seq, and the pending deltas;
+2. the feed rows from the cursor's seq on.
+
+A page (``page``) is the feed rows from the cursor (those whose delta the cursor already got
+pending are skipped, and forgotten once passed), then, once the feed is read to its end, the
+pending deltas the feed rows did not hold, in an order that keeps every blob's changes in
+sequencer order. A delta folded between the two queries is in the feed rows; one committed
+after both is in the next read. Hence no change is missed, and none is returned twice to a
+walk of cursors (a request retried with the same cursor gets the same changes again).
+
+Waiting (``changes.ChangeFeed`` with ``wait``, ``waiting.py``) never polls storage per client: commits of this
+process wake its waiters at once (``notify``); other instances' commits are found by one shared
+poll per job per process (``CHANGE_FEED_POLL_SECONDS``), and the waiters of a job re-read
+through one shared read (``JobWatch.shared_tail``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from shared.domain import keys
+from shared.domain.feed import ChangeSet, FeedChange, FeedCursor, changes_of, counter_feed, order_deltas
+from shared.store.table import TableStore
+
+log = logging.getLogger(__name__)
+
+
+#: A cursor names at most this many deltas it received before they were sequenced; past that,
+#: a page stops taking pending deltas (they come through the feed a fold later). Keeps a cursor
+#: within a URL (a few KB).
+MAX_DELIVERED = 200
+#: Feed rows one read takes (a row holds one transaction's changes, up to 98).
+READ_ROWS = 1000
+MAX_WAIT_SECONDS = 60
+
+
+class CursorExpiredError(Exception):
+    """A cursor older than the feed's retention, or of a job whose feed was removed (410)."""
+
+
+@dataclass(slots=True)
+class Tail:
+    """One read of a job's feed: its ends, its pending deltas, its rows from ``start``."""
+
+    next_seq: int
+    oldest: int
+    #: Deltas with changes not folded yet; ``None`` when the ledger took several responses
+    #: (not one snapshot): such a read returns feed rows only.
+    pending: list[ChangeSet] | None
+    rows: list[ChangeSet]
+    start: int
+    complete: bool  # the rows reach the feed's end
+    _ordered: list[ChangeSet] | None = field(default=None, repr=False)
+
+    @property
+    def pending_ids(self) -> frozenset[str]:
+        return frozenset(s.delta_id for s in self.pending or ())
+
+    def ordered_pending(self) -> list[ChangeSet]:
+        if self._ordered is None:
+            self._ordered = order_deltas(self.pending or ())
+        return self._ordered
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    kind: str | None = None
+    task_id: str | None = None
+
+    def keeps(self, change: FeedChange) -> bool:
+        if self.kind is not None and change.kind != self.kind:
+            return False
+        return self.task_id is None or (change.task_id or "").lower() == self.task_id.lower()
+
+
+@dataclass(slots=True)
+class FeedPage:
+    changes: list[tuple[FeedChange, datetime | None]]
+    cursor: FeedCursor
+    more: bool  # a next page is ready now (``nextLink``)
+
+
+class FeedReader:
+    """Reads a job's feed (two queries) and answers pages from what it read."""
+
+    def __init__(self, store: TableStore) -> None:
+        self.store = store
+
+    async def read_tail(self, container: str, start: int, rows: int = READ_ROWS) -> Tail:
+        low, high = keys.prefix_range(keys.shard_prefix())
+        ledger, whole = await self.store.query_response(container, low, high)
+        counter = next((r for r in ledger if r["RowKey"] == keys.counter_key()), None)
+        next_seq, oldest = counter_feed(counter)
+        pending: list[ChangeSet] | None = None
+        if whole:
+            pending = []
+            for row in ledger:
+                if str(row["RowKey"]).startswith(keys.delta_prefix()):
+                    changes = changes_of(row)
+                    if changes:
+                        pending.append(ChangeSet(str(row["RowKey"]), row.get("LastIndexedAt"), tuple(changes)))
+        _, feed_high = keys.prefix_range(keys.feed_prefix())
+        found = [ChangeSet.of_feed_row(row) async for row in
+                 self.store.query_range(container, keys.feed_key(start), feed_high, limit=rows)]
+        return Tail(next_seq, oldest, pending, found, start, len(found) < rows)
+
+    @staticmethod
+    def page(tail: Tail, cursor: FeedCursor, where: Filter, size: int) -> FeedPage:
+        """The changes after ``cursor`` in ``tail`` (at most ``size``) and the cursor after them.
+
+        Raises ``CursorExpiredError`` when the rows the cursor needs were purged (or the job's
+        feed was removed with its container): never skip them silently.
+        """
+        if cursor.seq < tail.oldest or cursor.seq > max(tail.next_seq, tail.start + len(tail.rows)):
+            raise CursorExpiredError(f"cursor at {cursor.seq} is outside the feed kept ({tail.oldest}..{tail.next_seq})")
+        paging = _Paging(cursor, where, size)
+        reached_end = paging.feed_rows(tail) and tail.complete
+        if reached_end and not paging.full and tail.pending is not None:
+            paging.pending(tail)
+        return FeedPage(paging.out, paging.cursor, paging.full or not reached_end)
+
+    @staticmethod
+    def now_cursor(tail: Tail, where: Filter, issued: int) -> FeedCursor:
+        """A cursor at the feed's current end: every change committed so far is behind it."""
+        pending = [s.delta_id for s in tail.ordered_pending() if any(where.keeps(c) for c in s.changes)]
+        return FeedCursor(tail.next_seq, 0, pending[-MAX_DELIVERED:], issued)
+
+
+class _Paging:
+    """One page being filled, and the cursor after it."""
+
+    def __init__(self, cursor: FeedCursor, where: Filter, size: int) -> None:
+        self.cursor = FeedCursor(cursor.seq, cursor.offset, list(cursor.delivered), cursor.issued,
+                                 cursor.partial, cursor.partial_offset)
+        self.where, self.size = where, size
+        self.out: list[tuple[FeedChange, datetime | None]] = []
+        self.seen: set[str] = set()
+        self.full = False
+
+    def _take(self, item: ChangeSet, start: int) -> int | None:
+        """Add ``item``'s changes from ``start`` that the filter keeps; the index of the first
+        one that did not fit (``None``: all did)."""
+        for index in range(start, len(item.changes)):
+            change = item.changes[index]
+            if not self.where.keeps(change):
+                continue
+            if len(self.out) >= self.size:
+                self.full = True
+                return index
+            self.out.append((change, item.at))
+        return None
+
+    def feed_rows(self, tail: Tail) -> bool:
+        """Take the feed rows from the cursor on; False if it stopped before a row not visible yet."""
+        cur = self.cursor
+        expected = cur.seq
+        for row in tail.rows:
+            assert row.seq is not None
+            if row.seq < cur.seq:
+                continue
+            if row.seq != expected:
+                if expected == cur.seq and not self.seen:
+                    raise CursorExpiredError(f"feed row {cur.seq} is gone")
+                return False  # never skip a row: stop before it
+            expected += 1
+            self.seen.add(row.delta_id)
+            if row.delta_id in cur.delivered:
+                cur.delivered.remove(row.delta_id)  # received pending: passed now
+                cur.seq, cur.offset = row.seq + 1, 0
+                continue
+            start = cur.offset
+            if row.delta_id == cur.partial:  # partly received pending: the rest from here
+                start, cur.partial, cur.partial_offset = max(start, cur.partial_offset), None, 0
+            stopped = self._take(row, start)
+            if stopped is not None:
+                cur.offset = stopped
+                return True
+            cur.seq, cur.offset = row.seq + 1, 0
+        return True
+
+    def pending(self, tail: Tail) -> None:
+        """Then the deltas not sequenced yet, in an order that keeps every blob's changes in
+        sequencer order; stops at the first that does not fit (what follows may depend on it)."""
+        cur = self.cursor
+        present = tail.pending_ids
+        # Received deltas no longer pending were sequenced before the ledger was read: their
+        # rows are below the cursor (those above were just passed), so they never come again.
+        cur.delivered = [d for d in cur.delivered if d in present]
+        if cur.partial is not None and cur.partial not in present and cur.partial not in self.seen:
+            cur.partial, cur.partial_offset = None, 0
+        for item in tail.ordered_pending():
+            if item.delta_id in cur.delivered or item.delta_id in self.seen:
+                continue
+            if len(cur.delivered) >= MAX_DELIVERED:
+                return  # the cursor is full: the rest comes through the feed, a fold later
+            start = cur.partial_offset if item.delta_id == cur.partial else 0
+            stopped = self._take(item, start)
+            if stopped is not None:
+                cur.partial, cur.partial_offset = item.delta_id, stopped
+                return
+            if item.delta_id == cur.partial:
+                cur.partial, cur.partial_offset = None, 0
+            if any(self.where.keeps(c) for c in item.changes):
+                cur.delivered.append(item.delta_id)
