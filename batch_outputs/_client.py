@@ -207,7 +207,7 @@ class OutputIndexClient:
 
     # -- the change feed ------------------------------------------------------------------
 
-    def changes(self, job_id: str, *, cursor: Optional[str] = None, start: str = "start", kind: Optional[str] = None,
+    def changes(self, job_id: str, *, cursor: Optional[str] = None, start: str = "now", kind: Optional[str] = None,
                 task_id: Optional[str] = None, wait: Optional[float] = None, max_page_size: Optional[int] = None) -> OutputChangeBatch:
         """One read of the job's change feed: from ``cursor``, or without one from the ``start``
         of the feed's retention or from ``now``. ``wait`` (at most 60 s) long-polls when nothing

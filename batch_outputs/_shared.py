@@ -93,7 +93,7 @@ def changes_request(job_id: str, *, cursor: Optional[str], start: str, kind: Opt
     if task_id is not None:
         params["taskId"] = task_id
     if wait is not None:
-        params["wait"] = max(0, min(60, int(wait)))
+        params["wait"] = max(0.0, min(60.0, float(wait)))
     if max_page_size is not None:
         params["maxpagesize"] = max_page_size
     return HttpRequest("GET", f"{job_route(job_id)}/changes", params=params)

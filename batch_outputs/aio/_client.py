@@ -178,7 +178,7 @@ class OutputIndexClient:
 
     # -- the change feed ------------------------------------------------------------------
 
-    async def changes(self, job_id: str, *, cursor: Optional[str] = None, start: str = "start", kind: Optional[str] = None,
+    async def changes(self, job_id: str, *, cursor: Optional[str] = None, start: str = "now", kind: Optional[str] = None,
                       task_id: Optional[str] = None, wait: Optional[float] = None,
                       max_page_size: Optional[int] = None) -> OutputChangeBatch:
         """One read of the job's change feed (see the sync client)."""

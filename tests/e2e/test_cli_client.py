@@ -1,9 +1,13 @@
 """The CLI as a user of ``OutputIndexClient`` (issue 22): output formats and ``--query``,
-``download`` (resume, one progress bar), a node with only a container SAS URL (no API key)."""
+``download`` (resume), a node with only a container SAS URL (no API key), ``wait`` and ``watch``."""
 
 from __future__ import annotations
 
 import json
+import queue
+import signal
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -91,3 +95,48 @@ def test_a_node_with_only_the_container_sas_url_gets_and_downloads(cli: Cli, azu
 
 def test_shell_completion_is_available(cli: Cli) -> None:
     assert "--show-completion" in cli.ok("--help")
+
+
+# -- the change feed: wait and watch ---------------------------------------------------------
+
+
+def index_late(app: RunningApp, blob_service: BlobServiceClient, name: str, sequencer: int) -> None:
+    blob_service.get_container_client(C).upload_blob(name, b"late", overwrite=True)
+    assert app.post_events([real_blob_event(blob_service, C, name, sequencer)]).status_code == 200
+
+
+def test_wait_exits_0_once_indexed_and_6_on_timeout(cli: Cli, app: RunningApp, blob_service: BlobServiceClient) -> None:
+    item = json.loads(cli.ok("wait", JOB, "a.png", "--kind", "TaskPreview", "--task", "t1", "--timeout", "30", "--json"))
+    assert item["blobName"] == "t1/$TaskPreview/a.png"
+    assert "t1/$TaskLog/stdout.txt" in cli.ok("wait", JOB, "--kind", "TaskLog", "--timeout", "30")
+
+    timed_out = cli("wait", JOB, "never.png", "--kind", "TaskPreview", "--timeout", "1")
+    assert timed_out.returncode == 6 and len(timed_out.stderr.strip().splitlines()) == 1 and "timed out" in timed_out.stderr
+    assert cli("wait", JOB, "x.png").returncode == 2  # --kind is required
+
+    # Started before the output is indexed: the wait follows the feed and exits 0 when it lands.
+    waiting = subprocess.Popen(cli.command("wait", JOB, "late.png", "--kind", "TaskOutput", "--task", "t9", "--timeout", "60", "--json"),
+                               cwd=cli.cwd, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    index_late(app, blob_service, "t9/$TaskOutput/late.png", 20)
+    stdout, stderr = waiting.communicate(timeout=90)
+    assert waiting.returncode == 0, stderr
+    assert json.loads(stdout)["blobName"] == "t9/$TaskOutput/late.png"
+
+
+def test_watch_prints_json_lines_until_ctrl_c(cli: Cli, app: RunningApp, blob_service: BlobServiceClient) -> None:
+    watcher = subprocess.Popen(cli.command("watch", JOB, "--json", "--from", "start", "--kind", "TaskPreview"), cwd=cli.cwd, env=cli.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in watcher.stdout or []], daemon=True).start()
+    try:
+        # The bound only ends a hang; the lines arrive as soon as the feed has them.
+        seen = [json.loads(lines.get(timeout=60)) for _ in range(2)]
+        assert sorted(c["output"]["blobName"] for c in seen) == ["t1/$TaskPreview/a.png", f"t2/$TaskPreview/{LONG}"]
+        index_late(app, blob_service, "t5/$TaskPreview/new.png", 30)
+        change = json.loads(lines.get(timeout=60))
+        assert (change["change"], change["output"]["blobName"]) == ("created", "t5/$TaskPreview/new.png")
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        _, stderr = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, stderr
+    assert "Traceback" not in stderr
