@@ -17,13 +17,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from azure.core.credentials import AzureKeyCredential
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.core.credentials import AccessToken, AzureKeyCredential
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError, ServiceRequestError
 from azure.storage.blob import BlobServiceClient
 
 from batch_outputs import DownloadReport, OutputIndexClient, OutputItem
 from batch_outputs import aio as batch_aio
 from batch_outputs._download import MANIFEST, local_target
+from devtools.azurite import Azurite
 from shared.conventions import container_name
 
 from ..helpers import blob_event, real_blob_event
@@ -315,3 +316,42 @@ def test_a_next_link_to_another_origin_is_refused(client: OutputIndexClient) -> 
     assert resolve_next_link("http://127.0.0.1:7071", "/api/jobs?x=1") == "http://127.0.0.1:7071/api/jobs?x=1"
     with pytest.raises(HttpResponseError, match="another origin"):
         resolve_next_link("http://127.0.0.1:7071", "http://127.0.0.1:7072/api/jobs")
+
+
+def test_a_job_storage_refuses_to_list_a_task_kind(azurite: Azurite, blob_service: BlobServiceClient) -> None:
+    from batch_outputs import ConventionError, JobOutputStorage
+
+    storage = JobOutputStorage.connect(azurite.connection_string, "library-job")
+    storage.prepare()
+    storage.save_text("JobOutput", "done", "status.txt")
+    with pytest.raises(ConventionError, match=r"OutputIndexClient\.list_outputs"):
+        storage.list("TaskPreview")
+    assert [f.path for f in storage.list("JobOutput")] == ["status.txt"]
+
+
+class StaticToken:
+    """A TokenCredential of the test's own (what azure-identity's credentials are to the pipeline)."""
+
+    def __init__(self) -> None:
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        self.scopes.append(scopes)
+        return AccessToken("token-123", int(time.time()) + 3600)
+
+
+def test_a_token_credential_is_sent_as_a_bearer_token_for_the_audience(app: RunningApp) -> None:
+    proxy = BusyProxy(app.url, busy=0)
+    credential = StaticToken()
+    try:
+        with OutputIndexClient(proxy.url, credential, audience="api://batch-outputs") as client, \
+                pytest.raises(ClientAuthenticationError):
+            client.get_job(JOB)  # this app knows no tokens (keys only): refused, and said so
+    finally:
+        proxy.close()
+    assert credential.scopes == [("api://batch-outputs/.default",)]
+    (_, headers), = proxy.arrivals
+    assert headers["Authorization"] == "Bearer token-123" and "x-functions-key" not in {k.lower() for k in headers}
+    # Over plain HTTP a token goes to a loopback API only.
+    with OutputIndexClient("http://outputs.example.invalid", StaticToken()) as remote, pytest.raises(ServiceRequestError, match="https"):
+        remote.get_job(JOB)
