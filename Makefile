@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup browser run demo test unit bench clean lint dist batch-package
+.PHONY: setup browser run demo test unit bench clean lint dist batch-package docs
 
 setup: $(STAMP) $(NODE_STAMP) local.settings.json
 
@@ -82,6 +82,14 @@ batch-package: dist
 	done
 	cd build/batch-package && $(abspath $(BIN))/python -m zipfile -c $(CURDIR)/$(PACKAGE_ZIP) install.sh wheels
 	@echo "built $(PACKAGE_ZIP)"
+
+# The API reference of the client and the library (batch_outputs), from its docstrings, offline:
+# open build/docs/batch_outputs.html. The CLI's modules are left out (docs/cli.md covers the CLI).
+docs: $(STAMP)
+	rm -rf build/docs
+	$(BIN)/pdoc --docformat restructuredtext --no-search --footer-text "batch-outputs $(VERSION)" -o build/docs \
+	  batch_outputs batch_outputs.aio '!batch_outputs.cli' '!batch_outputs.display' '!batch_outputs.follow'
+	@echo "built build/docs/batch_outputs.html"
 
 clean:
 	rm -rf $(VENV) node_modules azurite-data .pytest_cache test-artifacts build dist
