@@ -66,6 +66,11 @@ def local_target(dest: Path, item: OutputItem) -> Optional[tuple[str, Path]]:
     return "/".join(parts), Path(parent) / parts[-1]
 
 
+def bare_etag(etag: Optional[str]) -> Optional[str]:
+    """An ETag without its quotes: storage quotes it in headers, events may or may not."""
+    return etag.strip('"') if etag else None
+
+
 @dataclass
 class Manifest:
     """ETag and size of every file a download wrote, by relative name (``.batch-outputs.json``)."""
@@ -86,7 +91,7 @@ class Manifest:
     def is_current(self, name: str, file: Path, item: OutputItem) -> bool:
         """The file is there with the size and ETag the index lists for it."""
         known = self.files.get(name)
-        if not known or not item.etag or known.get("etag") != item.etag or known.get("size") != item.size:
+        if not known or not item.etag or known.get("etag") != bare_etag(item.etag) or known.get("size") != item.size:
             return False
         try:
             return file.is_file() and file.stat().st_size == item.size
@@ -95,7 +100,7 @@ class Manifest:
 
     def record(self, name: str, etag: Optional[str], size: int) -> None:
         with self.lock:
-            self.files[name] = {"etag": etag, "size": size}
+            self.files[name] = {"etag": bare_etag(etag), "size": size}
 
     def save(self) -> None:
         with self.lock:
