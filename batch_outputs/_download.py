@@ -196,21 +196,28 @@ def _reason(exc: BaseException) -> str:
     return text
 
 
-def download_items(items: Iterable[OutputItem], dest: PathOrStream, fetch: Callable[[OutputItem], Fetched], *,
-                   max_concurrency: int, progress_hook: Optional[ProgressHook]) -> DownloadReport:
-    """Fetch every output not already there, ``max_concurrency`` at a time (threads)."""
+def download_items(items: Iterable[OutputItem], dest: PathOrStream, fetch: Callable[[Any], Fetched], *,
+                   max_concurrency: int, progress_hook: Optional[ProgressHook],
+                   resolve: Optional[Callable[[OutputItem], Any]] = None) -> DownloadReport:
+    """Fetch every output not already there: at most ``max_concurrency`` transfers at a time
+    (threads). ``resolve`` turns an output into what ``fetch`` takes (its SAS link, from the
+    API); it runs outside the transfer limit, so the next links are ready as transfers end and
+    a transfer never waits on the API."""
     p = plan(items, dest)
     progress = _Progress(sum(item.size for _, _, item in p.todo), progress_hook)
     downloaded: list[str] = []
     failed: list[tuple[str, str]] = []
     transferred = [0]
     lock = threading.Lock()
+    transfers = threading.BoundedSemaphore(max(1, max_concurrency))
 
     def one(entry: tuple[str, Path, OutputItem]) -> None:
         name, file, item = entry
         try:
-            fetched = fetch(item)
-            written = write_verified(fetched, file, progress)
+            source = resolve(item) if resolve is not None else item
+            with transfers:
+                fetched = fetch(source)
+                written = write_verified(fetched, file, progress)
         except (AzureError, OSError) as exc:
             with lock:
                 failed.append((name, _reason(exc)))
@@ -221,7 +228,8 @@ def download_items(items: Iterable[OutputItem], dest: PathOrStream, fetch: Calla
             transferred[0] += written
 
     if p.todo:
-        with ThreadPoolExecutor(max_workers=max(1, max_concurrency), thread_name_prefix="batch-outputs-download") as pool:
+        workers = max(1, max_concurrency) * (2 if resolve is not None else 1)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch-outputs-download") as pool:
             list(pool.map(one, p.todo))
     return finish(p, downloaded, failed, transferred[0])
 
@@ -361,23 +369,27 @@ async def awrite_stream(fetched: AsyncFetched, destination: PathOrStream, progre
     return written
 
 
-async def adownload_items(items: Iterable[OutputItem], dest: PathOrStream, fetch: Callable[[OutputItem], Awaitable[AsyncFetched]], *,
-                          max_concurrency: int, progress_hook: Optional[ProgressHook]) -> DownloadReport:
-    """``download_items`` with ``max_concurrency`` tasks."""
+async def adownload_items(items: Iterable[OutputItem], dest: PathOrStream, fetch: Callable[[Any], Awaitable[AsyncFetched]], *,
+                          max_concurrency: int, progress_hook: Optional[ProgressHook],
+                          resolve: Optional[Callable[[OutputItem], Awaitable[Any]]] = None) -> DownloadReport:
+    """``download_items`` on asyncio: at most ``max_concurrency`` transfers, links resolved ahead."""
     p = plan(items, dest)
     progress = _Progress(sum(item.size for _, _, item in p.todo), progress_hook)
     downloaded: list[str] = []
     failed: list[tuple[str, str]] = []
     transferred = 0
     queue = list(p.todo)
+    transfers = asyncio.Semaphore(max(1, max_concurrency))
 
     async def worker() -> None:
         nonlocal transferred
         while queue:
             name, file, item = queue.pop()
             try:
-                fetched = await fetch(item)
-                written = await awrite_verified(fetched, file, progress)
+                source = await resolve(item) if resolve is not None else item
+                async with transfers:
+                    fetched = await fetch(source)
+                    written = await awrite_verified(fetched, file, progress)
             except (AzureError, OSError) as exc:
                 failed.append((name, _reason(exc)))
                 continue
@@ -385,7 +397,8 @@ async def adownload_items(items: Iterable[OutputItem], dest: PathOrStream, fetch
             downloaded.append(name)
             transferred += written
 
-    await asyncio.gather(*(worker() for _ in range(max(1, min(max_concurrency, len(queue))))))
+    workers = max(1, max_concurrency) * (2 if resolve is not None else 1)
+    await asyncio.gather(*(worker() for _ in range(min(workers, len(queue)))))
     return finish(p, downloaded, failed, transferred)
 
 

@@ -29,6 +29,7 @@ from azure.storage.blob import BlobServiceClient, generate_container_sas
 from rich.console import Console
 from rich.table import Table
 
+from bench import client as client_figures
 from bench import scaleout
 from bench.stack import API_KEY, EVENTS_KEY, INDEX_TABLE, Stack, azurite_version, rss_mb
 from bench.workload import EventFactory, Job, batches, make_job
@@ -444,6 +445,7 @@ def main() -> int:
         scale_events = [factory.created(b) for b in scale_job.blobs]
         console.print(f"[bold]Deployed paths[/]: {len(scale_events):,} events of one job, Table requests counted at the transport…")
         results.update(scaleout.figures(stack.azurite, blob_endpoint, scale_job, scale_events, say=console.print))
+        results.update(client_figures.figures(stack, runs=max(3, args.runs // 2), say=console.print))  # download, client
         blobs.close()
     finally:
         stack.stop()

@@ -137,11 +137,11 @@ class OutputIndexClient:
         items = [item async for item in self.list_outputs(job_id, task_id=task_id, kind=kind, prefix=prefix)]
         fetcher = AsyncSasFetcher(max_concurrency, **self._retry_kwargs)
 
-        async def fetch(item: OutputItem) -> Any:
-            return await fetcher((await self.get_output(job_id, item.kind, item.path, task_id=item.task_id)).download_url or "")
+        async def link(item: OutputItem) -> str:
+            return (await self.get_output(job_id, item.kind, item.path, task_id=item.task_id)).download_url or ""
 
         try:
-            return await adownload_items(items, dest, fetch, max_concurrency=max_concurrency, progress_hook=progress_hook)
+            return await adownload_items(items, dest, fetcher, max_concurrency=max_concurrency, progress_hook=progress_hook, resolve=link)
         finally:
             await fetcher.close()
 
