@@ -77,7 +77,7 @@ def test_the_distribution_is_the_client_with_client_dependencies_only() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     meta = project["project"]
     assert meta["name"] == "batch-outputs" and meta["requires-python"] == ">=3.9"
-    assert project["tool"]["setuptools"]["packages"] == ["batch_outputs"]
+    assert project["tool"]["setuptools"]["packages"] == ["batch_outputs", "batch_outputs.aio"]
     assert meta["scripts"] == {"batch-outputs": "batch_outputs.cli:main"}
     required = {d.split(">")[0].split("<")[0].split("=")[0].strip().lower() for d in meta["dependencies"]}
     assert required == {"azure-core", "azure-storage-blob", "azure-identity", "jmespath", "requests", "rich", "typer"}
