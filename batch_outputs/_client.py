@@ -157,19 +157,30 @@ class OutputIndexClient:
                          prefix: Optional[str] = None, max_concurrency: int = 8,
                          progress_hook: Optional[ProgressHook] = None) -> DownloadReport:
         """Download every output ``list_outputs`` lists into the folder ``dest``, ``max_concurrency``
-        transfers at a time (each output's read-only SAS link is asked of the API ahead, outside
-        that limit, so no transfer waits on the API): ``{taskId}/{kind}/{path}`` (job outputs
+        transfers at a time, through each output's read-only SAS link (asked with the listing, one
+        request a page; from the single-output route when the API gives none or a link has
+        expired): ``{taskId}/{kind}/{path}`` (job outputs
         ``{kind}/{path}``). Files already there with the same size and ETag are skipped (a second
         run transfers nothing); a path that would escape ``dest`` is refused. ``progress_hook``
         is called with (bytes done, bytes to do) for the whole transfer."""
-        items = list(self.list_outputs(job_id, task_id=task_id, kind=kind, prefix=prefix))
+        items = list(self._paged(_shared.output_listings(job_id, task_id, kind, prefix, download_urls=True), OutputItem.from_dict))
         fetcher = SasFetcher(max_concurrency, **self._retry_kwargs)
 
-        def link(item: OutputItem) -> str:
-            return self.get_output(job_id, item.kind, item.path, task_id=item.task_id).download_url or ""
+        def link(item: OutputItem) -> tuple[OutputItem, str]:
+            # The listing's link, or (an older API, or one that expired) the single-output route's.
+            return item, item.download_url or self.get_output(job_id, item.kind, item.path, task_id=item.task_id).download_url or ""
+
+        def fetch(source: tuple[OutputItem, str]) -> Any:
+            item, url = source
+            try:
+                return fetcher(url)
+            except HttpResponseError as exc:
+                if exc.status_code != 403 or not item.download_url:
+                    raise
+                return fetcher(self.get_output(job_id, item.kind, item.path, task_id=item.task_id).download_url or "")
 
         try:
-            return download_items(items, dest, fetcher, max_concurrency=max_concurrency, progress_hook=progress_hook, resolve=link)
+            return download_items(items, dest, fetch, max_concurrency=max_concurrency, progress_hook=progress_hook, resolve=link)
         finally:
             fetcher.close()
 

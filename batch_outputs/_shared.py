@@ -56,15 +56,17 @@ def is_job_kind(kind: str) -> bool:
 
 
 def output_listings(job_id: str, task_id: Optional[str], kind: Optional[str], prefix: Optional[str],
-                    page_size: int = DEFAULT_PAGE_SIZE) -> list[str]:
+                    page_size: int = DEFAULT_PAGE_SIZE, download_urls: bool = False) -> list[str]:
     """The listing URLs ``list_outputs`` reads, in order.
 
     * ``task_id`` given: that task's outputs (``/tasks/{taskId}/outputs``);
     * a job kind (``Job...``): the job's own outputs (``/outputs``);
     * a task kind: every task's outputs of that kind, one indexed query (``/task-outputs``);
     * no kind: the job's own outputs, then every task's.
+
+    ``download_urls`` asks each item's read-only link with the listing (``downloadUrls=true``).
     """
-    query = f"?maxpagesize={page_size}"
+    query = f"?maxpagesize={page_size}" + ("&downloadUrls=true" if download_urls else "")
     if kind:
         query += f"&kind={quote(kind, safe='')}"
     if prefix:

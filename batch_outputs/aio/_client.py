@@ -134,14 +134,25 @@ class OutputIndexClient:
                                prefix: Optional[str] = None, max_concurrency: int = 8,
                                progress_hook: Optional[ProgressHook] = None) -> DownloadReport:
         """Download every listed output into ``dest`` (see the sync client: same layout, resume and guards)."""
-        items = [item async for item in self.list_outputs(job_id, task_id=task_id, kind=kind, prefix=prefix)]
+        listings = _shared.output_listings(job_id, task_id, kind, prefix, download_urls=True)
+        items = [item async for item in self._paged(listings, OutputItem.from_dict)]
         fetcher = AsyncSasFetcher(max_concurrency, **self._retry_kwargs)
 
-        async def link(item: OutputItem) -> str:
-            return (await self.get_output(job_id, item.kind, item.path, task_id=item.task_id)).download_url or ""
+        async def link(item: OutputItem) -> tuple[OutputItem, str]:
+            # The listing's link, or (an older API, or one that expired) the single-output route's.
+            return item, item.download_url or (await self.get_output(job_id, item.kind, item.path, task_id=item.task_id)).download_url or ""
+
+        async def fetch(source: tuple[OutputItem, str]) -> Any:
+            item, url = source
+            try:
+                return await fetcher(url)
+            except HttpResponseError as exc:
+                if exc.status_code != 403 or not item.download_url:
+                    raise
+                return await fetcher((await self.get_output(job_id, item.kind, item.path, task_id=item.task_id)).download_url or "")
 
         try:
-            return await adownload_items(items, dest, fetcher, max_concurrency=max_concurrency, progress_hook=progress_hook, resolve=link)
+            return await adownload_items(items, dest, fetch, max_concurrency=max_concurrency, progress_hook=progress_hook, resolve=link)
         finally:
             await fetcher.close()
 

@@ -355,3 +355,14 @@ def test_a_token_credential_is_sent_as_a_bearer_token_for_the_audience(app: Runn
     # Over plain HTTP a token goes to a loopback API only.
     with OutputIndexClient("http://outputs.example.invalid", StaticToken()) as remote, pytest.raises(ServiceRequestError, match="https"):
         remote.get_job(JOB)
+
+
+def test_a_listing_asked_with_download_urls_carries_each_item_s_link(app: RunningApp, blob_service: BlobServiceClient) -> None:
+    seed(app, blob_service, BLOBS)
+    plain = app.get(f"/api/jobs/{JOB}/task-outputs", params={"kind": "TaskPreview"}).json()["value"]
+    assert all("downloadUrl" not in item for item in plain)
+    pages = app.all_pages(f"/api/jobs/{JOB}/task-outputs", kind="TaskPreview", downloadUrls="true", maxpagesize=1)  # nextLink keeps it
+    assert len(pages) == 2 and all(item["downloadUrl"] and item["downloadUrlExpiresAt"] for item in pages)
+    for item in pages:
+        assert httpx.get(item["downloadUrl"]).content == BLOBS[item["blobName"]]
+    assert app.get(f"/api/jobs/{JOB}/outputs", params={"downloadUrls": "maybe"}).status_code == 400
