@@ -73,6 +73,12 @@ param quotaEventsTopicEnabled bool = false
 @description('Resource ID of an existing Event Grid custom topic for Batch.Outputs.QuotaExceeded events (instead of creating one).')
 param existingQuotaEventsTopicId string = ''
 
+@description('Example subscription on the events topic: the job whose TaskPreview outputs go to previewSubscriptionEndpoint (empty: none).')
+param previewSubscriptionJobId string = ''
+
+@description('Example subscription on the events topic: the webhook receiving that job\'s OutputCreated events for TaskPreview outputs.')
+param previewSubscriptionEndpoint string = ''
+
 @minValue(0)
 @description('Retries per storage call (STORAGE_RETRY_TOTAL).')
 param storageRetryTotal int = 6
@@ -234,6 +240,8 @@ module quotaEventsTopic 'app/events-topic.bicep' = if (quotaTopicEnabled) {
     location: location
     tags: tags
     appPrincipalId: identity.outputs.principalId
+    previewSubscriptionJobId: previewSubscriptionJobId
+    previewSubscriptionEndpoint: previewSubscriptionEndpoint
   }
 }
 

@@ -34,7 +34,7 @@ from shared.store.clients import blob_service_client, table_client
 from shared.store.deadletters import DeadLetterContainer, dead_letter_account
 from shared.store.errors import IndexStoreError, StorageAccessError, StorageBusyError
 from shared.store.health import IndexAccess
-from shared.store.publisher import QuotaExceededPublisher
+from shared.store.publisher import OutputEventsPublisher, QuotaExceededPublisher
 from shared.store.sas import SasIssuer
 from shared.store.table import TableStore
 from shared.store.throttle import AdaptiveLimiter
@@ -58,6 +58,7 @@ class Service:
     sas: SasIssuer
     publisher: QuotaExceededPublisher | None = None
     feed: ChangeFeed | None = None
+    output_events: OutputEventsPublisher | None = None
 
     @classmethod
     async def create(cls, settings: Settings, access: IndexAccess | None = None) -> Service:
@@ -89,7 +90,11 @@ class Service:
         feed = ChangeFeed(read_store, settings.token_signing_key, retention_hours=settings.change_feed_retention_hours,
                           poll_seconds=settings.change_feed_poll_seconds, blob_url=query.blob_url)
         indexer.change_listeners.append(lambda container, _delta: feed.notify(container))
-        return cls(settings, store, indexer, QuotaAdministration(indexer), query, blobs, sas, publisher, feed)
+        # Output events go out per fold round, batched, once the changes are in the feed.
+        output_events = OutputEventsPublisher.from_settings(settings, indexer.registry.job_id_of, query.blob_url)
+        if output_events is not None:
+            indexer.compactor.round_listeners.append(output_events)
+        return cls(settings, store, indexer, QuotaAdministration(indexer), query, blobs, sas, publisher, feed, output_events)
 
     def reindexer(self) -> Reindexer:
         return Reindexer(self.indexer, self.quotas, self.blobs)
@@ -150,8 +155,9 @@ class Service:
             await self.store.close()
             await self.query.store.close()
             await self.blobs.close()
-            if self.publisher is not None:
-                await self.publisher.close()
+            for publisher in (self.publisher, self.output_events):
+                if publisher is not None:
+                    await publisher.close()
 
 
 class ServiceHolder:

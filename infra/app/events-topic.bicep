@@ -1,4 +1,4 @@
-metadata description = 'Optional custom topic for Batch.Outputs.QuotaExceeded CloudEvents (new or existing), with EventGrid Data Sender for the app identity. Local (key) auth off on a new topic.'
+metadata description = 'Optional custom topic for the app\'s CloudEvents (Batch.Outputs.QuotaExceeded, OutputCreated, OutputDeleted; new or existing), with EventGrid Data Sender for the app identity. Local (key) auth off on a new topic. Optionally, an example subscription: one job\'s TaskPreview outputs to a webhook.'
 
 param name string
 
@@ -10,6 +10,12 @@ param tags object = {}
 
 @description('Principal ID of the function app\'s user-assigned identity.')
 param appPrincipalId string
+
+@description('Example subscription: the job whose TaskPreview outputs are delivered (empty: no subscription).')
+param previewSubscriptionJobId string = ''
+
+@description('Example subscription: the webhook that receives them (https; it must answer the CloudEvents validation handshake).')
+param previewSubscriptionEndpoint string = ''
 
 var eventGridDataSender = 'd5a91429-5739-47e2-a06b-3470a27159e7'
 
@@ -36,6 +42,42 @@ resource sender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', eventGridDataSender)
+  }
+  dependsOn: [
+    created
+  ]
+}
+
+// An example of what subscribers do: one job's new TaskPreview outputs, delivered as CloudEvents.
+// Subjects are /jobs/{jobId}/tasks/{taskId}/kinds/{kind}/outputs/{path}, so subjectBeginsWith
+// picks a job (or one task's kind: /jobs/{jobId}/tasks/{taskId}/kinds/TaskPreview/); the kind of
+// every task of the job is an advanced filter on the event's data.
+resource previewSubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2025-02-15' = if (!empty(previewSubscriptionJobId) && !empty(previewSubscriptionEndpoint)) {
+  parent: topic
+  name: 'task-previews-${take(uniqueString(previewSubscriptionJobId), 8)}'
+  properties: {
+    destination: {
+      endpointType: 'WebHook'
+      properties: {
+        endpointUrl: previewSubscriptionEndpoint
+      }
+    }
+    eventDeliverySchema: 'CloudEventSchemaV1_0'
+    filter: {
+      includedEventTypes: [
+        'Batch.Outputs.OutputCreated'
+      ]
+      subjectBeginsWith: '/jobs/${previewSubscriptionJobId}/tasks/'
+      advancedFilters: [
+        {
+          operatorType: 'StringIn'
+          key: 'data.output.kind'
+          values: [
+            'TaskPreview'
+          ]
+        }
+      ]
+    }
   }
   dependsOn: [
     created

@@ -179,3 +179,36 @@ def counter_feed(counter: Mapping[str, Any] | None) -> tuple[int, int]:
     """``S|00``'s next seq and oldest kept seq."""
     row = counter or {}
     return as_int(row.get(FEED_NEXT)), as_int(row.get(FEED_OLDEST))
+
+
+def change_item(container: str, job_id: str | None, change: FeedChange, at: datetime | None, url: str) -> dict[str, Any]:
+    """A change as the API answers it: the output as listings show it (no ``downloadUrl``); a
+    deleted output keeps what identified it (and its last size)."""
+    indexed = iso_time(at)
+    output: dict[str, Any] = {
+        "jobId": job_id,
+        "taskId": change.task_id,
+        "kind": change.kind,
+        "path": change.path,
+        "blobName": change.blob_name,
+        "container": container,
+        "url": url,
+        "size": change.size,
+        "contentType": change.content_type,
+        "etag": change.etag,
+        "createdAt": change.created_at,
+        "indexedAt": indexed,
+    }
+    if change.reason is not None:
+        output["reason"] = change.reason
+    return {"change": change.change, "at": indexed, "output": output}
+
+
+def output_subject(job_id: str | None, container: str, change: FeedChange) -> str:
+    """An output event's subject, for ``subjectBeginsWith`` filters by job, task and kind:
+    ``/jobs/{jobId}/tasks/{taskId}/kinds/{kind}/outputs/{path}`` (job outputs without the task).
+    A container whose job ID is not known (a hashed name, never registered) says
+    ``/containers/{container}`` in place of ``/jobs/{jobId}``."""
+    owner = f"/jobs/{job_id}" if job_id else f"/containers/{container}"
+    task = f"/tasks/{change.task_id}" if change.task_id else ""
+    return f"{owner}{task}/kinds/{change.kind}/outputs/{change.path}"

@@ -14,11 +14,11 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 
 from shared.domain import keys
-from shared.domain.feed import AT, FEED_NEXT, FEED_OLDEST, counter_feed, order_deltas
+from shared.domain.feed import AT, FEED_NEXT, FEED_OLDEST, ChangeSet, counter_feed, order_deltas
 from shared.domain.lag import LagWindows
 from shared.domain.ledger import HANDED_BACK, LAG_WINDOWS, MAX_ROUND_DELTAS, SKIPPED, Delta, FoldRound, JobView, TaskPart, counts_text
 from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation, write
@@ -70,6 +70,9 @@ class Compactor:
         self.delay = delay
         self._scheduled: dict[str, asyncio.Task[None]] = {}
         self.rounds = 0  # rounds this instance completed (for tests and metrics)
+        #: Called with a round's changes once they are in the feed, before its deltas are deleted
+        #: (output events): a round resumed after a crash calls them again (at least once).
+        self.round_listeners: list[Callable[[str, Sequence[ChangeSet]], Awaitable[None]]] = []
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -156,6 +159,12 @@ class Compactor:
             await self._fold_job(container, counter, deltas, fold, now)
         if not fold.feed_written and fold.feed_base is not None:
             await self._write_feed(container, deltas, fold, now)
+        sets = [d.change_set() for d in deltas if d.changes]
+        for listener in self.round_listeners if sets else ():
+            try:
+                await listener(container, sets)
+            except Exception:  # a listener never holds the fold back
+                log.exception("round listener failed for %s", container)
         await self._delete(container, deltas, fold)
         return len(deltas)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from shared.domain.feed import FeedChange, FeedCursor, iso_time
+from shared.domain.feed import FeedChange, FeedCursor, change_item
 from shared.store.table import TableStore
 
 from .cursors import CursorCodec
@@ -101,22 +101,5 @@ class ChangeFeed:
         }
 
     def item(self, container: str, job_id: str, change: FeedChange, at: datetime | None) -> dict[str, Any]:
-        """A change as the API answers it: the output as listings show it (no ``downloadUrl``)."""
-        indexed = iso_time(at)
-        output: dict[str, Any] = {
-            "jobId": job_id,
-            "taskId": change.task_id,
-            "kind": change.kind,
-            "path": change.path,
-            "blobName": change.blob_name,
-            "container": container,
-            "url": self.blob_url(container, change.blob_name),
-            "size": change.size,
-            "contentType": change.content_type,
-            "etag": change.etag,
-            "createdAt": change.created_at,
-            "indexedAt": indexed,
-        }
-        if change.reason is not None:
-            output["reason"] = change.reason
-        return {"change": change.change, "at": indexed, "output": output}
+        """A change as the API answers it (``shared.domain.feed.change_item``)."""
+        return change_item(container, job_id, change, at, self.blob_url(container, change.blob_name))

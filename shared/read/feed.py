@@ -31,6 +31,8 @@ from datetime import datetime
 
 from shared.domain import keys
 from shared.domain.feed import ChangeSet, FeedChange, FeedCursor, changes_of, counter_feed, order_deltas
+from shared.domain.ledger import FoldRound
+from shared.domain.rows import Entity
 from shared.store.table import TableStore
 
 log = logging.getLogger(__name__)
@@ -61,11 +63,23 @@ class Tail:
     rows: list[ChangeSet]
     start: int
     complete: bool  # the rows reach the feed's end
+    #: Deltas of the round in progress that already have their feed seqs (``None``: their rows
+    #: are all written): not pending any more, though their rows are being written or they are
+    #: being deleted.
+    sequenced: dict[str, int | None] = field(default_factory=dict)
     _ordered: list[ChangeSet] | None = field(default=None, repr=False)
 
     @property
     def pending_ids(self) -> frozenset[str]:
         return frozenset(s.delta_id for s in self.pending or ())
+
+    def still_ahead(self, delta_id: str, seq: int) -> bool:
+        """Whether a delta received pending may still be met in the feed at or after ``seq``
+        (so the cursor must remember it), as this read saw the ledger."""
+        if delta_id in self.pending_ids:
+            return True
+        placed = self.sequenced.get(delta_id)
+        return placed is not None and placed >= seq
 
     def ordered_pending(self) -> list[ChangeSet]:
         if self._ordered is None:
@@ -103,17 +117,17 @@ class FeedReader:
         counter = next((r for r in ledger if r["RowKey"] == keys.counter_key()), None)
         next_seq, oldest = counter_feed(counter)
         pending: list[ChangeSet] | None = None
+        sequenced: dict[str, int | None] = {}
         if whole:
-            pending = []
-            for row in ledger:
-                if str(row["RowKey"]).startswith(keys.delta_prefix()):
-                    changes = changes_of(row)
-                    if changes:
-                        pending.append(ChangeSet(str(row["RowKey"]), row.get("LastIndexedAt"), tuple(changes)))
+            deltas = {str(r["RowKey"]): ChangeSet(str(r["RowKey"]), r.get("LastIndexedAt"), tuple(changes_of(r)))
+                      for r in ledger if str(r["RowKey"]).startswith(keys.delta_prefix())}
+            round_row = next((r for r in ledger if r["RowKey"] == keys.fold_round_key()), None)
+            sequenced = _sequenced(round_row, counter, deltas)
+            pending = [d for key, d in deltas.items() if d.changes and key not in sequenced]
         _, feed_high = keys.prefix_range(keys.feed_prefix())
         found = [ChangeSet.of_feed_row(row) async for row in
                  self.store.query_range(container, keys.feed_key(start), feed_high, limit=rows)]
-        return Tail(next_seq, oldest, pending, found, start, len(found) < rows)
+        return Tail(next_seq, oldest, pending, found, start, len(found) < rows, sequenced)
 
     @staticmethod
     def page(tail: Tail, cursor: FeedCursor, where: Filter, size: int) -> FeedPage:
@@ -135,6 +149,24 @@ class FeedReader:
         """A cursor at the feed's current end: every change committed so far is behind it."""
         pending = [s.delta_id for s in tail.ordered_pending() if any(where.keeps(c) for c in s.changes)]
         return FeedCursor(tail.next_seq, 0, pending[-MAX_DELIVERED:], issued)
+
+
+def _sequenced(round_row: Entity | None, counter: Entity | None, deltas: dict[str, ChangeSet]) -> dict[str, int | None]:
+    """The deltas of the round in progress that have feed seqs already: those of a round whose
+    job fold (which allocates them) is done, in the round's order (``None`` once every row of
+    the round is written: some of its deltas may be deleted already)."""
+    if round_row is None or counter is None:
+        return {}
+    fold = FoldRound.of(round_row)
+    if counter.get("LastFold") != fold.round_id or fold.feed_base is None:
+        return {}
+    if fold.feed_written:
+        return dict.fromkeys(fold.deltas)
+    placed: dict[str, int | None] = {}
+    for name in fold.deltas:
+        if name in deltas and deltas[name].changes:
+            placed[name] = fold.feed_base + len(placed)
+    return placed
 
 
 class _Paging:
@@ -193,11 +225,10 @@ class _Paging:
         """Then the deltas not sequenced yet, in an order that keeps every blob's changes in
         sequencer order; stops at the first that does not fit (what follows may depend on it)."""
         cur = self.cursor
-        present = tail.pending_ids
         # Received deltas no longer pending were sequenced before the ledger was read: their
         # rows are below the cursor (those above were just passed), so they never come again.
-        cur.delivered = [d for d in cur.delivered if d in present]
-        if cur.partial is not None and cur.partial not in present and cur.partial not in self.seen:
+        cur.delivered = [d for d in cur.delivered if tail.still_ahead(d, cur.seq)]
+        if cur.partial is not None and cur.partial not in self.seen and not tail.still_ahead(cur.partial, cur.seq):
             cur.partial, cur.partial_offset = None, 0
         for item in tail.ordered_pending():
             if item.delta_id in cur.delivered or item.delta_id in self.seen:

@@ -51,6 +51,13 @@ class Outputs:
             self.container.create_container()
         self.sequencer = 0
 
+    def delete(self, kind: str, path: str, task: str | None = None) -> None:
+        name = blob_name(kind, path, task)
+        self.container.delete_blob(name)
+        self.sequencer += 1
+        response = self.app.post_events([blob_event(C, name, deleted=True, sequencer=self.sequencer)])
+        assert response.status_code == 200, response.text
+
     def save(self, kind: str, path: str, data: bytes, task: str | None = None, content_type: str = "application/octet-stream") -> None:
         name = blob_name(kind, path, task)
         self.container.upload_blob(name, data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
@@ -161,6 +168,36 @@ def test_job_page_shows_outputs_and_new_ones_without_a_reload(browser: WebDriver
     assert "sig=" in href and TEST_KEY not in href
     assert httpx.get(href).content == b"\x00" * 5000
     shot(browser, "job-page-after-new-output")
+
+
+def test_job_page_follows_the_change_feed_and_shows_deletions(browser: WebDriver, app: RunningApp, outputs: Outputs) -> None:
+    """After its first read the page takes changes from the feed (a long-poll), not from the
+    listings: an output saved appears, an output deleted leaves the tables and shows as a
+    deletion among the recent changes."""
+    for i in range(2):
+        outputs.save("TaskPreview", "preview.png", frame_png(i * 60, 120), task=f"f{i}", content_type="image/png")
+    outputs.save("JobOutput", "report.txt", b"r" * 10, content_type="text/plain")
+    open_page(browser, app, job_page(JOB))
+    wait_for(browser, lambda d: len(loaded_previews(d)) == 2, what="two previews")
+    browser.execute_script("""
+        window.__requests = [];
+        const original = window.fetch;
+        window.fetch = (url, options) => { window.__requests.push(String(url)); return original(url, options); };""")
+    outputs.save("TaskPreview", "preview.png", frame_png(100, 120), task="f2", content_type="image/png")
+    wait_for(browser, lambda d: len(loaded_previews(d)) == 3, what="the preview saved after the page loaded")
+    outputs.delete("JobOutput", "report.txt")
+    outputs.delete("TaskPreview", "preview.png", task="f0")
+    wait_for(browser, lambda d: len(loaded_previews(d)) == 2 and not d.find_elements(By.CSS_SELECTOR, 'tr[data-output="JobOutput/report.txt"]'),
+             what="the deleted outputs gone from the page")
+    changes = [row.get_attribute("data-change") for row in browser.find_elements(By.CSS_SELECTOR, "tr[data-change]")]
+    assert {"deleted TaskPreview/preview.png", "deleted JobOutput/report.txt", "created TaskPreview/preview.png"} <= set(changes)
+    struck = browser.find_element(By.CSS_SELECTOR, 'tr.change-deleted td.path')
+    assert browser.execute_script("return getComputedStyle(arguments[0]).textDecorationLine", struck) == "line-through"
+    requests = browser.execute_script("return window.__requests")
+    assert any("/changes?" in r and "wait=" in r for r in requests)
+    # The outputs and previews came from the feed: no listing of them was read again.
+    assert not [r for r in requests if "/outputs?" in r or "/task-outputs?" in r], requests
+    shot(browser, "job-page-after-deletions")
 
 
 def test_preview_renders_at_its_natural_size(browser: WebDriver, app: RunningApp, outputs: Outputs) -> None:

@@ -26,7 +26,7 @@ TOPIC_KEY = "topic-key-for-tests"
 
 @pytest.fixture
 def sink() -> Iterator[EventSink]:
-    receiver = EventSink().start()
+    receiver = EventSink(only_type=QUOTA_EXCEEDED).start()  # output events are test_output_events.py's
     yield receiver
     receiver.stop()
 

@@ -22,6 +22,8 @@ class EventSink:
 
     fail_with: int | None = None
     posts: list[Post] = field(default_factory=list)
+    #: Record only posts carrying events of this type (others are answered, not recorded).
+    only_type: str | None = None
 
     def start(self) -> EventSink:
         sink = self
@@ -30,7 +32,9 @@ class EventSink:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 status = sink.fail_with or 200
-                sink.posts.append(Post(self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(body), status))
+                events = json.loads(body)
+                if sink.only_type is None or any(e.get("type") == sink.only_type for e in events):
+                    sink.posts.append(Post(self.path, {k.lower(): v for k, v in self.headers.items()}, events, status))
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()

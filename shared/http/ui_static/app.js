@@ -98,8 +98,9 @@
 
   class Unauthorized extends Error {}
   class NotFound extends Error {}
+  class Gone extends Error {}   // a change feed cursor past its retention: read the page again
 
-  async function api(path, params) {
+  async function api(path, params, signal) {
     const url = new URL(path, location.origin);
     for (const [name, value] of Object.entries(params || {})) {
       if (value !== undefined && value !== null) url.searchParams.set(name, value);
@@ -107,11 +108,13 @@
     const response = await fetch(url.pathname + url.search, {
       headers: { 'x-functions-key': apiKey() || '', accept: 'application/json' },
       cache: 'no-store',
+      signal,
     });
     if (response.status === 401) throw new Unauthorized('The key was not accepted.');
     let body = null;
     try { body = await response.json(); } catch (_) { /* not JSON */ }
     if (response.status === 404) throw new NotFound((body && body.error && body.error.message) || 'Not found');
+    if (response.status === 410) throw new Gone((body && body.error && body.error.message) || 'Gone');
     if (!response.ok) throw new Error((body && body.error && body.error.message) || `HTTP ${response.status}`);
     return body;
   }
@@ -127,6 +130,57 @@
       body = await api(next.pathname + next.search);
     }
   }
+
+  // -- the change feed -----------------------------------------------------------------------
+  // A job page reads its listings once, then follows the job's change feed: each request is a
+  // long-poll (`wait`), answered as soon as an output is indexed, changed or deleted, and the
+  // page applies the changes to what it shows instead of reading the listings again.
+
+  const FEED_WAIT_S = 25;
+
+  // The cursor at the feed's end, taken before the listings are read: whatever changes after
+  // that is in the feed (a change already in the listings is applied again, harmlessly).
+  const feedStart = async (base, params) => (await api(`${base}/changes`, params)).cursor;
+
+  // The long-poll in flight, aborted when the page changes or asks for more rows.
+  let waiting = null;
+  const stopWaiting = () => { if (waiting) waiting.abort(); waiting = null; };
+
+  async function feedNext(state, base, params) {
+    waiting = new AbortController();
+    const body = await api(`${base}/changes`, { ...params, cursor: state.cursor, wait: FEED_WAIT_S, maxpagesize: 1000 }, waiting.signal);
+    waiting = null;
+    state.cursor = body.cursor;
+    return body.value;
+  }
+
+  const itemKey = (o) => `${o.taskId || ''}\u0000${o.kind}\u0000${o.path}`;
+  const byKey = (a, b) => (itemKey(a) < itemKey(b) ? -1 : itemKey(a) > itemKey(b) ? 1 : 0);
+  const listed = (change) => ['created', 'updated', 'admitted'].includes(change.change);
+
+  // A listing's items with `changes` applied: listed ones added or replaced, the others removed.
+  function applied(items, changes, keep) {
+    const all = new Map(items.map((o) => [itemKey(o), o]));
+    for (const change of changes) {
+      if (!keep(change.output)) continue;
+      if (listed(change)) all.set(itemKey(change.output), change.output);
+      else all.delete(itemKey(change.output));
+    }
+    return [...all.values()].sort(byKey);
+  }
+
+  function recentPanel(recent) {
+    if (!recent.length) return null;
+    return panel('Recent changes', num(recent.length),
+      table([['Change'], ['Task'], ['Kind'], ['Path'], ['Size', 'num'], ['Indexed']],
+        recent.map((c) => h('tr', { class: `change-${c.change}`, 'data-change': `${c.change} ${c.output.kind}/${c.output.path}` },
+          h('td', {}, h('span', { class: `chip ch-${c.change}` }, c.change)),
+          h('td', {}, c.output.taskId ? nm(c.output.taskId) : '(job)'), h('td', {}, chip(c.output.kind)),
+          h('td', { class: 'path' }, nm(c.output.path)), h('td', { class: 'num' }, bytes(c.output.size)), when(c.at))), ''));
+  }
+
+  const RECENT = 20;
+  const remember = (state, changes) => { state.recent = [...changes.slice().reverse(), ...(state.recent || [])].slice(0, RECENT); };
 
   const outputPath = (item, verb = 'outputs') =>
     `/api/jobs/${enc(item.jobId)}${item.taskId ? `/tasks/${enc(item.taskId)}` : ''}/${verb}/${enc(item.kind)}/${encPath(item.path)}`;
@@ -274,6 +328,20 @@
   async function jobPage(state, jobId) {
     setCrumbs([['Jobs', '/ui/'], [jobId, null]]);
     const base = `/api/jobs/${enc(jobId)}`;
+    if (state.model && state.limitsSeen === JSON.stringify(state.limits)) {
+      const changes = await feedNext(state, base);
+      if (!changes.length) { refreshTimes(); return true; }
+      const m = state.model;
+      m.jobOutputs.items = applied(m.jobOutputs.items, changes, (o) => !o.taskId);
+      m.previews.items = applied(m.previews.items, changes, (o) => Boolean(o.taskId) && o.kind === 'TaskPreview');
+      m.rejections.items = applied(m.rejections.items, changes.map((c) => ({ ...c, change: c.change === 'rejected' ? 'created' : 'deleted' })), () => true);
+      remember(state, changes);
+      // Counts and the task table are figures, not listings of outputs: read them again.
+      [m.summary, m.tasks] = await Promise.all([api(base), listing(`${base}/tasks`, {}, state.limits.tasks)]);
+      renderJob(state, jobId);
+      return true;
+    }
+    const cursor = await feedStart(base);
     let summary;
     try {
       summary = await api(base);
@@ -281,20 +349,24 @@
       if (!(error instanceof NotFound)) throw error;
       show(h('div', { class: 'page-head' }, h('h1', {}, nm(jobId))),
         h('div', { class: 'panel empty', id: 'not-indexed' }, 'No output of job ', nm(jobId), ' is indexed yet. This page updates as soon as one is.'));
-      state.fingerprint = null;
-      return;
+      state.model = null;
+      return false;
     }
-    const fingerprint = JSON.stringify([summary, state.limits]);
-    if (fingerprint === state.fingerprint) { refreshTimes(); return; }
-
     const [jobOutputs, previews, tasks, rejections] = await Promise.all([
       listing(`${base}/outputs`, {}, state.limits.outputs),
       listing(`${base}/task-outputs`, { kind: 'TaskPreview' }, state.limits.previews),
       listing(`${base}/tasks`, {}, state.limits.tasks),
       summary.rejections.outputs ? listing(`${base}/rejections`, {}, 100) : Promise.resolve({ items: [], more: false }),
     ]);
-    state.fingerprint = fingerprint;
+    state.model = { summary, jobOutputs, previews, tasks, rejections };
+    state.cursor = cursor;
+    state.limitsSeen = JSON.stringify(state.limits);
+    renderJob(state, jobId);
+    return true;
+  }
 
+  function renderJob(state, jobId) {
+    const { summary, jobOutputs, previews, tasks, rejections } = state.model;
     const quota = summary.quota;
     const kinds = Object.entries(summary.kinds);
     const biggest = Math.max(1, ...kinds.map(([, k]) => k.bytes));
@@ -329,6 +401,7 @@
             h('div', { class: 'caption' }, h('span', { class: 'name' }, nm(o.taskId)), h('span', { class: 'size' }, bytes(o.size))))))
           : h('div', { class: 'empty' }, 'No TaskPreview yet.'),
         moreButton(state, 'previews', PAGE.previews, previews.items.length, previews.more)),
+      recentPanel(state.recent || []),
       panel('Tasks', num(summary.tasks),
         table([['Task'], ['Outputs by kind'], ['Outputs', 'num'], ['Size', 'num'], ['Last indexed']],
           tasks.items.map((t) => h('tr', { 'data-task': t.taskId },
@@ -388,12 +461,24 @@
 
   async function taskPage(state, jobId, taskId) {
     setCrumbs([['Jobs', '/ui/'], [jobId, jobHref(jobId)], [taskId, null]]);
-    const { items, more } = await listing(`/api/jobs/${enc(jobId)}/tasks/${enc(taskId)}/outputs`, {}, state.limits.outputs * 10);
+    const base = `/api/jobs/${enc(jobId)}`;
+    const filter = { taskId };
+    const limit = state.limits.outputs * 10;
+    if (state.model && state.limitsSeen === JSON.stringify(state.limits)) {
+      const changes = await feedNext(state, base, filter);
+      if (!changes.length) { refreshTimes(); return true; }
+      state.model.items = applied(state.model.items, changes, () => true);
+      remember(state, changes);
+    } else {
+      const cursor = await feedStart(base, filter);
+      const { items, more } = await listing(`${base}/tasks/${enc(taskId)}/outputs`, {}, limit);
+      state.model = { items, more };
+      state.cursor = cursor;
+      state.limitsSeen = JSON.stringify(state.limits);
+    }
+    const { items, more } = state.model;
     const logs = items.filter((o) => o.kind === 'TaskLog');
-    const fingerprint = JSON.stringify([items.map((o) => [o.kind, o.path, o.etag, o.size]), state.limits]);
     const logViews = await Promise.all(logs.map((o) => logView(o)));
-    if (fingerprint === state.fingerprint) { refreshTimes(); return; }
-    state.fingerprint = fingerprint;
 
     const total = items.reduce((sum, o) => sum + (o.size || 0), 0);
     const previews = items.filter((o) => o.kind === 'TaskPreview' && isImage(o));
@@ -406,7 +491,8 @@
         h('figcaption', {}, h('span', { class: 'mono' }, nm(o.path)), bytes(o.size), downloadLink(o)))))) : null,
       logs.length ? panel('Logs', num(logs.length), logViews) : null,
       items.length ? panel('Outputs', num(items.length), outputsTable(items, false, ''),
-        moreButton(state, 'outputs', PAGE.outputs * 10, items.length, more)) : null);
+        moreButton(state, 'outputs', PAGE.outputs * 10, items.length, more)) : null,
+      recentPanel(state.recent || []));
     for (const view of logViews) { const pre = view.querySelector('pre'); pre.scrollTop = pre.scrollHeight; }
   }
 
@@ -454,7 +540,7 @@
 
   let timer = null;
   let generation = 0;
-  const stopPolling = () => { generation += 1; clearTimeout(timer); };
+  const stopPolling = () => { generation += 1; clearTimeout(timer); stopWaiting(); };
 
   function route() {
     const path = location.pathname;
@@ -471,28 +557,36 @@
     signOut.hidden = false;
     const mine = generation;
     const render = route();
-    const state = { limits: { jobs: 1000, tasks: PAGE.tasks, previews: PAGE.previews, outputs: PAGE.outputs }, fingerprint: null };
+    const state = { limits: { jobs: 1000, tasks: PAGE.tasks, previews: PAGE.previews, outputs: PAGE.outputs }, model: null };
     let busy = false;
     const tick = async () => {
       clearTimeout(timer);
       if (mine !== generation || busy) return;
       busy = true;
+      // A page that follows the change feed asks again at once (each request waits for a
+      // change); the jobs list, a page not indexed yet and a failing API are polled.
+      let again = POLL_MS;
       try {
-        if (!document.hidden) {
-          await render(state);
-          setStatus(true, `Live · updated ${new Date().toLocaleTimeString()}`);
-        }
+        if (!document.hidden && await render(state)) again = 0;
+        if (!document.hidden) setStatus(true, `Live · updated ${new Date().toLocaleTimeString()}`);
       } catch (error) {
         if (mine !== generation) return;
         if (error instanceof Unauthorized) { sessionStorage.removeItem(KEY_STORAGE); askForKey(error.message); return; }
-        setStatus(false, `Retrying: ${error.message}`);
-        if (!main.firstChild) show(h('div', { class: 'error' }, error.message));
+        if (error.name === 'AbortError') {
+          again = 0;   // the page asked for more rows: read it again
+        } else if (error instanceof Gone) {
+          state.model = null;   // the feed no longer has our place: read the page again
+          again = 0;
+        } else {
+          setStatus(false, `Retrying: ${error.message}`);
+          if (!main.firstChild) show(h('div', { class: 'error' }, error.message));
+        }
       } finally {
         busy = false;
       }
-      if (mine === generation) timer = setTimeout(tick, POLL_MS);
+      if (mine === generation) timer = setTimeout(tick, again);
     };
-    state.refreshNow = () => { state.fingerprint = null; clearTimeout(timer); timer = setTimeout(tick, 0); };
+    state.refreshNow = () => { state.limitsSeen = null; stopWaiting(); clearTimeout(timer); timer = setTimeout(tick, 0); };
     tick();
   }
 
