@@ -26,7 +26,7 @@ from typing import Annotated, Optional, Union
 import typer
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceExistsError
 
-from . import _cli_index, _cli_outputs, environment  # noqa: F401  (the modules register their commands)
+from . import environment
 from ._cli_common import (
     PROGRESS_THRESHOLD,
     ApiOption,
@@ -147,6 +147,10 @@ def report_saved(result: OutputFile, target: Union[TaskOutputStorage, JobOutputS
         say(out, f"saved {result.blob_name} ({human_size(result.size)}) in {container}")
 
 
+# The other commands, registered after prepare and save so that --help lists them in this order.
+from . import _cli_index, _cli_outputs  # noqa: E402, F401
+
+# -- entry point ---------------------------------------------------------------------------
 
 
 def _fail(message: str, code: int) -> None:
