@@ -105,13 +105,13 @@ def test_every_read_method_answers_typed_models(client: OutputIndexClient, app: 
 
 
 def test_rejections_are_listed(client: OutputIndexClient, app: RunningApp, blob_service: BlobServiceClient) -> None:
-    seed(app, blob_service, {"t1/$TaskOutput/one.txt": b"1"}, job="quota-job")
-    client.set_quota("quota-job", max_outputs=1)
+    seed(app, blob_service, {"t1/$TaskOutput/one.txt": b"1"}, job="client-quota-job")
+    client.set_quota("client-quota-job", max_outputs=1)
     seed_rejected = {"t1/$TaskOutput/two.txt": b"22"}
-    container = blob_service.get_container_client(container_name("quota-job"))
+    container = blob_service.get_container_client(container_name("client-quota-job"))
     container.upload_blob("t1/$TaskOutput/two.txt", seed_rejected["t1/$TaskOutput/two.txt"])
-    assert app.post_events([real_blob_event(blob_service, container_name("quota-job"), "t1/$TaskOutput/two.txt", 9)]).status_code == 200
-    (rejected,) = client.list_rejections("quota-job")
+    assert app.post_events([real_blob_event(blob_service, container_name("client-quota-job"), "t1/$TaskOutput/two.txt", 9)]).status_code == 200
+    (rejected,) = client.list_rejections("client-quota-job")
     assert rejected.path == "two.txt" and rejected.reason
 
 
