@@ -7,7 +7,7 @@ NODE_STAMP := node_modules/.installed
 CHECKOV_VENV  := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: setup browser run demo test unit bench clean lint dist batch-package checkov
+.PHONY: setup browser run demo test unit bench clean lint dist batch-package checkov docs
 
 setup: $(STAMP) $(NODE_STAMP) $(CHECKOV_STAMP) local.settings.json
 
@@ -96,6 +96,14 @@ batch-package: dist
 	done
 	cd build/batch-package && $(abspath $(BIN))/python -m zipfile -c $(CURDIR)/$(PACKAGE_ZIP) install.sh wheels
 	@echo "built $(PACKAGE_ZIP)"
+
+# The API reference of the client and the library (batch_outputs), from its docstrings, offline:
+# open build/docs/batch_outputs.html. The CLI's modules are left out (docs/cli.md covers the CLI).
+docs: $(STAMP)
+	rm -rf build/docs
+	$(BIN)/pdoc --docformat restructuredtext --no-search --footer-text "batch-outputs $(VERSION)" -o build/docs \
+	  batch_outputs batch_outputs.aio '!batch_outputs.cli' '!batch_outputs.display' '!batch_outputs.follow'
+	@echo "built build/docs/batch_outputs.html"
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) checkov.log node_modules azurite-data .pytest_cache test-artifacts build dist

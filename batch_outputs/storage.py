@@ -269,3 +269,15 @@ class JobOutputStorage(_OutputStorage):
         """A job's storage from its container's URL with a SAS (.NET's ``JobOutputStorage(Uri)``)."""
         container = from_container_url(url, **kwargs)
         return cls(container, job_id or job_id_from_container(container.container_name))
+
+    def list(self, kind: str) -> Iterator[OutputFile]:
+        """The job's own outputs of ``kind`` (``JobOutput``, ``JobPreview`` or a custom job kind).
+
+        A task kind (``Task...``) is an error, not ``[]``: task outputs live under each task's
+        folder, which a prefix listing of the job cannot reach (in .NET the types forbid it).
+        Every task's outputs of a kind are the index's question:
+        ``OutputIndexClient(endpoint, credential).list_outputs(job_id, kind="TaskPreview")``."""
+        if kind.startswith("Task"):
+            raise ConventionError(f"{kind} is a task kind: a JobOutputStorage lists the job's own outputs only. List one task's "
+                                  f"with TaskOutputStorage, or every task's with OutputIndexClient.list_outputs(job_id, kind={kind!r})")
+        return super().list(kind)

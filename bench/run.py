@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import bad_deliveries, feed, listing, many_jobs, scaleout
+from bench import client as client_figures
 from bench import reconcile as reconcile_bench
 from bench.stack import API_KEY, EVENTS_KEY, INDEX_TABLE, Stack, azurite_version, rss_mb
 from bench.workload import EventFactory, Job, batches, make_job
@@ -476,6 +477,7 @@ def main() -> int:
         results.update(feed.figures(stack.azurite, scale_job, scale_events, say=console.print))
         console.print(f"[bold]Many jobs[/]: one delivery over {many_jobs.JOBS:,} new jobs, then GET /api/jobs over them…")
         results.update(many_jobs.figures(stack.azurite, blob_endpoint, say=console.print))
+        results.update(client_figures.figures(stack, runs=max(3, args.runs // 2), say=console.print))  # download, client
         blobs.close()
     finally:
         stack.stop()

@@ -42,7 +42,8 @@ class OutputItem(_Model):
     createdAt: str | None = Field(description="when the blob event happened (ISO 8601)")
     indexedAt: str | None
     reason: str | None = Field(default=None, description="the limit crossed (rejections only)")
-    downloadUrl: str | None = Field(default=None, description="read-only SAS for this blob (single outputs only)")
+    downloadUrl: str | None = Field(default=None, description="read-only SAS for this blob (single outputs, and listings asked with downloadUrls=true)")
+    downloadUrlExpiresAt: str | None = Field(default=None, description="when downloadUrl expires (ISO 8601)")
 
 
 class Output(OutputItem):

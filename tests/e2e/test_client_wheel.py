@@ -68,7 +68,13 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps", "--wheel-dir", out, ROOT)
     (built,) = out.glob("batch_outputs-*-py3-none-any.whl")
     with zipfile.ZipFile(built) as archive:
-        assert {name.split("/")[0] for name in archive.namelist()} == {"batch_outputs", built.name.split("-py3")[0] + ".dist-info"}
+        names = archive.namelist()
+        dist_info = built.name.split("-py3")[0] + ".dist-info"
+        assert {name.split("/")[0] for name in names} == {"batch_outputs", dist_info}
+        # Typed, with the aio client, its license, and the changelog in its description (issue 22).
+        assert {"batch_outputs/py.typed", "batch_outputs/aio/__init__.py", f"{dist_info}/licenses/LICENSE"} <= set(names)
+        metadata = archive.read(f"{dist_info}/METADATA").decode()
+        assert "# Changelog" in metadata and "Project-URL: Changelog" in metadata and "Requires-Dist: jmespath" in metadata
     return built
 
 

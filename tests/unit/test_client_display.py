@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 from rich.console import Console
 from rich.table import Table
 
-from batch_outputs.api import CliError, resolve_next_link
+from batch_outputs._shared import resolve_next_link
 from batch_outputs.display import plain, safe, say
 
 
@@ -65,5 +66,5 @@ def test_next_links_on_the_api_s_origin_are_followed(link: str, resolved: str) -
     "https://outputs.example.net@attacker.example.com/api",  # userinfo trick
 ])
 def test_next_links_to_another_origin_are_refused(link: str) -> None:
-    with pytest.raises(CliError, match="another origin"):
+    with pytest.raises(HttpResponseError, match="another origin"):
         resolve_next_link(BASE, link)

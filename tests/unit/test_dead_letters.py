@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from batch_outputs.api import CliError
-from batch_outputs.cli import parse_since
+from batch_outputs._cli_config import CliError
+from batch_outputs._cli_index import parse_since
 from devtools.event_feed import DeadLettered, EventFeed, HandedBack
 from shared.domain.deadletters import (
     DELIVERY_FIELDS,

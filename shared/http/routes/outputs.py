@@ -7,6 +7,7 @@ folders), and ``%``, ``#``, ``?`` or spaces arrive percent-encoded.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -37,32 +38,46 @@ OutputKind = Annotated[str, Path(description="output kind, e.g. TaskPreview", ma
 OutputPathParam = Annotated[str, Path(description="the output's path within its kind (may hold '/')", max_length=1024,
                                       examples=["thumb.png"])]
 TailBytes = Annotated[int, Query(alias="maxBytes", ge=1, le=MAX_TAIL_BYTES, description="read at most this many bytes from the end")]
+#: Bulk downloads (the client's ``download_outputs``) ask the links with the listing: one request
+#: a page instead of one a file.
+DownloadUrls = Annotated[bool, Query(alias="downloadUrls", description="add each item's read-only downloadUrl and downloadUrlExpiresAt")]
 _LIST: dict[str, Any] = {"response_model": OutputList, "response_model_exclude_unset": True, "responses": error_statuses(400, 401)}
 _ONE: dict[str, Any] = {"response_model_exclude_unset": True, "responses": error_statuses(400, 401, 404)}
 
 
 @router.get("/api/jobs/{job_id}/outputs", **_LIST)
 async def job_outputs(request: Request, job_id: JobId, svc: ServiceDep, kind: KindFilter = None, prefix: Prefix = "",
-                      maxpagesize: PageSize = DEFAULT_PAGE_SIZE, token: Token = None) -> OutputList:
+                      maxpagesize: PageSize = DEFAULT_PAGE_SIZE, token: Token = None, download_urls: DownloadUrls = False) -> OutputList:
     """The job's own outputs (JobOutput, JobPreview, custom job kinds)."""
     page = await svc.query.job_outputs(job_id, kind, prefix, maxpagesize, token)
-    return OutputList.page(page.items, next_link(request, page))
+    return OutputList.page(await _with_links(svc, page.items, download_urls), next_link(request, page))
 
 
 @router.get("/api/jobs/{job_id}/tasks/{task_id}/outputs", **_LIST)
 async def task_outputs(request: Request, job_id: JobId, task_id: TaskId, svc: ServiceDep, kind: KindFilter = None,
-                       prefix: Prefix = "", maxpagesize: PageSize = DEFAULT_PAGE_SIZE, token: Token = None) -> OutputList:
+                       prefix: Prefix = "", maxpagesize: PageSize = DEFAULT_PAGE_SIZE, token: Token = None, download_urls: DownloadUrls = False) -> OutputList:
     """One task's outputs."""
     page = await svc.query.task_outputs(job_id, task_id, kind, prefix, maxpagesize, token)
-    return OutputList.page(page.items, next_link(request, page))
+    return OutputList.page(await _with_links(svc, page.items, download_urls), next_link(request, page))
 
 
 @router.get("/api/jobs/{job_id}/task-outputs", **_LIST)
 async def all_task_outputs(request: Request, job_id: JobId, svc: ServiceDep, kind: KindFilter = None, prefix: Prefix = "",
-                           maxpagesize: PageSize = DEFAULT_PAGE_SIZE, token: Token = None) -> OutputList:
+                           maxpagesize: PageSize = DEFAULT_PAGE_SIZE, token: Token = None, download_urls: DownloadUrls = False) -> OutputList:
     """Outputs of every task of the job, in one indexed query (e.g. every TaskPreview)."""
     page = await svc.query.all_task_outputs(job_id, kind, prefix, maxpagesize, token)
-    return OutputList.page(page.items, next_link(request, page))
+    return OutputList.page(await _with_links(svc, page.items, download_urls), next_link(request, page))
+
+
+async def _with_links(svc: Service, items: list[dict[str, Any]], wanted: bool) -> list[dict[str, Any]]:
+    """The items, each with its read-only ``downloadUrl`` when ``wanted``."""
+    if not wanted:
+        return items
+    try:
+        links = await asyncio.gather(*(svc.sas.read_link(i["container"], i["blobName"], i.get("contentType")) for i in items))
+    except SasError as exc:
+        raise ApiError(503, "DownloadLinkUnavailable", str(exc)) from exc
+    return [{**item, "downloadUrl": link.url, "downloadUrlExpiresAt": iso(link.expires_at)} for item, link in zip(items, links, strict=True)]
 
 
 async def _indexed_output(svc: Service, job_id: str, task_id: str | None, kind: str, path: str) -> dict[str, Any]:
