@@ -19,7 +19,7 @@ from ..support.stack import EVENTS_KEY, READ_KEY, TEST_KEY, RunningApp, settings
 
 JOB = "RolesJob"
 C = container_name(JOB)
-VALUES = {"job_id": JOB, "task_id": "t1", "kind": "TaskOutput", "path": "a.txt"}
+VALUES = {"job_id": JOB, "task_id": "t1", "kind": "TaskOutput", "path": "a.txt", "operation_id": "0" * 32}
 UNAUTHORIZED = {"error": {"code": "Unauthorized", "message": "A valid key is required."}}
 FORBIDDEN = {"error": {"code": "Forbidden", "message": "The credential presented does not allow this."}}
 READ, ADMIN = ["Outputs.Read"], ["Outputs.Admin"]
@@ -57,7 +57,7 @@ def call(app: RunningApp, method: str, path: str, *, key: str | None = None, tok
 
 
 def is_read(method: str, path: str) -> bool:
-    return method == "GET" and not path.startswith("/api/admin/")
+    return method == "GET" and not path.startswith(("/api/admin/", "/api/operations/"))
 
 
 def assert_role_matrix(app: RunningApp, reader: dict, admin: dict) -> None:
