@@ -36,6 +36,9 @@ class Position:
 
     part: int = 0
     after: str | None = None
+    #: A listing merged over a job's partitions: where each partition stands (``merged.py``),
+    #: as ``[state, key]`` pairs; ``None`` for a listing of one partition.
+    heads: tuple[tuple[str, str | None], ...] | None = None
 
 
 def scope_digest(scope: Scope) -> str:
@@ -61,10 +64,10 @@ class TokenCodec:
         return hmac.new(self._key, body, hashlib.sha256).digest()
 
     def encode(self, scope: Scope, position: Position) -> str:
-        body = json.dumps(
-            {"s": scope_digest(scope), "p": position.part, "a": position.after},
-            separators=(",", ":"),
-        ).encode("utf-8")
+        data: dict[str, Any] = {"s": scope_digest(scope), "p": position.part, "a": position.after}
+        if position.heads is not None:
+            data["h"] = [list(head) for head in position.heads]
+        body = json.dumps(data, separators=(",", ":")).encode("utf-8")
         return f"{_b64(body)}.{_b64(self._sign(body))}"
 
     def decode(self, scope: Scope, token: str) -> Position:
@@ -82,4 +85,12 @@ class TokenCodec:
         part = data.get("p")
         if not isinstance(part, int) or part < 0 or not (after is None or isinstance(after, str)):
             raise InvalidTokenError("continuation token is malformed")
-        return Position(part=part, after=after)
+        heads = data.get("h")
+        if heads is None:
+            return Position(part=part, after=after)
+        if not isinstance(heads, list) or not all(
+            isinstance(h, list) and len(h) == 2 and isinstance(h[0], str) and (h[1] is None or isinstance(h[1], str))
+            for h in heads
+        ):
+            raise InvalidTokenError("continuation token is malformed")
+        return Position(part=part, after=after, heads=tuple((h[0], h[1]) for h in heads))
