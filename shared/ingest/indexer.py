@@ -100,8 +100,8 @@ class Indexer:
         self._limited_locks: dict[str, asyncio.Lock] = {}
         # Chunks of this process never race each other for a task row they guard.
         self._task_locks = RowLocks()
-        #: Called with a job's container after each transaction that committed changes to its
-        #: outputs (the change feed wakes its waiters; output events are published).
+        #: Called with a job's partition (its container, for a job of one) after each transaction
+        #: that committed changes to its outputs (the change feed wakes its waiters).
         self.change_listeners: list[Callable[[str, Delta], None]] = []
 
     # -- entry point ---------------------------------------------------------------------
@@ -294,7 +294,7 @@ class Indexer:
         if plan.delta is not None and plan.delta.changes:
             for listener in self.change_listeners:
                 try:
-                    listener(container, plan.delta)
+                    listener(partition, plan.delta)
                 except Exception:  # a listener never fails a committed chunk
                     log.exception("change listener failed for %s", container)
 

@@ -24,7 +24,7 @@ Wait = Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS, description="seconds to
 
 
 @router.get("/api/jobs/{job_id}/changes", response_model=ChangeList, response_model_exclude_unset=True,
-            responses=error_statuses(400, 401, 410))
+            responses=error_statuses(400, 401, 409, 410))
 async def changes(request: Request, job_id: JobId, svc: ServiceDep, cursor: Cursor = None, from_: From = "now",
                   kind: KindFilter = None, task_id: TaskFilter = None, maxpagesize: PageSize = DEFAULT_PAGE_SIZE,
                   wait: Wait = 0) -> Any:
@@ -34,8 +34,14 @@ async def changes(request: Request, job_id: JobId, svc: ServiceDep, cursor: Curs
     if task_id is not None and not is_valid_task_id(task_id):
         raise ApiError(400, "InvalidTaskId", "A task ID is 1-64 letters, digits, '-' or '_'.")
     assert svc.feed is not None
-    answer = await svc.feed.changes(container_name(job_id), job_id, cursor=cursor, start=from_ == "start",
-                                    where=Filter(kind, task_id), size=maxpagesize, wait=wait)
+    container = container_name(job_id)
+    layout = await svc.query.layouts.get(container)
+    if layout.spread and task_id is None:
+        raise ApiError(409, "TaskFilterRequired", f"job {job_id!r} is spread over {layout.partitions} partitions: its "
+                       "changes are followed one task at a time (taskId=), each task's from its own partition")
+    answer = await svc.feed.changes(container, job_id, cursor=cursor, start=from_ == "start",
+                                    where=Filter(kind, task_id), size=maxpagesize, wait=wait,
+                                    partition=layout.for_task(task_id) if layout.spread else None)
     link = None
     if answer["more"]:
         params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "code", "from")]
