@@ -18,10 +18,13 @@ import hashlib
 import hmac
 import json
 import secrets
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+#: Marks a compressed token body (a plain one is JSON, which starts with ``{``).
+_COMPRESSED = b"z"
 #: A query's scope: its fields in order (``None`` for a filter not given), or one string.
 Scope = str | Sequence[str | None]
 
@@ -65,9 +68,12 @@ class TokenCodec:
 
     def encode(self, scope: Scope, position: Position) -> str:
         data: dict[str, Any] = {"s": scope_digest(scope), "p": position.part, "a": position.after}
-        if position.heads is not None:
-            data["h"] = [list(head) for head in position.heads]
         body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+        if position.heads is not None:
+            # One key per partition, mostly sharing their starts: compressed, a token of a job
+            # over 16 partitions stays a few hundred characters for keys of usual lengths.
+            data["h"] = [list(head) for head in position.heads]
+            body = _COMPRESSED + zlib.compress(json.dumps(data, separators=(",", ":")).encode("utf-8"), 9)
         return f"{_b64(body)}.{_b64(self._sign(body))}"
 
     def decode(self, scope: Scope, token: str) -> Position:
@@ -78,7 +84,10 @@ class TokenCodec:
             raise InvalidTokenError("continuation token is malformed") from exc
         if not hmac.compare_digest(signature, self._sign(body)):
             raise InvalidTokenError("continuation token was altered")
-        data: Any = json.loads(body)
+        try:
+            data: Any = json.loads(zlib.decompress(body[1:]) if body.startswith(_COMPRESSED) else body)
+        except (ValueError, zlib.error) as exc:
+            raise InvalidTokenError("continuation token is malformed") from exc
         if not isinstance(data, dict) or data.get("s") != scope_digest(scope):
             raise InvalidTokenError("continuation token belongs to another query")
         after = data.get("a")

@@ -1,0 +1,158 @@
+"""A hot job spread over several Table partitions reads like a job of one, page for page.
+
+Two jobs get the same events: one in one partition (the default), one spread over four
+(``PUT /api/jobs/{jobId}/layout``). Every listing, walked in small pages, answers the same items
+in the same order; a summary is the same; tokens stay bound to their query; a summary read
+while the job is being written counts what committed before it and nothing not yet sent.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from shared.conventions import container_name
+
+from ..helpers import blob_event
+from ..support.stack import RunningApp
+from ..support.workload import rows_by_partition, spread
+
+ONE, SPREAD = "layout-one", "layout-spread"
+#: Fields that name the job or its container, or say when: the rest must be equal.
+OWN = {"jobId", "container", "url", "etag", "at", "indexedAt", "lastIndexedAt", "lastReconciledAt", "lag"}
+
+
+def events_for(job: str) -> list[dict]:
+    container = container_name(job)
+    names = [f"{'Task' if t % 5 == 0 else 'task'}-{t:02d}/${kind}/out-{n}.bin"
+             for t in range(30) for kind in ("TaskOutput", "TaskPreview", "TaskLog") for n in range(t % 4 + 1)]
+    names += [f"$JobOutput/result-{n}.txt" for n in range(5)]
+    events = [blob_event(container, name, sequencer=i + 1, size=10 + i) for i, name in enumerate(names)]
+    # some deleted again, some overwritten with a new size
+    events += [blob_event(container, names[i], sequencer=1000 + i, deleted=True) for i in range(0, len(names), 17)]
+    events += [blob_event(container, names[i], sequencer=2000 + i, size=7) for i in range(3, len(names), 23)]
+    return events
+
+
+def same(items: list[dict]) -> list[dict]:
+    """The items without what names their job or says when (a change's output too)."""
+    return [{k: (same([v])[0] if isinstance(v, dict) else v) for k, v in item.items() if k not in OWN} for item in items]
+
+
+@pytest.fixture
+def both(app: RunningApp) -> RunningApp:
+    spread(app, SPREAD, 4)
+    for job in (ONE, SPREAD):
+        assert app.post_events(events_for(job)).status_code == 200
+    assert len(rows_by_partition(app, container_name(SPREAD))) == 4
+    assert len(rows_by_partition(app, container_name(ONE))) == 1
+    return app
+
+
+@pytest.mark.parametrize("path,params", [
+    ("task-outputs", {}),
+    ("task-outputs", {"kind": "TaskPreview"}),
+    ("task-outputs", {"kind": "TaskOutput", "prefix": "out-1"}),
+    ("task-outputs", {"prefix": "out-0"}),
+    ("tasks", {}),
+    ("tasks/task-07/outputs", {}),
+    ("tasks/TASK-05/outputs", {"kind": "TaskLog"}),
+    ("outputs", {}),
+])
+@pytest.mark.parametrize("size", [1, 7, 1000])
+def test_every_listing_of_a_spread_job_equals_the_one_partition_jobs(both: RunningApp, path: str, params: dict,
+                                                                     size: int) -> None:
+    one = both.all_pages(f"/api/jobs/{ONE}/{path}", maxpagesize=size, **params)
+    spread_items = both.all_pages(f"/api/jobs/{SPREAD}/{path}", maxpagesize=size, **params)
+    assert one, "nothing listed: the test proves nothing"
+    assert same(spread_items) == same(one)
+
+
+def test_a_spread_jobs_summary_single_outputs_and_rejections_equal_the_one_partition_jobs(both: RunningApp) -> None:
+    one, spread_summary = both.get(f"/api/jobs/{ONE}").json(), both.get(f"/api/jobs/{SPREAD}").json()
+    assert {k: v for k, v in spread_summary.items() if k not in OWN} == {k: v for k, v in one.items() if k not in OWN}
+    assert spread_summary["tasks"] == 30
+    assert both.get(f"/api/jobs/{SPREAD}/layout").json() == {"partitions": 4}
+    for task in ("task-07", "TASK-10", "task-29"):
+        for job in (ONE, SPREAD):
+            response = both.get(f"/api/jobs/{job}/tasks/{task}/outputs/TaskOutput/out-0.bin")
+            assert response.status_code == 200, (job, task, response.text)
+    # a per-task limit rejects in every partition; lifting it admits them all again
+    for job in (ONE, SPREAD):
+        assert both.client.put(f"/api/jobs/{job}/quota", json={"maxOutputsPerTask": 1}).status_code == 200
+        more = [blob_event(container_name(job), f"task-{t:02d}/$TaskOutput/late.bin", sequencer=5000 + t) for t in range(30)]
+        assert both.post_events(more).json()["rejected"] == 30
+    rejected = [same(both.all_pages(f"/api/jobs/{job}/rejections", maxpagesize=4)) for job in (ONE, SPREAD)]
+    assert rejected[0] == rejected[1] and len(rejected[0]) == 30
+    for job in (ONE, SPREAD):
+        assert both.client.put(f"/api/jobs/{job}/quota", json={"maxOutputsPerTask": 0}).status_code == 200
+    assert both.all_pages(f"/api/jobs/{SPREAD}/rejections") == []
+    assert both.get(f"/api/jobs/{SPREAD}").json()["usage"] == both.get(f"/api/jobs/{ONE}").json()["usage"]
+
+
+def test_a_spread_jobs_tokens_are_bound_to_their_query_and_tamper_evident(both: RunningApp) -> None:
+    def first_token(job: str, path: str = "task-outputs") -> str:
+        body = both.get(f"/api/jobs/{job}/{path}", params={"maxpagesize": 5}).json()
+        return parse_qs(urlparse(body["nextLink"]).query)["continuationToken"][0]
+
+    token = first_token(SPREAD)
+    assert both.get(f"/api/jobs/{SPREAD}/task-outputs", params={"maxpagesize": 5, "continuationToken": token}).status_code == 200
+    body, signature = token.split(".")
+    flipped = body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1]
+    for bad, where in ((f"{flipped}.{signature}", SPREAD), (token, ONE), (first_token(ONE), SPREAD),
+                       (token, f"{SPREAD}-other"), (first_token(SPREAD, "tasks"), SPREAD)):
+        response = both.get(f"/api/jobs/{where}/task-outputs", params={"maxpagesize": 5, "continuationToken": bad})
+        assert response.status_code == 400, (where, response.text)
+        assert response.json()["error"]["code"] == "InvalidContinuationToken"
+
+
+def test_the_change_feed_of_a_spread_job_follows_one_task(both: RunningApp) -> None:
+    response = both.get(f"/api/jobs/{SPREAD}/changes", params={"from": "start"})
+    assert response.status_code == 409 and response.json()["error"]["code"] == "TaskFilterRequired"
+    for task in ("task-07", "TASK-10"):
+        changes = [same(both.all_pages(f"/api/jobs/{job}/changes", **{"from": "start", "taskId": task}))
+                   for job in (ONE, SPREAD)]
+        assert changes[0] == changes[1] and changes[0]
+
+
+def test_a_summary_of_a_spread_job_being_written_counts_what_committed_before_it(
+        serve: Callable[..., RunningApp], settings) -> None:
+    writer, reader = serve(settings), serve(settings)
+    job = "spread-being-written"
+    spread(writer, job, 4)
+    container = container_name(job)
+    acked = 0
+    done = threading.Event()
+
+    def write() -> None:
+        nonlocal acked
+        try:
+            for d in range(40):
+                batch = [blob_event(container, f"t{(d * 50 + n) % 97}/$TaskOutput/d{d}-{n}.bin", sequencer=1, size=1)
+                         for n in range(50)]
+                assert writer.post_events(batch).status_code == 200
+                acked += 50
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    seen, reads = 0, 0
+    while not done.is_set() or reads == 0:
+        before = acked
+        summary = reader.get(f"/api/jobs/{job}")
+        after = acked + 50  # at most one delivery in flight beyond what was acknowledged
+        if summary.status_code == 404:
+            continue
+        outputs = summary.json()["usage"]["outputs"]
+        assert before <= outputs <= after, (before, outputs, after)
+        assert outputs >= seen  # a later read never counts less (outputs are only created here)
+        assert sum(k["outputs"] for k in summary.json()["kinds"].values()) == outputs
+        seen, reads = outputs, reads + 1
+    thread.join()
+    final = reader.get(f"/api/jobs/{job}").json()
+    assert final["usage"]["outputs"] == acked == 2000 and final["tasks"] == 97
+    assert reads > 1
