@@ -19,6 +19,7 @@ from shared.store.errors import StorageBusyError
 from shared.store.layouts import LayoutBook
 from shared.store.table import TableStore
 
+from . import task_listing
 from .listings import Listing as _Listing
 from .listings import Page, iso
 from .listings import key_range as _key_range
@@ -106,7 +107,7 @@ class QueryService:
                 return kept, None
             cursor = read[-1]["RowKey"]
 
-    async def _page(self, container: str, listing: _Listing, page_size: int, token: str | None) -> tuple[list[Entity], str | None]:
+    async def page(self, container: str, listing: _Listing, page_size: int, token: str | None) -> tuple[list[Entity], str | None]:
         """One page of a listing: every row it returns read once, and nothing read ahead.
 
         Whether a next page exists comes from the service's continuation (``TableStore.read_page``),
@@ -287,7 +288,7 @@ class QueryService:
         rows carried figures) is read from its ledger, exactly.
         """
         listing = _Listing(scope="jobs", parts=[("0", "{")])
-        rows, next_token = await self._page(keys.JOBS_PARTITION, listing, page_size, token)
+        rows, next_token = await self.page(keys.JOBS_PARTITION, listing, page_size, token)
 
         async def item(row: Entity) -> dict[str, Any]:
             container = row["RowKey"]
@@ -318,7 +319,7 @@ class QueryService:
         if layout is not None and layout.spread:
             rows, next_token = await merged_page(self.store, self.codec, layout.all(), listing, page_size, token)
         else:
-            rows, next_token = await self._page(partition or container, listing, page_size, token)
+            rows, next_token = await self.page(partition or container, listing, page_size, token)
         return Page([self.output_item(container, job_id, row) for row in rows], next_token)
 
     async def output(self, job_id: str, task_id: str | None, kind: str, path: str) -> dict[str, Any] | None:
@@ -407,86 +408,8 @@ class QueryService:
         return await self._outputs(job_id, listing, page_size, token, across=True)
 
     async def tasks(self, job_id: str, page_size: int, token: str | None) -> Page:
-        """Tasks with live outputs, each with its exact usage (its row plus unfolded deltas).
-
-        Read-only: a task whose outputs are all in deltas not folded yet has no row, so it is
-        listed from the deltas, in key order among the rows (``JobView.rowless_tasks``).
-        A job over several partitions: each partition's page (each tied to its own ledger),
-        merged in key order (a task is in one partition), resumed after the last task listed.
-        """
-        container = container_name(job_id)
-        layout = await self.layouts.get(container)
-        if not layout.spread:
-            items, next_token = await self._task_page(job_id, container, ("tasks", container), page_size, token)
-            return Page([item for _, item in items], next_token)
-        scope = ("tasks", container, str(layout.partitions))
-        after = self.codec.decode(scope, token).after if token else None
-        found = await asyncio.gather(*(
-            self._task_page(job_id, p, ("tasks", p), page_size,
-                            self.codec.encode(("tasks", p), Position(0, after)) if after is not None else None)
-            for p in layout.all()
-        ))
-        # A partition with more tasks was read up to its token's key only: past the least such
-        # key, another partition's tasks may be missing from this page.
-        resumes = [self.codec.decode(("tasks", p), t).after for p, (_, t) in zip(layout.all(), found, strict=True) if t]
-        bound = min((r for r in resumes if r is not None), default=None)
-        merged = sorted((e for items, _ in found for e in items if bound is None or e[0] <= bound), key=lambda e: e[0])
-        until: str | None = bound
-        if len(merged) > page_size:
-            merged, until = merged[:page_size], merged[page_size - 1][0]
-        following = self.codec.encode(scope, Position(0, until)) if until is not None else None
-        return Page([item for _, item in merged], following)
-
-    async def _task_page(self, job_id: str, container: str, scope: tuple[str, ...], page_size: int,
-                         token: str | None) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
-        """A page of one partition's tasks, as (task row key, item)."""
-
-        async def read(view: JobView) -> tuple[dict[str, Entity], list[Entity], str | None]:
-            pending = view.pending_tasks()
-            listing = _Listing(
-                scope=scope,
-                parts=[keys.prefix_range(keys.task_usage_prefix())],
-                keep=lambda row: as_int(row.get("Outputs")) > 0 or row["RowKey"] in pending,
-            )
-            pending_rows, (rows, next_token) = await asyncio.gather(
-                self.store.get_rows(container, pending) if pending else _nothing(),
-                self._page(container, listing, page_size, token),
-            )
-            return pending_rows, rows, next_token
-
-        # The page's task rows and the pending ones are read tied to the ledger: a fold between
-        # them would count a delta twice (in a row and as pending) or not at all.
-        view, (pending_rows, rows, next_token) = await self.tied(container, read)
-        rowless = view.rowless_tasks(pending_rows)
-        if rowless:
-            # Those between the previous page's last key and this page's (or the end).
-            after = self.codec.decode(scope, token).after if token else None
-            until = rows[-1]["RowKey"] if next_token else None
-            listed = {row["RowKey"] for row in rows}
-            rows = sorted(
-                rows + [row for key, row in rowless.items() if key not in listed and (after is None or key > after)
-                        and (until is None or key < until) and view.task_usage(key, None).outputs > 0],
-                key=lambda row: row["RowKey"],
-            )
-            if len(rows) > page_size:
-                rows = rows[:page_size]
-                next_token = self.codec.encode(scope, Position(0, rows[-1]["RowKey"]))
-        items = []
-        for row in rows:
-            usage = view.task_usage(row["RowKey"], row)
-            if usage.outputs <= 0:
-                continue
-            items.append((row["RowKey"],
-                {
-                    "jobId": job_id,
-                    "taskId": row.get("TaskId"),
-                    "outputs": usage.outputs,
-                    "bytes": usage.bytes,
-                    "kinds": usage.kinds_wire(),
-                    "lastIndexedAt": iso(view.task_last_indexed(row["RowKey"], row)),
-                }
-            ))
-        return items, next_token
+        """Tasks with live outputs, each with its exact usage (``task_listing.tasks``)."""
+        return await task_listing.tasks(self, job_id, page_size, token)
 
 
 async def _collect(rows: AsyncIterator[Entity]) -> list[Entity]:
