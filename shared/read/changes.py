@@ -18,6 +18,7 @@ from shared.store.table import TableStore
 from .cursors import CursorCodec
 from .feed import MAX_WAIT_SECONDS, CursorExpiredError, FeedPage, FeedReader, Filter
 from .paging import Scope
+from .spread_feed import SpreadFeed
 from .waiting import JobWatch
 
 #: Times a request without a cursor begins again from the start when a purge overtook its read.
@@ -35,6 +36,8 @@ class ChangeFeed:
         self.poll_seconds = poll_seconds
         self.blob_url = blob_url
         self._watches: dict[str, JobWatch] = {}
+        #: A job spread over several partitions: their feeds merged (``spread_feed.py``).
+        self.spread = SpreadFeed(self, signing_key)
 
     def notify(self, container: str) -> None:
         """This process committed a change of ``container``: wake its waiters now."""

@@ -109,13 +109,58 @@ def test_a_spread_jobs_tokens_are_bound_to_their_query_and_tamper_evident(both: 
         assert response.json()["error"]["code"] == "InvalidContinuationToken"
 
 
-def test_the_change_feed_of_a_spread_job_follows_one_task(both: RunningApp) -> None:
-    response = both.get(f"/api/jobs/{SPREAD}/changes", params={"from": "start"})
-    assert response.status_code == 409 and response.json()["error"]["code"] == "TaskFilterRequired"
+def walk(app: RunningApp, job: str, size: int, **params: str) -> tuple[list[dict], str]:
+    """Every change from a cursor walk (``from=start`` unless a cursor is given), and the last cursor."""
+    body = app.get(f"/api/jobs/{job}/changes", params={"maxpagesize": size, **({"from": "start"} if "cursor" not in params else {}),
+                                                       **params}).json()
+    changes = list(body["value"])
+    while "nextLink" in body:
+        body = app.get(body["nextLink"]).json()
+        changes += body["value"]
+    return changes, body["cursor"]
+
+
+def per_blob(changes: list[dict]) -> dict[str, list[tuple]]:
+    history: dict[str, list[tuple]] = {}
+    for change in changes:
+        history.setdefault(change["output"]["blobName"], []).append((change["change"], change["output"].get("size")))
+    return history
+
+
+@pytest.mark.parametrize("size", [7, 1000])
+def test_the_change_feed_of_a_spread_job_merges_its_partitions(both: RunningApp, size: int) -> None:
+    one, _ = walk(both, ONE, size)
+    spread_changes, cursor = walk(both, SPREAD, size)
+    assert one, "no change: the test proves nothing"
+    # every change exactly once, each blob's in its own order (blobs of different partitions
+    # have no order to keep)
+    assert len(spread_changes) == len(one)
+    assert per_blob(spread_changes) == per_blob(one)
+    # one task's changes come from its partition alone, equal to the one-partition job's
     for task in ("task-07", "TASK-10"):
-        changes = [same(both.all_pages(f"/api/jobs/{job}/changes", **{"from": "start", "taskId": task}))
-                   for job in (ONE, SPREAD)]
-        assert changes[0] == changes[1] and changes[0]
+        assert same(walk(both, SPREAD, size, taskId=task)[0]) == same(walk(both, ONE, size, taskId=task)[0])
+    # a cursor follows what comes next, in whichever partition, and only that
+    late = [blob_event(container_name(SPREAD), f"task-{t:02d}/$TaskOutput/later.bin", sequencer=9000 + t, size=3)
+            for t in range(12)]
+    assert both.post_events(late).status_code == 200
+    after, cursor = walk(both, SPREAD, size, cursor=cursor)
+    assert sorted(c["output"]["blobName"] for c in after) == sorted(e["subject"].split("/blobs/", 1)[1] for e in late)
+    assert walk(both, SPREAD, size, cursor=cursor)[0] == []
+    # from now, then a long-poll that a new change answers
+    now = both.get(f"/api/jobs/{SPREAD}/changes").json()
+    assert now["value"] == []
+    poster = threading.Thread(target=lambda: both.post_events(
+        [blob_event(container_name(SPREAD), "task-03/$TaskLog/tail.txt", sequencer=9999)]))
+    poster.start()
+    waited = both.get(f"/api/jobs/{SPREAD}/changes", params={"cursor": now["cursor"], "wait": 30}, timeout=60).json()
+    poster.join()
+    if not waited["value"]:  # the long-poll began after the change: the next read has it
+        waited = both.get(f"/api/jobs/{SPREAD}/changes", params={"cursor": waited["cursor"]}).json()
+    assert [c["output"]["blobName"] for c in waited["value"]] == ["task-03/$TaskLog/tail.txt"]
+    # a cursor is bound to its job and layout, and tamper-evident
+    for bad, job in ((cursor, ONE), (cursor[:-3] + ("AAA" if cursor[-3:] != "AAA" else "BBB"), SPREAD)):
+        response = both.get(f"/api/jobs/{job}/changes", params={"cursor": bad})
+        assert response.status_code == 400, response.text
 
 
 def test_a_summary_of_a_spread_job_being_written_counts_what_committed_before_it(

@@ -24,7 +24,7 @@ Wait = Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS, description="seconds to
 
 
 @router.get("/api/jobs/{job_id}/changes", response_model=ChangeList, response_model_exclude_unset=True,
-            responses=error_statuses(400, 401, 409, 410))
+            responses=error_statuses(400, 401, 410))
 async def changes(request: Request, job_id: JobId, svc: ServiceDep, cursor: Cursor = None, from_: From = "now",
                   kind: KindFilter = None, task_id: TaskFilter = None, maxpagesize: PageSize = DEFAULT_PAGE_SIZE,
                   wait: Wait = 0) -> Any:
@@ -37,11 +37,14 @@ async def changes(request: Request, job_id: JobId, svc: ServiceDep, cursor: Curs
     container = container_name(job_id)
     layout = await svc.query.layouts.get(container)
     if layout.spread and task_id is None:
-        raise ApiError(409, "TaskFilterRequired", f"job {job_id!r} is spread over {layout.partitions} partitions: its "
-                       "changes are followed one task at a time (taskId=), each task's from its own partition")
-    answer = await svc.feed.changes(container, job_id, cursor=cursor, start=from_ == "start",
-                                    where=Filter(kind, task_id), size=maxpagesize, wait=wait,
-                                    partition=layout.for_task(task_id) if layout.spread else None)
+        # Every partition's feed, merged (a cursor holds one position per partition).
+        answer = await svc.feed.spread.changes(container, job_id, layout.all(), cursor=cursor, start=from_ == "start",
+                                               where=Filter(kind, task_id), size=maxpagesize, wait=wait)
+    else:
+        # A task's changes are all in its partition: that partition's feed alone.
+        answer = await svc.feed.changes(container, job_id, cursor=cursor, start=from_ == "start",
+                                        where=Filter(kind, task_id), size=maxpagesize, wait=wait,
+                                        partition=layout.for_task(task_id) if layout.spread else None)
     link = None
     if answer["more"]:
         params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "code", "from")]
