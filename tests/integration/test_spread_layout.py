@@ -8,6 +8,7 @@ while the job is being written counts what committed before it and nothing not y
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlparse
@@ -15,6 +16,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from shared.conventions import container_name
+from shared.service import Service
 
 from ..helpers import blob_event
 from ..support.stack import RunningApp
@@ -201,3 +203,23 @@ def test_a_summary_of_a_spread_job_being_written_counts_what_committed_before_it
     final = reader.get(f"/api/jobs/{job}").json()
     assert final["usage"]["outputs"] == acked == 2000 and final["tasks"] == 97
     assert reads > 1
+
+
+def test_the_jobs_listing_adds_up_a_spread_jobs_partitions_as_of_their_folds(both: RunningApp) -> None:
+    async def fold_all() -> None:
+        service = await Service.create(both.settings)
+        try:
+            for job in (ONE, SPREAD):
+                layout = await service.indexer.layouts.get(container_name(job))
+                await service.indexer.compactor.fold_job(layout.all(), force=True)
+        finally:
+            await service.close()
+
+    asyncio.run(fold_all())
+    listed = {item["jobId"]: item for item in both.all_pages("/api/jobs")}
+    for job in (ONE, SPREAD):
+        summary = both.get(f"/api/jobs/{job}").json()
+        row = listed[job]
+        assert (row["outputs"], row["bytes"], row["tasks"], row["rejections"]) == (
+            summary["usage"]["outputs"], summary["usage"]["bytes"], summary["tasks"], summary["rejections"]["outputs"])
+    assert {k: v for k, v in listed[SPREAD].items() if k not in OWN} == {k: v for k, v in listed[ONE].items() if k not in OWN}
