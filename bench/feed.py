@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -242,16 +243,27 @@ async def _waiters(url: str, job_id: str, filters: list[dict[str, Any]]) -> dict
             "short": sum(r < f["expect"] for r, f in zip(received, filters, strict=True)), "received": sum(received)}
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far; 0 where ``/proc`` is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _ingest(fleet: Fleet, table: str, deliveries: list[bytes], events: int, job_id: str,
             filters: list[dict[str, Any]] | None) -> dict[str, Any]:
     """One instance's webhook ingest of ``deliveries``, alone or while ``filters`` waiting clients
-    (their own process, like clients on other machines) long-poll the job's feed."""
+    (their own process, like clients on other machines) long-poll the job's feed; with the CPU
+    time the instance (and the clients) used meanwhile."""
     urls, processes = _serve(fleet, table, 1)
-    with processes:
+    with processes as (server,):
         _wait_healthy(urls[0])
         if not filters:
+            before = _cpu_seconds(server.pid)
             posted = asyncio.run(_post_all(urls, deliveries))
-            return {"rate": events / posted["seconds"]}
+            return {"rate": events / posted["seconds"], "server_cpu": _cpu_seconds(server.pid) - before}
         command = [[sys.executable, "-m", "bench.feed", "waiters", urls[0], job_id]]
         with _processes(command, {}, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as (proc,):
             assert proc.stdin is not None and proc.stdout is not None
@@ -260,11 +272,13 @@ def _ingest(fleet: Fleet, table: str, deliveries: list[bytes], events: int, job_
             if proc.stdout.readline().strip() != "holding":
                 raise RuntimeError("the waiting clients did not start")
             time.sleep(1.0)  # their long-polls (sent right after their cursors) reach the server
+            before, clients_before = _cpu_seconds(server.pid), _cpu_seconds(proc.pid)
             posted = asyncio.run(_post_all(urls, deliveries))
+            cpu = {"server_cpu": _cpu_seconds(server.pid) - before, "clients_cpu": _cpu_seconds(proc.pid) - clients_before}
             proc.stdin.write("drain\n")
             proc.stdin.flush()
             waited = json.loads(proc.stdout.readline())
-    return {"rate": events / posted["seconds"], **waited}
+    return {"rate": events / posted["seconds"], **cpu, **waited}
 
 
 def ratio_workload(azurite: Azurite, outputs: int = RATIO_OUTPUTS) -> tuple[Job, list[dict[str, Any]]]:
@@ -285,7 +299,7 @@ def ratio(fleet: Fleet, job: Job, events: list[dict[str, Any]], shape: str, *, p
     pairs in alternating order (machine load hits both sides alike); the median of the pairs."""
     deliveries = [json.dumps(d).encode("utf-8") for d in deliveries_of(events)]
     filters = waiting_filters(job, WAITERS, shape)
-    ratios, checks = [], []
+    ratios, checks, alone_cpu = [], [], []
     for number in range(pairs):
         pair: dict[bool, dict[str, Any]] = {}
         for waiting in ((False, True) if number % 2 == 0 else (True, False)):
@@ -293,10 +307,13 @@ def ratio(fleet: Fleet, job: Job, events: list[dict[str, Any]], shape: str, *, p
                                     job.job_id, filters if waiting else None)
         ratios.append(pair[True]["rate"] / pair[False]["rate"])
         checks.append(pair[True])
+        alone_cpu.append(pair[False]["server_cpu"])
         say(f"    {shape}: {pair[True]['rate']:,.0f} ev/s with {WAITERS:,} waiting clients, alone {pair[False]['rate']:,.0f} ev/s "
             f"({ratios[-1]:.2f}×); {pair[True]['exact']:,} clients received exactly their changes, {pair[True]['short']} short "
-            f"({pair[True]['requests']:,} requests)")
+            f"({pair[True]['requests']:,} requests); instance CPU {pair[True]['server_cpu']:.1f} s with, {pair[False]['server_cpu']:.1f} s alone, "
+            f"clients {pair[True]['clients_cpu']:.1f} s")
     return {"median": statistics.median(ratios), "pairs": ratios,
+            "server_cpu_ratio": statistics.median(c["server_cpu"] / max(a, 1e-9) for c, a in zip(checks, alone_cpu, strict=True)),
             "all_received": all(c["exact"] == WAITERS for c in checks),
             "requests": [c["requests"] for c in checks], "errors": sum(c["errors"] for c in checks)}
 

@@ -45,6 +45,8 @@ MAX_DELIVERED = 200
 #: Feed rows one read takes (a row holds one transaction's changes, up to 98).
 READ_ROWS = 1000
 MAX_WAIT_SECONDS = 60
+#: Jobs whose latest read's deltas ``FeedReader`` keeps parsed.
+PARSED_JOBS = 64
 
 
 class CursorExpiredError(Exception):
@@ -139,6 +141,14 @@ class FeedReader:
 
     def __init__(self, store: TableStore) -> None:
         self.store = store
+        #: The pending deltas of each job's latest read, parsed, by row key and ETag: a delta
+        #: row is written once (its key is new) and then only deleted, so a job's next read
+        #: (every second while clients wait on a busy job) parses only the deltas new since.
+        self._parsed: dict[str, dict[tuple[str, str | None], ChangeSet]] = {}
+
+    def _delta(self, parsed: dict[tuple[str, str | None], ChangeSet], row: Entity) -> ChangeSet:
+        known = parsed.get((str(row["RowKey"]), row.get("__etag")))
+        return known if known is not None else ChangeSet(str(row["RowKey"]), row.get("LastIndexedAt"), tuple(changes_of(row)))
 
     async def read_tail(self, container: str, start: int, rows: int = READ_ROWS) -> Tail:
         low, high = keys.prefix_range(keys.shard_prefix())
@@ -148,8 +158,12 @@ class FeedReader:
         pending: list[ChangeSet] | None = None
         sequenced: dict[str, int | None] = {}
         if whole:
-            deltas = {str(r["RowKey"]): ChangeSet(str(r["RowKey"]), r.get("LastIndexedAt"), tuple(changes_of(r)))
-                      for r in ledger if str(r["RowKey"]).startswith(keys.delta_prefix())}
+            parsed = self._parsed.pop(container, {})
+            rows_of = {str(r["RowKey"]): r for r in ledger if str(r["RowKey"]).startswith(keys.delta_prefix())}
+            deltas = {key: self._delta(parsed, r) for key, r in rows_of.items()}
+            self._parsed[container] = {(key, rows_of[key].get("__etag")): d for key, d in deltas.items()}
+            while len(self._parsed) > PARSED_JOBS:
+                del self._parsed[next(iter(self._parsed))]  # the job read longest ago
             round_row = next((r for r in ledger if r["RowKey"] == keys.fold_round_key()), None)
             sequenced = _sequenced(round_row, counter, deltas)
             pending = [d for key, d in deltas.items() if d.changes and key not in sequenced]
