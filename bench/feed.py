@@ -4,9 +4,15 @@
   single-event deliveries to one instance (same machine, same clock).
 * ``feed.idle_requests_per_wait``: Table requests (counted at the transport) per waiting client
   per ``wait`` interval, 200 clients long-polling an idle job.
-* ``feed.waiters_ingest_ratio``: one instance's ingest with 1,000 clients long-polling that same
-  job (``python -m bench.feed waiters``: their own process, like clients on other machines)
-  over ingest alone, median of back-to-back pairs.
+* ``feed.waiters_ingest_ratio``: one instance's webhook ingest of a 10,003-output job while
+  1,000 clients long-poll that same job's feed, over the same ingest alone: the median of 5
+  back-to-back pairs in alternating order (machine load hits both sides alike). The clients
+  (``python -m bench.feed waiters``: one process, one session, like clients on other machines,
+  cheap: they count changes without building the pages) each wait as ``batch-outputs wait`` and
+  ``wait_for_output`` do, for one task's outputs of one kind (500 tasks, 4 kinds); each must
+  end with exactly its changes, or the pair says so. ``feed.followers_ingest_ratio`` (beside
+  it, not a SPEC key): the same with 1,000 clients each following the whole job, every change.
+  Each pair also records the instance's CPU time with and without the clients.
 * ``feed.exact``: 8 instances ingest one job with overwrites and deletes while a client walks
   the feed from the start; replayed, the feed equals the final listing, change for change.
 * ``publish.requests_per_output``: publish requests the topic received per indexed output, with
