@@ -51,6 +51,8 @@ IDLE_WAITERS = 200
 IDLE_WAIT_S = 5
 LATENCY_SAMPLES = 60
 RATIO_PAIRS = 5
+#: After the ingest, how long the waiting clients may take to receive the rest of their changes.
+DRAIN_SECONDS = 120
 #: Outputs of the job whose ingest the ratio measures (500 tasks of 20 outputs).
 RATIO_OUTPUTS = 10_003
 
@@ -200,7 +202,7 @@ async def _waiters(url: str, job_id: str, filters: list[dict[str, Any]]) -> dict
 
     Each takes its cursor ``from=now`` first, then long-polls from it: ``holding`` is printed once
     every one has its cursor (and so will receive every change the ingest makes). On ``drain``
-    they go on until each has its expected changes (or a minute passed), then stop."""
+    they go on until each has its expected changes (or ``DRAIN_SECONDS`` passed), then stop."""
     loop = asyncio.get_running_loop()
     received = [0] * len(filters)
     tally = {"requests": 0, "errors": 0}
@@ -241,7 +243,7 @@ async def _waiters(url: str, job_id: str, filters: list[dict[str, Any]]) -> dict
         print("holding", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(drained.wait(), 60)
+            await asyncio.wait_for(drained.wait(), DRAIN_SECONDS)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
