@@ -260,6 +260,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _settled(pid: int, within: float = 60) -> None:
+    """Until the process is idle (under 2 % of a CPU for half a second): the waiting clients' first
+    long-polls have all been read and are held, not still being served when the ingest starts."""
+    deadline = time.monotonic() + within
+    before = _cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _cpu_seconds(pid)
+        if now - before < 0.01:
+            return
+        before = now
+
+
 def _ingest(fleet: Fleet, table: str, deliveries: list[bytes], events: int, job_id: str,
             filters: list[dict[str, Any]] | None) -> dict[str, Any]:
     """One instance's webhook ingest of ``deliveries``, alone or while ``filters`` waiting clients
@@ -279,7 +292,7 @@ def _ingest(fleet: Fleet, table: str, deliveries: list[bytes], events: int, job_
             proc.stdin.flush()
             if proc.stdout.readline().strip() != "holding":
                 raise RuntimeError("the waiting clients did not start")
-            time.sleep(1.0)  # their long-polls (sent right after their cursors) reach the server
+            _settled(server.pid)  # their long-polls (sent right after their cursors) are all held
             before, clients_before = _cpu_seconds(server.pid), _cpu_seconds(proc.pid)
             posted = asyncio.run(_post_all(urls, deliveries))
             cpu = {"server_cpu": _cpu_seconds(server.pid) - before, "clients_cpu": _cpu_seconds(proc.pid) - clients_before}
@@ -427,8 +440,9 @@ def main() -> int:
         with contextlib.suppress(KeyboardInterrupt):  # stopped by the benchmark once it has read the count
             print(json.dumps(asyncio.run(_waiters(sys.argv[2], sys.argv[3], filters))), flush=True)
         return 0
-    # Alone: this part of the benchmark on its own Azurite (python -m bench.feed), or only the
-    # ingest ratio (python -m bench.feed ratio [wait|follow] [PAIRS]).
+    # Alone: this part of the benchmark on its own Azurite (python -m bench.feed), only the
+    # ingest ratio (python -m bench.feed ratio [wait|follow] [PAIRS]), or only the latency and
+    # the idle long-poll's requests (python -m bench.feed waiting).
     import tempfile
 
     from azure.storage.blob import BlobServiceClient
@@ -440,7 +454,16 @@ def main() -> int:
         job = make_job("feed-bench", 4_000, seed=12)
         factory = EventFactory(BlobServiceClient.from_connection_string(azurite.connection_string).url)
         events = [factory.created(b) for b in job.blobs]
-        if len(sys.argv) >= 2 and sys.argv[1] == "ratio":
+        if len(sys.argv) >= 2 and sys.argv[1] == "waiting":  # p95 and idle requests only
+            proxy = CountingProxy(f"http://127.0.0.1:{azurite.table_port}").start()
+            try:
+                fleet = Fleet(azurite, proxy)
+                samples = sorted(_latency(fleet, job, events))
+                results = {"p95_seconds": samples[max(0, int(len(samples) * 0.95) - 1)], "max_seconds": samples[-1],
+                           "idle_requests_per_wait": _idle_requests(fleet, job)}
+            finally:
+                proxy.stop()
+        elif len(sys.argv) >= 2 and sys.argv[1] == "ratio":
             job, events = ratio_workload(azurite)
             proxy = CountingProxy(f"http://127.0.0.1:{azurite.table_port}").start()
             try:
