@@ -4,9 +4,15 @@
   single-event deliveries to one instance (same machine, same clock).
 * ``feed.idle_requests_per_wait``: Table requests (counted at the transport) per waiting client
   per ``wait`` interval, 200 clients long-polling an idle job.
-* ``feed.waiters_ingest_ratio``: one instance's ingest with 1,000 clients long-polling that same
-  job (``python -m bench.feed waiters``: their own process, like clients on other machines)
-  over ingest alone, median of back-to-back pairs.
+* ``feed.waiters_ingest_ratio``: one instance's webhook ingest of a 10,003-output job while
+  1,000 clients long-poll that same job's feed, over the same ingest alone: the median of 5
+  back-to-back pairs in alternating order (machine load hits both sides alike). The clients
+  (``python -m bench.feed waiters``: one process, one session, like clients on other machines,
+  cheap: they count changes without building the pages) each wait as ``batch-outputs wait`` and
+  ``wait_for_output`` do, for one task's outputs of one kind (500 tasks, 4 kinds); each must
+  end with exactly its changes, or the pair says so. ``feed.followers_ingest_ratio`` (beside
+  it, not a SPEC key): the same with 1,000 clients each following the whole job, every change.
+  Each pair also records the instance's CPU time with and without the clients.
 * ``feed.exact``: 8 instances ingest one job with overwrites and deletes while a client walks
   the feed from the start; replayed, the feed equals the final listing, change for change.
 * ``publish.requests_per_output``: publish requests the topic received per indexed output, with
@@ -19,6 +25,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -43,7 +50,11 @@ WAITERS = 1000
 IDLE_WAITERS = 200
 IDLE_WAIT_S = 5
 LATENCY_SAMPLES = 60
-RATIO_PAIRS = 2
+RATIO_PAIRS = 5
+#: After the ingest, how long the waiting clients may take to receive the rest of their changes.
+DRAIN_SECONDS = 120
+#: Outputs of the job whose ingest the ratio measures (500 tasks of 20 outputs).
+RATIO_OUTPUTS = 10_003
 
 
 class _Topic:
@@ -159,60 +170,173 @@ def _idle_requests(fleet: Fleet, job: Job) -> float:
     return counts.requests / IDLE_WAITERS
 
 
-async def _waiters(count: int, url: str, job_id: str) -> int:
-    """``python -m bench.feed waiters``: clients that follow a job's feed with long-polls."""
+def _cursor_and_count(body: bytes) -> tuple[str, int]:
+    """A page's cursor and number of changes, without building the whole page: the waiters of
+    the benchmark stand for clients on other machines, so their own CPU is kept small. The
+    answer is ``{"value": [...], "cursor": "...", "nextLink"?: "..."}``; a change's ``{"change":``
+    cannot occur inside a JSON string (its quotes would be escaped), so counting it counts
+    changes."""
+    at = body.rindex(b'"cursor":"') + len(b'"cursor":"')
+    return body[at : body.index(b'"', at)].decode("ascii"), body.count(b'{"change":')
+
+
+def waiting_filters(job: Job, count: int, shape: str) -> list[dict[str, Any]]:
+    """``count`` waiting clients: ``wait``, as downstream tasks wait for an upstream task's
+    outputs (``batch-outputs wait``, ``wait_for_output``: the feed filtered by task and kind,
+    spread over the job's tasks and kinds), or ``follow``, each following the whole job (``watch``);
+    with the number of changes each must receive from the workload's ingest."""
+    if shape == "follow":
+        return [{"expect": len(job.blobs)} for _ in range(count)]
+    tasks = sorted({b.task_id for b in job.blobs if b.task_id})
+    kinds = ("TaskOutput", "TaskPreview", "TaskLog", "TaskIntermediate")
+    out = []
+    for number in range(count):
+        task, kind = tasks[number % len(tasks)], kinds[number // len(tasks) % len(kinds)]
+        out.append({"taskId": task, "kind": kind, "expect": sum(1 for b in job.blobs if b.task_id == task and b.kind == kind)})
+    return out
+
+
+async def _waiters(url: str, job_id: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
+    """``python -m bench.feed waiters``: clients that follow a job's feed with long-polls (one
+    session, one process), each with its filter; each counts the changes it received.
+
+    Each takes its cursor ``from=now`` first, then long-polls from it: ``holding`` is printed once
+    every one has its cursor (and so will receive every change the ingest makes). On ``drain``
+    they go on until each has its expected changes (or ``DRAIN_SECONDS`` passed), then stop."""
     loop = asyncio.get_running_loop()
-    print("ready", flush=True)
-    await loop.run_in_executor(None, sys.stdin.readline)
-    done = asyncio.Event()
-    received = 0
+    received = [0] * len(filters)
+    tally = {"requests": 0, "errors": 0}
+    all_in, drained = asyncio.Event(), asyncio.Event()
     path = f"/api/jobs/{job_id}/changes"
-    async with aiohttp.ClientSession(url, headers=_headers(), connector=aiohttp.TCPConnector(limit=count),
+    holding = 0
+    async with aiohttp.ClientSession(url, headers=_headers(), connector=aiohttp.TCPConnector(limit=len(filters)),
                                      timeout=aiohttp.ClientTimeout(total=120)) as session:
 
-        async def waiter() -> None:
-            nonlocal received
-            cursor = None
-            while not done.is_set():
-                params = {"wait": "20", **({"cursor": cursor} if cursor else {})}
+        async def get(params: dict[str, str]) -> tuple[str, int]:
+            while True:
                 try:
                     async with session.get(path, params=params) as response:
-                        body = await response.json()
+                        body = await response.read()
+                    tally["requests"] += 1
+                    if response.status == 200:
+                        return _cursor_and_count(body)
                 except (TimeoutError, aiohttp.ClientError):
-                    continue
-                cursor = body.get("cursor", cursor)
-                received += len(body.get("value", ()))
+                    pass
+                tally["errors"] += 1
+                await asyncio.sleep(0.5)
 
-        tasks = [asyncio.create_task(waiter()) for _ in range(count)]
+        async def waiter(number: int, where: dict[str, Any]) -> None:
+            nonlocal holding
+            params = {k: where[k] for k in ("taskId", "kind") if k in where}
+            cursor, received[number] = await get(params)
+            holding += 1
+            if holding == len(filters):
+                all_in.set()
+            while received[number] < where["expect"]:
+                cursor, changes = await get({**params, "cursor": cursor, "wait": "20"})
+                received[number] += changes
+            if all(r >= f["expect"] for r, f in zip(received, filters, strict=True)):
+                drained.set()
+
+        tasks = [asyncio.create_task(waiter(n, f)) for n, f in enumerate(filters)]
+        await all_in.wait()
+        print("holding", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)
-        done.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drained.wait(), DRAIN_SECONDS)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return received
+    return {**tally, "exact": sum(r == f["expect"] for r, f in zip(received, filters, strict=True)),
+            "short": sum(r < f["expect"] for r, f in zip(received, filters, strict=True)), "received": sum(received)}
 
 
-def _ingest(fleet: Fleet, table: str, job: Job, deliveries: list[list[dict[str, Any]]], waiters: int) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far; 0 where ``/proc`` is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _settled(pid: int, within: float = 60) -> None:
+    """Until the process is idle (under 2 % of a CPU for half a second): the waiting clients' first
+    long-polls have all been read and are held, not still being served when the ingest starts."""
+    deadline = time.monotonic() + within
+    before = _cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _cpu_seconds(pid)
+        if now - before < 0.01:
+            return
+        before = now
+
+
+def _ingest(fleet: Fleet, table: str, deliveries: list[bytes], events: int, job_id: str,
+            filters: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """One instance's webhook ingest of ``deliveries``, alone or while ``filters`` waiting clients
+    (their own process, like clients on other machines) long-poll the job's feed; with the CPU
+    time the instance (and the clients) used meanwhile."""
     urls, processes = _serve(fleet, table, 1)
-    bodies = [json.dumps(d).encode("utf-8") for d in deliveries]
-    with processes:
+    with processes as (server,):
         _wait_healthy(urls[0])
-        command = [[sys.executable, "-m", "bench.feed", "waiters", str(waiters), urls[0], job.job_id]]
-        if waiters:
-            with _processes(command, {}, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as (proc,):
-                assert proc.stdin is not None and proc.stdout is not None
-                if proc.stdout.readline().strip() != "ready":
-                    raise RuntimeError("the waiters did not start")
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
-                time.sleep(2.0)  # every waiter is holding its long-poll
-                posted = asyncio.run(_post_all(urls, bodies))
-                proc.stdin.write("stop\n")
-                proc.stdin.flush()
-                proc.stdout.readline()
-        else:
-            posted = asyncio.run(_post_all(urls, bodies))
-    return sum(len(d) for d in deliveries) / posted["seconds"]
+        if not filters:
+            before = _cpu_seconds(server.pid)
+            posted = asyncio.run(_post_all(urls, deliveries))
+            return {"rate": events / posted["seconds"], "server_cpu": _cpu_seconds(server.pid) - before}
+        command = [[sys.executable, "-m", "bench.feed", "waiters", urls[0], job_id]]
+        with _processes(command, {}, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as (proc,):
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(filters) + "\n")
+            proc.stdin.flush()
+            if proc.stdout.readline().strip() != "holding":
+                raise RuntimeError("the waiting clients did not start")
+            _settled(server.pid)  # their long-polls (sent right after their cursors) are all held
+            before, clients_before = _cpu_seconds(server.pid), _cpu_seconds(proc.pid)
+            posted = asyncio.run(_post_all(urls, deliveries))
+            cpu = {"server_cpu": _cpu_seconds(server.pid) - before, "clients_cpu": _cpu_seconds(proc.pid) - clients_before}
+            proc.stdin.write("drain\n")
+            proc.stdin.flush()
+            waited = json.loads(proc.stdout.readline())
+    return {"rate": events / posted["seconds"], **cpu, **waited}
+
+
+def ratio_workload(azurite: Azurite, outputs: int = RATIO_OUTPUTS) -> tuple[Job, list[dict[str, Any]]]:
+    """The job the ingest ratio is measured on: long enough an ingest (seconds, not one) that a
+    pair measures the steady state rather than its first wake-up."""
+    from azure.storage.blob import BlobServiceClient
+
+    from bench.workload import EventFactory, make_job
+
+    job = make_job("feed-ratio", outputs, seed=21)
+    factory = EventFactory(BlobServiceClient.from_connection_string(azurite.connection_string).url)
+    return job, [factory.created(b) for b in job.blobs]
+
+
+def ratio(fleet: Fleet, job: Job, events: list[dict[str, Any]], shape: str, *, pairs: int = RATIO_PAIRS,
+          say: Callable[[str], None], tag: str = "") -> dict[str, Any]:
+    """Ingest with ``WAITERS`` waiting clients of ``shape`` over ingest alone: ``pairs`` back-to-back
+    pairs in alternating order (machine load hits both sides alike); the median of the pairs."""
+    deliveries = [json.dumps(d).encode("utf-8") for d in deliveries_of(events)]
+    filters = waiting_filters(job, WAITERS, shape)
+    ratios, checks, alone_cpu = [], [], []
+    for number in range(pairs):
+        pair: dict[bool, dict[str, Any]] = {}
+        for waiting in ((False, True) if number % 2 == 0 else (True, False)):
+            pair[waiting] = _ingest(fleet, f"feed{tag}{shape}{number}{'w' if waiting else 'a'}", deliveries, len(events),
+                                    job.job_id, filters if waiting else None)
+        ratios.append(pair[True]["rate"] / pair[False]["rate"])
+        checks.append(pair[True])
+        alone_cpu.append(pair[False]["server_cpu"])
+        say(f"    {shape}: {pair[True]['rate']:,.0f} ev/s with {WAITERS:,} waiting clients, alone {pair[False]['rate']:,.0f} ev/s "
+            f"({ratios[-1]:.2f}×); {pair[True]['exact']:,} clients received exactly their changes, {pair[True]['short']} short "
+            f"({pair[True]['requests']:,} requests); instance CPU {pair[True]['server_cpu']:.1f} s with, {pair[False]['server_cpu']:.1f} s alone, "
+            f"clients {pair[True]['clients_cpu']:.1f} s")
+    return {"median": statistics.median(ratios), "pairs": ratios,
+            "server_cpu_ratio": statistics.median(c["server_cpu"] / max(a, 1e-9) for c, a in zip(checks, alone_cpu, strict=True)),
+            "all_received": all(c["exact"] == WAITERS for c in checks),
+            "requests": [c["requests"] for c in checks], "errors": sum(c["errors"] for c in checks)}
 
 
 def _history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -288,14 +412,13 @@ def figures(azurite: Azurite, job: Job, events: list[dict[str, Any]], *, say: Ca
         say(f"  indexed → waiting client: p95 {p95:.3f} s, max {max(samples, default=float('nan')):.3f} s ({len(samples)} changes)")
         idle = _idle_requests(fleet, job)
         say(f"  idle long-poll ({IDLE_WAITERS} clients, wait {IDLE_WAIT_S} s): {idle:.3f} Table requests per client")
-        deliveries = deliveries_of(events)
-        ratios = []
-        for number in range(RATIO_PAIRS):
-            pair = {}
-            for waiters in ((0, WAITERS) if number % 2 == 0 else (WAITERS, 0)):
-                pair[waiters] = _ingest(fleet, f"feedingest{number}w{waiters}", job, deliveries, waiters)
-            ratios.append(pair[WAITERS] / pair[0])
-            say(f"  ingest with {WAITERS:,} waiting clients: {pair[WAITERS]:,.0f} ev/s, alone {pair[0]:,.0f} ev/s ({ratios[-1]:.2f}×)")
+        ratio_job, ratio_events = ratio_workload(azurite)
+        waiting = ratio(fleet, ratio_job, ratio_events, "wait", say=say)
+        say(f"  ingest with {WAITERS:,} clients waiting (each for one task's outputs of a kind): "
+            f"{waiting['median']:.2f}× ingest alone (median of {len(waiting['pairs'])} pairs)")
+        following = ratio(fleet, ratio_job, ratio_events, "follow", say=say)
+        say(f"  ingest with {WAITERS:,} clients following the whole job: {following['median']:.2f}× ingest alone "
+            f"(median of {len(following['pairs'])} pairs)")
         exact = _exact(fleet, job, events, topic)
         say(f"  8 writers, overwrites and deletes: feed replayed {'equals' if exact['exact'] else 'DIFFERS FROM'} the index "
             f"({exact['changes']:,} changes, {exact['outputs']:,} outputs listed)")
@@ -305,18 +428,21 @@ def figures(azurite: Azurite, job: Job, events: list[dict[str, Any]], *, say: Ca
         topic.stop()
         proxy.stop()
     return {
-        "feed": {"p95_seconds": p95, "idle_requests_per_wait": idle, "waiters_ingest_ratio": statistics.median(ratios),
-                 "exact": exact["exact"], "ratio_pairs": ratios, "latency_samples": len(samples), "exact_run": exact},
+        "feed": {"p95_seconds": p95, "idle_requests_per_wait": idle, "waiters_ingest_ratio": waiting["median"],
+                 "exact": exact["exact"], "waiters": waiting, "followers_ingest_ratio": following["median"], "followers": following, "latency_samples": len(samples), "exact_run": exact},
         "publish": {"requests_per_output": per_output, "requests": topic.requests, "events": topic.events},
     }
 
 
 def main() -> int:
-    if len(sys.argv) >= 5 and sys.argv[1] == "waiters":
+    if len(sys.argv) >= 4 and sys.argv[1] == "waiters":
+        filters = json.loads(sys.stdin.readline())
         with contextlib.suppress(KeyboardInterrupt):  # stopped by the benchmark once it has read the count
-            print(asyncio.run(_waiters(int(sys.argv[2]), sys.argv[3], sys.argv[4])), flush=True)
+            print(json.dumps(asyncio.run(_waiters(sys.argv[2], sys.argv[3], filters))), flush=True)
         return 0
-    # Alone: this part of the benchmark on its own Azurite (python -m bench.feed).
+    # Alone: this part of the benchmark on its own Azurite (python -m bench.feed), only the
+    # ingest ratio (python -m bench.feed ratio [wait|follow] [PAIRS]), or only the latency and
+    # the idle long-poll's requests (python -m bench.feed waiting).
     import tempfile
 
     from azure.storage.blob import BlobServiceClient
@@ -327,10 +453,31 @@ def main() -> int:
     try:
         job = make_job("feed-bench", 4_000, seed=12)
         factory = EventFactory(BlobServiceClient.from_connection_string(azurite.connection_string).url)
-        results = figures(azurite, job, [factory.created(b) for b in job.blobs], say=print)
+        events = [factory.created(b) for b in job.blobs]
+        if len(sys.argv) >= 2 and sys.argv[1] == "waiting":  # p95 and idle requests only
+            proxy = CountingProxy(f"http://127.0.0.1:{azurite.table_port}").start()
+            try:
+                fleet = Fleet(azurite, proxy)
+                samples = sorted(_latency(fleet, job, events))
+                results = {"p95_seconds": samples[max(0, int(len(samples) * 0.95) - 1)], "max_seconds": samples[-1],
+                           "idle_requests_per_wait": _idle_requests(fleet, job)}
+            finally:
+                proxy.stop()
+        elif len(sys.argv) >= 2 and sys.argv[1] == "ratio":
+            job, events = ratio_workload(azurite)
+            proxy = CountingProxy(f"http://127.0.0.1:{azurite.table_port}").start()
+            try:
+                shapes = sys.argv[2:3] or ["wait", "follow"]
+                pairs = int(sys.argv[3]) if len(sys.argv) >= 4 else RATIO_PAIRS
+                results: dict[str, Any] = {s: ratio(Fleet(azurite, proxy), job, events, s, pairs=pairs, say=print) for s in shapes}
+            finally:
+                proxy.stop()
+        else:
+            results = figures(azurite, job, events, say=print)
+            results = {k: {n: v for n, v in f.items() if n != "exact_run"} for k, f in results.items()}
     finally:
         azurite.stop()
-    print(json.dumps({k: {n: v for n, v in f.items() if n != "exact_run"} for k, f in results.items()}, indent=2))
+    print(json.dumps(results, indent=2))
     return 0
 
 

@@ -413,6 +413,18 @@ def report(results: dict[str, Any]) -> Table:
             many["status"] == 200 and many["seconds"] < 20)
         row("GET /api/jobs: Table requests a page of 100 / of 1,000 jobs", f"{pages['100']} / {pages['1000']}", "", None,
             "not growing with the page", pages["1000"] <= 2 * pages["100"])
+    if "feed" in results:  # issue 21
+        fd = results["feed"]
+        row("change feed: indexed → waiting client, p95", f"{fd['p95_seconds']:.3f} s", "", None, "≤ 1 s", fd["p95_seconds"] <= 1)
+        row("change feed: Table requests per idle long-poll", f"{fd['idle_requests_per_wait']:.3f}", "", None, "≤ 2",
+            fd["idle_requests_per_wait"] <= 2)
+        pairs = fd["waiters"]["pairs"]
+        row(f"ingest with 1,000 waiting clients vs alone (median of {len(pairs)} pairs, {min(pairs):.2f}–{max(pairs):.2f}×; "
+            f"instance CPU {fd['waiters']['server_cpu_ratio']:.2f}×)", f"{fd['waiters_ingest_ratio']:.2f}×", "", None, "≥ 0.8×",
+            fd["waiters_ingest_ratio"] >= 0.8 and fd["waiters"]["all_received"])
+        row("8 writers, overwrites and deletes: feed replayed equals the index", str(fd["exact"]), "", None, "true", fd["exact"])
+        row("output events: publish requests per output", f"{results['publish']['requests_per_output']:.4f}", "", None, "≤ 0.02",
+            results["publish"]["requests_per_output"] <= 0.02)
     return table
 
 

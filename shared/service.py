@@ -92,7 +92,7 @@ class Service:
             indexer.crossings.listeners.append(publisher)
         feed = ChangeFeed(read_store, settings.token_signing_key, retention_hours=settings.change_feed_retention_hours,
                           poll_seconds=settings.change_feed_poll_seconds, blob_url=query.blob_url)
-        indexer.change_listeners.append(lambda container, _delta: feed.notify(container))
+        indexer.change_listeners.append(lambda container, delta: feed.notify(container, delta.change_set()))
         # Output events go out per fold round, batched, once the changes are in the feed.
         output_events = OutputEventsPublisher.from_settings(settings, indexer.registry.job_id_of, query.blob_url)
         if output_events is not None:

@@ -16,6 +16,7 @@ pending or sequenced, exactly once.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import json
@@ -65,7 +66,7 @@ class FeedChange:
 
     @property
     def row_key(self) -> str:
-        return keys.output_key(self.kind, self.path, self.task_id)
+        return _row_key(self.kind, self.path, self.task_id)
 
     def order(self) -> tuple[str, int]:
         return self.seq, _RANK.get(self.change, 0)
@@ -78,6 +79,13 @@ class FeedChange:
     def unpacked(cls, values: Sequence[Any]) -> FeedChange:
         change, seq, task_id, kind, path, blob_name, size, content_type, etag, created_at, reason = values
         return cls(change, seq, task_id or None, kind, path, blob_name, int(size), content_type, etag, created_at, reason)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _row_key(kind: str, path: str, task_id: str | None) -> str:
+    """``keys.output_key``, remembered: a change feed read orders every pending delta's changes
+    by blob each time (every second while clients wait on a busy job), the same blobs again."""
+    return keys.output_key(kind, path, task_id)
 
 
 def changes_properties(changes: Sequence[FeedChange]) -> Entity:

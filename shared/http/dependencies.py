@@ -235,7 +235,9 @@ JOB_ID_SCHEMA = {"pattern": r"^[A-Za-z0-9_-]{1,64}(:[jJ][oO][bB]-[0-9]{1,19})?$"
 TASK_ID_SCHEMA = {"pattern": r"^[A-Za-z0-9_-]{1,64}$", "minLength": 1, "maxLength": 64}
 
 
-def _job_id(job_id: Annotated[str, Path(description="Batch job ID: 1-64 letters, digits, '-' or '_' "
+# The ID and kind checks are ``async def``: FastAPI runs a plain ``def`` dependency in its thread
+# pool, a thread hop per request for a string check (a thousand long-polls re-asking at once).
+async def _job_id(job_id: Annotated[str, Path(description="Batch job ID: 1-64 letters, digits, '-' or '_' "
                                         "(schedule jobs: {scheduleId}:job-{n})",
                                         json_schema_extra=JOB_ID_SCHEMA, examples=["nightly:job-7"])]) -> str:
     if not is_valid_job_id(job_id):
@@ -243,7 +245,7 @@ def _job_id(job_id: Annotated[str, Path(description="Batch job ID: 1-64 letters,
     return job_id
 
 
-def _task_id(task_id: Annotated[str, Path(description="Batch task ID: 1-64 letters, digits, '-' or '_'",
+async def _task_id(task_id: Annotated[str, Path(description="Batch task ID: 1-64 letters, digits, '-' or '_'",
                                           json_schema_extra=TASK_ID_SCHEMA, examples=["t1"])]) -> str:
     if not is_valid_task_id(task_id):
         raise ApiError(400, "InvalidTaskId", "A task ID is 1-64 letters, digits, '-' or '_'.")
@@ -256,7 +258,7 @@ def check_kind(kind: str | None) -> str | None:
     return kind
 
 
-def _kind_filter(kind: Annotated[str | None, Query(description="output kind, e.g. TaskPreview", max_length=1024)] = None) -> str | None:
+async def _kind_filter(kind: Annotated[str | None, Query(description="output kind, e.g. TaskPreview", max_length=1024)] = None) -> str | None:
     return check_kind(kind)
 
 

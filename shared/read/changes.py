@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from shared.domain.feed import FeedChange, FeedCursor, change_item
+from shared.domain.feed import ChangeSet, FeedChange, FeedCursor, change_item
 from shared.store.table import TableStore
 
 from .cursors import CursorCodec
@@ -39,11 +39,12 @@ class ChangeFeed:
         #: A job spread over several partitions: their feeds merged (``spread_feed.py``).
         self.spread = SpreadFeed(self, signing_key)
 
-    def notify(self, container: str) -> None:
-        """This process committed a change of ``container``: wake its waiters now."""
+    def notify(self, container: str, delta: ChangeSet | None = None) -> None:
+        """This process committed a change of ``container`` (``delta``'s changes): wake its
+        waiters whose filter keeps one of them now (every waiter when ``delta`` is not given)."""
         watch = self._watches.get(container)
         if watch is not None:
-            watch.notify()
+            watch.notify(delta)
 
     def _watch(self, container: str) -> JobWatch:
         watch = self._watches.get(container)
@@ -94,7 +95,7 @@ class ChangeFeed:
                     position = self.reader.now_cursor(tail, where, now)
                     token = self.codec.encode(scope, position)
                     # From now: nothing yet. A waiting request waits for what comes next.
-                    if watch is None or not await watch.changed_since(version, tail, deadline):
+                    if watch is None or not await watch.changed_since(version, tail, deadline, where.key):
                         return self._wire(container, job_id, FeedPage([], position, False), scope, token)
                     continue
                 position = FeedCursor(tail.oldest, 0, [], now)
@@ -122,7 +123,7 @@ class ChangeFeed:
                 if watch is not None:
                     watch.answered(tail)[key] = answer
                 return answer
-            if not await watch.changed_since(version, tail, deadline):
+            if not await watch.changed_since(version, tail, deadline, where.key):
                 # Nothing arrived: the cursor the caller sent (unchanged), or the new one.
                 return self._wire(container, job_id, page, scope, token)
 

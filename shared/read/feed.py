@@ -45,6 +45,8 @@ MAX_DELIVERED = 200
 #: Feed rows one read takes (a row holds one transaction's changes, up to 98).
 READ_ROWS = 1000
 MAX_WAIT_SECONDS = 60
+#: Jobs whose latest read's deltas ``FeedReader`` keeps parsed.
+PARSED_JOBS = 64
 
 
 class CursorExpiredError(Exception):
@@ -68,6 +70,7 @@ class Tail:
     #: being deleted.
     sequenced: dict[str, int | None] = field(default_factory=dict)
     _ordered: list[ChangeSet] | None = field(default=None, repr=False)
+    _kept: dict[str, dict[tuple[str | None, str | None], tuple[int, ...]]] = field(default_factory=dict, repr=False)
 
     @property
     def pending_ids(self) -> frozenset[str]:
@@ -86,11 +89,39 @@ class Tail:
             self._ordered = order_deltas(self.pending or ())
         return self._ordered
 
+    def kept(self, item: ChangeSet, where: Filter) -> tuple[int, ...]:
+        """The indexes of ``item``'s changes that ``where`` keeps. Every change of the read is
+        indexed once, by kind and task: a thousand waiters of one job, each with its own task and
+        kind, share the read and must not each test every change of it."""
+        index = self._kept.get(item.delta_id)
+        if index is None:
+            if not self._kept:
+                for each in (*self.rows, *(self.pending or ())):
+                    self._kept[each.delta_id] = _indexed(each)
+            index = self._kept.get(item.delta_id) or _indexed(item)
+        return index.get(where.key, ())
+
+
+def _indexed(item: ChangeSet) -> dict[tuple[str | None, str | None], tuple[int, ...]]:
+    """``item``'s change indexes under every filter that keeps them: (kind, task), (kind, any),
+    (any, task), (any, any)."""
+    found: dict[tuple[str | None, str | None], list[int]] = {}
+    for number, change in enumerate(item.changes):
+        task = (change.task_id or "").lower()
+        for key in ((change.kind, task), (change.kind, None), (None, task), (None, None)):
+            found.setdefault(key, []).append(number)
+    return {key: tuple(numbers) for key, numbers in found.items()}
+
 
 @dataclass(frozen=True, slots=True)
 class Filter:
     kind: str | None = None
     task_id: str | None = None
+
+    @property
+    def key(self) -> tuple[str | None, str | None]:
+        """What ``Tail.kept`` looks the filter up by."""
+        return self.kind, self.task_id.lower() if self.task_id is not None else None
 
     def keeps(self, change: FeedChange) -> bool:
         if self.kind is not None and change.kind != self.kind:
@@ -110,6 +141,14 @@ class FeedReader:
 
     def __init__(self, store: TableStore) -> None:
         self.store = store
+        #: The pending deltas of each job's latest read, parsed, by row key and ETag: a delta
+        #: row is written once (its key is new) and then only deleted, so a job's next read
+        #: (every second while clients wait on a busy job) parses only the deltas new since.
+        self._parsed: dict[str, dict[tuple[str, str | None], ChangeSet]] = {}
+
+    def _delta(self, parsed: dict[tuple[str, str | None], ChangeSet], row: Entity) -> ChangeSet:
+        known = parsed.get((str(row["RowKey"]), row.get("__etag")))
+        return known if known is not None else ChangeSet(str(row["RowKey"]), row.get("LastIndexedAt"), tuple(changes_of(row)))
 
     async def read_tail(self, container: str, start: int, rows: int = READ_ROWS) -> Tail:
         low, high = keys.prefix_range(keys.shard_prefix())
@@ -119,8 +158,12 @@ class FeedReader:
         pending: list[ChangeSet] | None = None
         sequenced: dict[str, int | None] = {}
         if whole:
-            deltas = {str(r["RowKey"]): ChangeSet(str(r["RowKey"]), r.get("LastIndexedAt"), tuple(changes_of(r)))
-                      for r in ledger if str(r["RowKey"]).startswith(keys.delta_prefix())}
+            parsed = self._parsed.pop(container, {})
+            rows_of = {str(r["RowKey"]): r for r in ledger if str(r["RowKey"]).startswith(keys.delta_prefix())}
+            deltas = {key: self._delta(parsed, r) for key, r in rows_of.items()}
+            self._parsed[container] = {(key, rows_of[key].get("__etag")): d for key, d in deltas.items()}
+            while len(self._parsed) > PARSED_JOBS:
+                del self._parsed[next(iter(self._parsed))]  # the job read longest ago
             round_row = next((r for r in ledger if r["RowKey"] == keys.fold_round_key()), None)
             sequenced = _sequenced(round_row, counter, deltas)
             pending = [d for key, d in deltas.items() if d.changes and key not in sequenced]
@@ -138,7 +181,7 @@ class FeedReader:
         """
         if cursor.seq < tail.oldest or cursor.seq > max(tail.next_seq, tail.start + len(tail.rows)):
             raise CursorExpiredError(f"cursor at {cursor.seq} is outside the feed kept ({tail.oldest}..{tail.next_seq})")
-        paging = _Paging(cursor, where, size)
+        paging = _Paging(tail, cursor, where, size)
         reached_end = paging.feed_rows(tail) and tail.complete
         # Pending deltas only once the rows read reach the feed's end as the ledger showed it:
         # seqs allocated there whose rows are not written yet (a round between its job fold and
@@ -157,7 +200,7 @@ class FeedReader:
         forgotten ones, what comes again is the end of each blob's history (a replay converges;
         naming the newest instead would bring back a ``created`` without the ``deleted`` after it).
         """
-        pending = [s.delta_id for s in tail.ordered_pending() if any(where.keeps(c) for c in s.changes)]
+        pending = [s.delta_id for s in tail.ordered_pending() if tail.kept(s, where)]
         return FeedCursor(tail.next_seq, 0, pending[:MAX_DELIVERED], issued)
 
 
@@ -182,7 +225,8 @@ def _sequenced(round_row: Entity | None, counter: Entity | None, deltas: dict[st
 class _Paging:
     """One page being filled, and the cursor after it."""
 
-    def __init__(self, cursor: FeedCursor, where: Filter, size: int) -> None:
+    def __init__(self, tail: Tail, cursor: FeedCursor, where: Filter, size: int) -> None:
+        self.tail = tail
         self.cursor = FeedCursor(cursor.seq, cursor.offset, list(cursor.delivered), cursor.issued,
                                  cursor.partial, cursor.partial_offset)
         self.where, self.size = where, size
@@ -193,10 +237,10 @@ class _Paging:
     def _take(self, item: ChangeSet, start: int) -> int | None:
         """Add ``item``'s changes from ``start`` that the filter keeps; the index of the first
         one that did not fit (``None``: all did)."""
-        for index in range(start, len(item.changes)):
-            change = item.changes[index]
-            if not self.where.keeps(change):
+        for index in self.tail.kept(item, self.where):
+            if index < start:
                 continue
+            change = item.changes[index]
             if len(self.out) >= self.size:
                 self.full = True
                 return index
@@ -252,5 +296,5 @@ class _Paging:
                 return
             if item.delta_id == cur.partial:
                 cur.partial, cur.partial_offset = None, 0
-            if any(self.where.keeps(c) for c in item.changes):
+            if self.tail.kept(item, self.where):
                 cur.delivered.append(item.delta_id)

@@ -14,6 +14,7 @@ from shared.domain.feed import ChangeSet, FeedChange, FeedCursor, order_deltas, 
 from shared.domain.planning import change_type
 from shared.domain.rows import DELETED, LIVE, REJECTED, Change
 from shared.read.cursors import CursorCodec, InvalidCursorError
+from shared.read.feed import Filter, Tail
 
 T0 = datetime(2026, 12, 5, tzinfo=timezone.utc)
 
@@ -93,3 +94,23 @@ def test_output_event_subjects_filter_by_job_task_and_kind() -> None:
     job = FeedChange("created", "1", None, "JobOutput", "movie.mp4", "$JobOutput/movie.mp4")
     assert output_subject("render-42", "job-render-42", job) == "/jobs/render-42/kinds/JobOutput/outputs/movie.mp4"
     assert output_subject(None, "job-abc", job) == "/containers/job-abc/kinds/JobOutput/outputs/movie.mp4"
+
+
+def test_a_reads_index_by_kind_and_task_keeps_what_each_filter_keeps() -> None:
+    """``Tail.kept`` (every change of a read indexed once, for a thousand filtered waiters) gives
+    each filter exactly the changes ``Filter.keeps`` would, in order: any case of a task ID, job
+    outputs (no task), kind only, task only, none; and for a change set not of the read too."""
+    rng = random.Random(21)
+    tasks, kinds = [None, "t1", "T1", "t2", "Render-7"], ["TaskOutput", "TaskLog", "JobOutput"]
+
+    def changes(n: int) -> tuple[FeedChange, ...]:
+        return tuple(FeedChange("created", f"{i:04d}", rng.choice(tasks), rng.choice(kinds), f"p{i}", f"b{i}")
+                     for i in range(n))
+
+    rows = [ChangeSet(f"d{i}", T0, changes(rng.randint(0, 30)), seq=i) for i in range(6)]
+    pending = [ChangeSet(f"p{i}", T0, changes(rng.randint(0, 30))) for i in range(6)]
+    tail = Tail(6, 0, pending, rows, 0, True)
+    stranger = ChangeSet("x", T0, changes(25))
+    for where in [Filter(k, t) for k in (None, *kinds, "Other") for t in (None, "t1", "T1", "render-7", "t9")]:
+        for item in (*rows, *pending, stranger):
+            assert tail.kept(item, where) == tuple(n for n, c in enumerate(item.changes) if where.keeps(c)), (where, item.delta_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
@@ -16,6 +17,11 @@ from ..errors import ApiError, error_statuses
 from ..schemas import ChangeList
 
 router = APIRouter(tags=["changes"])
+
+#: Pages at least this long are sent gzip-compressed to clients that accept it (shorter ones
+#: gain little); level 5: most of the gain for a fraction of level 9's time.
+GZIP_MIN_BYTES = 2048
+GZIP_LEVEL = 5
 
 Cursor = Annotated[str | None, Query(max_length=8192, description="from the previous answer's cursor (opaque)")]
 From = Annotated[Literal["start", "now"], Query(alias="from", description="without a cursor: the oldest change kept, or the current end")]
@@ -54,9 +60,22 @@ async def changes(request: Request, job_id: JobId, svc: ServiceDep, cursor: Curs
         link = f"{access.public_base_url or ''}{path}?{urlencode(params)}"
     # The answer as JSON, once: waiters woken by one change share their answer (the shape is
     # ChangeList's; a long-poll answering a thousand clients must not build a thousand models).
-    rendered: dict[str | None, bytes] = answer.setdefault("rendered", {})
-    body = rendered.get(link)
+    # A long page is also compressed once, for the clients that take gzip (every HTTP client
+    # library does): a thousand followers of a busy job get a tenth of the bytes to send.
+    rendered: dict[tuple[str | None, bool], bytes] = answer.setdefault("rendered", {})
+    gzipped = "gzip" in request.headers.get("accept-encoding", "")
+    body = rendered.get((link, gzipped))
     if body is None:
-        wire = {"value": answer["value"], "cursor": answer["cursor"], **({"nextLink": link} if link else {})}
-        body = rendered[link] = json.dumps(wire, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return Response(body, media_type="application/json")
+        plain = rendered.get((link, False))
+        if plain is None:
+            wire = {"value": answer["value"], "cursor": answer["cursor"], **({"nextLink": link} if link else {})}
+            plain = rendered[(link, False)] = json.dumps(wire, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        body = rendered[(link, gzipped)] = _gzip(plain) if gzipped and len(plain) >= GZIP_MIN_BYTES else plain
+    if body is rendered[(link, False)]:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers={"content-encoding": "gzip", "vary": "accept-encoding"})
+
+
+def _gzip(data: bytes) -> bytes:
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: the gzip container
+    return compressor.compress(data) + compressor.flush()
