@@ -371,3 +371,20 @@ def test_a_fold_between_the_ledger_and_the_task_rows(what: str) -> None:
     if what == "admission" and not world.reads:
         return  # its guards no longer held: the chunk would have been planned again
     assert world.reads[0][3] == expected
+
+
+def test_a_delta_committed_after_an_empty_ledger_read_and_folded_between_two_pages() -> None:
+    """The counterexample Hypothesis found (``tasks {t2: 1}`` while the truth was ``{}`` then
+    seven tasks): the reader reads the ledger with nothing to fold, a writer commits, the reader
+    reads the task listing's first page (rows still empty), a whole fold round lands, then the
+    listing's next page. A reader that took "nothing to fold" as "no step can land" returned the
+    two pages as one moment."""
+    world = World.make(page_size=2)
+
+    async def scenario() -> None:
+        await run(world, {"writer": world.write(FIRST), "folder": world.fold(1), "reader": world.read("tasks")},
+                  scripted(["reader", *["writer"] * 10, "reader"] + ["folder"] * 30))
+
+    with no_backoff():
+        asyncio.run(scenario())
+    assert world.reads and world.reads[0][3] == {f"t{n}": 1 for n in range(7)}
