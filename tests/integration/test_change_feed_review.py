@@ -19,7 +19,7 @@ import shared.read.changes as changes_module
 from devtools.azurite import Azurite
 from shared.domain import keys
 from shared.domain.feed import FeedChange
-from shared.domain.ledger import Delta
+from shared.domain.ledger import MAX_ROUND_DELTAS, Delta
 from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation
 from shared.domain.rows import Entity
 from shared.read.feed import MAX_DELIVERED, READ_ROWS, Filter
@@ -142,6 +142,60 @@ def test_a_fold_whose_ledger_read_spans_responses_keeps_each_blobs_order(azurite
         await walk.step()
         for name in blobs:
             assert [c["change"] for c in walk.changes if c["output"]["path"] == name] == ["created", "updated"], name
+
+    run(azurite, body)
+
+
+def test_a_round_capped_below_the_pending_deltas_never_takes_a_blobs_later_change_alone(azurite: Azurite) -> None:
+    """More deltas pending than a round takes (``MAX_ROUND_DELTAS``): the round takes a prefix of
+    the feed's order. A blob's ``updated`` indexed by an instance whose clock is an hour behind
+    sorts first by indexed time, its ``created`` (a clock an hour ahead) last: a round that took
+    the oldest by indexed time would sequence the ``updated`` and leave the ``created`` to the
+    next round. The prefix holds every earlier change of the blobs it holds."""
+    now = datetime.now(timezone.utc)
+
+    async def body(service: Service) -> None:
+        store = service.indexer.compactor.store
+        rows = [_delta(keys.delta_key(f"1{i:031x}"), now + timedelta(milliseconds=i), _output_change("created", 1, f"f{i}.txt"))
+                for i in range(MAX_ROUND_DELTAS + 50)]
+        rows.append(_delta(keys.delta_key("2" * 32), now + timedelta(hours=1), _output_change("created", 10, "b.txt")))
+        rows.append(_delta(keys.delta_key("3" * 32), now - timedelta(hours=1), _output_change("updated", 20, "b.txt")))
+        for start in range(0, len(rows), MAX_BATCH_OPERATIONS):
+            await store.submit(CONTAINER, [Operation(Op.CREATE, e) for e in rows[start : start + MAX_BATCH_OPERATIONS]])
+        walk = Walk(service, size=5000)
+        rounds = service.indexer.compactor.rounds
+        await service.indexer.compactor.fold(CONTAINER)
+        assert service.indexer.compactor.rounds - rounds == 2  # the cap cut the deltas in two rounds
+        await walk.step()
+        assert [c["change"] for c in walk.changes if c["output"]["path"] == "b.txt"] == ["created", "updated"]
+        assert len(walk.changes) == len(rows)
+
+    run(azurite, body)
+
+
+def test_a_reader_whose_ledger_spans_responses_delivers_no_pending_change_out_of_order(azurite: Azurite) -> None:
+    """More than 1,000 rows under ``S|``: a reader's one response of the ledger holds a blob's
+    ``updated`` (its delta key in that response's range) but not its ``created`` (a key past it).
+    Delivering the pending deltas of that response would hand out the ``updated`` now and the
+    ``created`` on a later request. Such a reader delivers feed rows only; once the folds catch
+    up, the walk gets the blob's changes in order."""
+    now = datetime.now(timezone.utc)
+
+    async def body(service: Service) -> None:
+        store = service.indexer.compactor.store
+        fillers = [_delta(keys.delta_key(f"{1 + i // 1000:x}{i % 1000:031x}"), now, _output_change("created", 1, f"f{i}.txt"))
+                   for i in range(1005)]
+        for start in range(0, len(fillers), MAX_BATCH_OPERATIONS):
+            await store.submit(CONTAINER, [Operation(Op.CREATE, e) for e in fillers[start : start + MAX_BATCH_OPERATIONS]])
+        walk = Walk(service, start=False, size=5000)
+        assert await walk.step() == []
+        await store.submit(CONTAINER, [Operation(Op.CREATE, _delta(keys.delta_key("f" * 32), now, _output_change("created", 10, "b.txt")))])
+        await store.submit(CONTAINER, [Operation(Op.CREATE, _delta(keys.delta_key("0" * 32), now, _output_change("updated", 20, "b.txt")))])
+        assert await walk.step() == []  # the ledger took more than one response: nothing pending
+        while await service.indexer.compactor.fold(CONTAINER):
+            await walk.step()
+        await walk.step()
+        assert [c["change"] for c in walk.changes if c["output"]["path"] == "b.txt"] == ["created", "updated"]
 
     run(azurite, body)
 
