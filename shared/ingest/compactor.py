@@ -33,7 +33,7 @@ from shared.domain.ledger import (
     TaskPart,
     counts_text,
 )
-from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation, write
+from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation, guard, write
 from shared.domain.rows import KINDS, Entity, Int64, Usage, as_int, is_text_part
 from shared.store.errors import ConflictError, StorageBusyError, StorageUnavailableError
 from shared.store.table import TIMESTAMP, TableStore
@@ -160,12 +160,21 @@ class Compactor:
     async def _open(self, container: str, view: JobView, now: datetime) -> tuple[JobView, FoldRound]:
         """A new round over a ledger read in one response (one snapshot): its first deltas in
         the feed's order, every blob's changes in sequencer order. A prefix of that order holds
-        every earlier change of the blobs it holds (the cap takes a prefix)."""
+        every earlier change of the blobs it holds (the cap takes a prefix).
+
+        The round row is created with ``S|00`` rewritten unchanged on the ETag read: another
+        instance's whole round between the read and this create (its row created and deleted
+        again, so the create alone succeeds) folded these very deltas, and would have them
+        added to the task rows twice; every round rewrites ``S|00`` before deleting a delta.
+        """
         ordered = order_deltas(d.change_set() for d in view.deltas)
         fold = FoldRound(uuid.uuid4().hex, [c.delta_id for c in ordered[:MAX_ROUND_DELTAS]], 0,
                          self.writer, now + ROUND_LEASE)
-        etags = await self.store.submit(container, [Operation(Op.CREATE, fold.entity())])
+        counter = guard(keys.counter_key(), view.counter)
+        etags = await self.store.submit(container, [Operation(Op.CREATE, fold.entity()), counter])
         fold.row = {**fold.entity(), "__etag": etags[0]}
+        rewritten = {**counter.entity, "__etag": etags[1]}  # as the job step must find it
+        view.counters = [rewritten] + [r for r in view.counters if r["RowKey"] != keys.counter_key()]
         return view, fold
 
     async def _open_cut(self, container: str, now: datetime) -> tuple[JobView, FoldRound] | None:

@@ -388,3 +388,24 @@ def test_a_delta_committed_after_an_empty_ledger_read_and_folded_between_two_pag
     with no_backoff():
         asyncio.run(scenario())
     assert world.reads and world.reads[0][3] == {f"t{n}": 1 for n in range(7)}
+
+
+
+def test_a_round_created_after_another_instance_folded_its_deltas_adds_nothing_twice() -> None:
+    """Two instances fold one job: A reads the ledger (a delta pending, no round), B runs a whole
+    round over that delta (its round row created and deleted again), then A creates its round
+    from its stale read. The round row being free again, A named the delta B had folded and
+    added its task parts to the task rows a second time (each task listed with 2 outputs, the
+    job with 7) before its job step failed on ``S|00``. A round is created on ``S|00``'s ETag
+    as read, which every round rewrites before deleting a delta."""
+    world = World.make(page_size=1000)
+    other = Compactor(world.store, "folder-b", delay=0)
+
+    async def scenario() -> None:
+        await run(world, {"writer": world.write(FIRST), "folder-a": world.fold(1),
+                          "folder-b": other.fold(CONTAINER), "tasks": world.read("tasks")},
+                  scripted([*["writer"] * 10, "folder-a"] + ["folder-b"] * 30 + ["folder-a"] * 30))
+
+    with no_backoff():
+        asyncio.run(scenario())
+    assert world.reads[0][3] == {f"t{n}": 1 for n in range(7)}
