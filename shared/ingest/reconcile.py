@@ -166,10 +166,12 @@ class Reconciler:
 
     async def _reconcile_job(self, container: str, job_row: Entity, checkpoint: Checkpoint, now: datetime,
                              report: ReconcileReport) -> None:
-        last = await self._last_activity(container, job_row)
+        partitions = (await self.sweep.layouts.get(container)).all()
+        last = await self._last_activity(partitions, job_row)
         if last is not None and last >= now - self.window - self.feed_retention - timedelta(hours=1):
             # The change feed keeps CHANGE_FEED_RETENTION_HOURS of changes (the newest row always).
-            report.feed_rows_purged += await self.compactor.purge_feed(container, now - self.feed_retention)
+            for partition in partitions:
+                report.feed_rows_purged += await self.compactor.purge_feed(partition, now - self.feed_retention)
         if last is None or last < now - self.window - TOMBSTONE_TTL - timedelta(hours=1):
             return  # quiet for longer than any tombstone lives: nothing left to do
         active = last >= now - self.window
@@ -193,36 +195,41 @@ class Reconciler:
             return
         report.jobs_reconciled += 1
         # A writer folds the deltas it wrote a moment later; this catches any it could not.
-        report.deltas_folded += await self.compactor.fold(container)
+        report.deltas_folded += await self.compactor.fold_job(partitions)
         await self.store.merge({"PartitionKey": keys.JOBS_PARTITION, "RowKey": container, "LastReconciledAt": now})
 
-    async def _last_activity(self, container: str, job_row: Entity) -> datetime | None:
-        """When the job last changed in the index: its newest counter shard, else when first seen."""
+    async def _last_activity(self, partitions: list[str], job_row: Entity) -> datetime | None:
+        """When the job last changed in the index: its newest counter shard (of any of its
+        partitions), else when first seen."""
         low, high = keys.prefix_range(keys.shard_prefix())
         last: datetime | None = job_row.get("FirstSeenAt")
-        async for row in self.store.query_range(container, low, high, select=("RowKey", "LastIndexedAt")):
-            at = row.get("LastIndexedAt")
-            if isinstance(at, datetime) and (last is None or at > last):
-                last = at
+        for partition in partitions:
+            async for row in self.store.query_range(partition, low, high, select=("RowKey", "LastIndexedAt")):
+                at = row.get("LastIndexedAt")
+                if isinstance(at, datetime) and (last is None or at > last):
+                    last = at
         return last
 
     async def _remove_job(self, container: str, report: ReconcileReport) -> None:
         """Delete every row of a job whose container is gone (a chunk at a time), its sweep
         position, then the job's own row."""
         removed = 0
-        after: str | None = None
-        while True:
-            rows, more = await self.store.read_page(container, None, None, limit=REMOVE_CHUNK, after=after, select=("RowKey",))
-            removed += await delete_rows(self.store, container, rows)
-            if not more or not rows:
-                break
-            after = rows[-1]["RowKey"]
+        for partition in (await self.sweep.layouts.get(container)).all():
+            after: str | None = None
+            while True:
+                rows, more = await self.store.read_page(partition, None, None, limit=REMOVE_CHUNK, after=after,
+                                                        select=("RowKey",))
+                removed += await delete_rows(self.store, partition, rows)
+                if not more or not rows:
+                    break
+                after = rows[-1]["RowKey"]
         checkpoint = await self.store.get(keys.RECONCILE_PARTITION, container)
         if checkpoint is not None:
             await delete_rows(self.store, keys.RECONCILE_PARTITION, [checkpoint])
         job = await self.store.get(keys.JOBS_PARTITION, container)
         if job is not None:
             removed += await delete_rows(self.store, keys.JOBS_PARTITION, [job])
+        self.sweep.layouts.forget(container)  # a job of that name made later may choose another
         report.rows_removed += removed
         report.jobs_removed += 1
         log.info("container %s is gone: removed its job and %d rows", container, removed)
