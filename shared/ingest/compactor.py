@@ -35,10 +35,10 @@ from shared.domain.ledger import (
     TaskPart,
     counts_text,
 )
-from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation, write
+from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation, guard, write
 from shared.domain.rows import KINDS, Entity, Int64, Usage, as_int, is_text_part
 from shared.store.errors import ConflictError, StorageBusyError, StorageUnavailableError
-from shared.store.table import TableStore
+from shared.store.table import TIMESTAMP, TableStore
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ MAX_FOLD_ATTEMPTS = 8
 #: A batch transaction's payload is at most 4 MiB: feed rows are cut into batches of at most
 #: this many characters of changes (well under it, UTF-8 and the batch's own framing included).
 FEED_BATCH_CHARS = 1_000_000
-_KEPT = ("__etag", "PartitionKey")
+_KEPT = ("__etag", TIMESTAMP, "PartitionKey")
 MAX_PUBLISH_ATTEMPTS = 4
 
 
@@ -142,30 +142,36 @@ class Compactor:
 
     # -- a round ---------------------------------------------------------------------------
 
-    async def _view(self, container: str) -> JobView:
+    async def _view(self, container: str) -> tuple[JobView, dict[str, datetime] | None]:
+        """The job's ledger and, when it took several query responses (each its own snapshot,
+        read at its own moment), every row's commit ``Timestamp``; ``None`` when it came in one
+        response (one snapshot of the partition: what it holds is consistent)."""
         low, high = keys.prefix_range(keys.shard_prefix())
-        return JobView.of([row async for row in self.store.query_range(container, low, high)])
+        rows: list[Entity] = []
+        responses = 0
+        async for response in self.store.query_responses(container, low, high):
+            rows.extend(response)
+            responses += 1
+        stamps = {str(r["RowKey"]): r[TIMESTAMP] for r in rows if isinstance(r.get(TIMESTAMP), datetime)}
+        return JobView.of(rows), stamps if responses > 1 else None
 
     async def fold(self, container: str, *, force: bool = False) -> int:
         """Fold the job's deltas; the number folded. ``force`` resumes another's fresh round."""
         folded = 0
         for attempt in range(MAX_FOLD_ATTEMPTS):
-            view = await self._view(container)
+            view, stamps = await self._view(container)
             now = datetime.now(timezone.utc)
             fold = view.fold
             if fold is None:
                 if not view.deltas:
                     return folded
-                # The round's order is the feed's: every blob's changes in sequencer order. A
-                # prefix of that order holds every earlier change of the blobs it holds.
-                ordered = order_deltas(d.change_set() for d in view.deltas)
-                fold = FoldRound(uuid.uuid4().hex, [c.delta_id for c in ordered[:MAX_ROUND_DELTAS]], 0,
-                                 self.writer, now + ROUND_LEASE)
                 try:  # the round row first, before any step adds to it
-                    etags = await self.store.submit(container, [Operation(Op.CREATE, fold.entity())])
+                    opened = await (self._open(container, view, now) if stamps is None else self._open_cut(container, now))
                 except ConflictError:
                     continue  # another instance started a round just now
-                fold.row = {**fold.entity(), "__etag": etags[0]}
+                if opened is None:
+                    continue  # nothing committed before the cut (folded meanwhile): read again
+                view, fold = opened
             elif fold.holder != self.writer and fold.expires is not None and fold.expires > now and not force:
                 return folded
             try:
@@ -178,6 +184,62 @@ class Compactor:
             if len(view.deltas) <= len(fold.deltas):
                 return folded
         raise StorageBusyError(f"fold of {container} lost {MAX_FOLD_ATTEMPTS} races")
+
+    async def _open(self, container: str, view: JobView, now: datetime) -> tuple[JobView, FoldRound]:
+        """A new round over a ledger read in one response (one snapshot): its first deltas in
+        the feed's order, every blob's changes in sequencer order. A prefix of that order holds
+        every earlier change of the blobs it holds (the cap takes a prefix).
+
+        The round row is created with ``S|00`` rewritten unchanged on the ETag read: another
+        instance's whole round between the read and this create (its row created and deleted
+        again, so the create alone succeeds) folded these very deltas, and would have them
+        added to the task rows twice; every round rewrites ``S|00`` before deleting a delta.
+        """
+        ordered = order_deltas(d.change_set() for d in view.deltas)
+        fold = FoldRound(uuid.uuid4().hex, [c.delta_id for c in ordered[:MAX_ROUND_DELTAS]], 0,
+                         self.writer, now + ROUND_LEASE)
+        counter = guard(keys.counter_key(), view.counter)
+        etags = await self.store.submit(container, [Operation(Op.CREATE, fold.entity()), counter])
+        fold.row = {**fold.entity(), "__etag": etags[0]}
+        rewritten = {**counter.entity, "__etag": etags[1]}  # as the job step must find it
+        view.counters = [rewritten] + [r for r in view.counters if r["RowKey"] != keys.counter_key()]
+        return view, fold
+
+    async def _open_cut(self, container: str, now: datetime) -> tuple[JobView, FoldRound] | None:
+        """A new round over a ledger too long for one query response; ``None`` if it has nothing
+        to fold.
+
+        The responses are reads at different moments: a blob's change committed between two of
+        them can be read without the earlier change it replaced (whose key was in a response
+        already read), and a round holding the later without the earlier would sequence them
+        out of order. So the round row is created first, naming nothing: from then on no other
+        round deletes a delta, so every delta committed before the row is in every later read.
+        The ledger is read again and the round takes only the deltas committed before its row,
+        by the partition's own commit ``Timestamp``s (strictly before: a tick may hold
+        several commits): a blob's earlier change was committed before its later one (the
+        later replaced its row on the ETag), so it is there too, and the cap takes a prefix of
+        the feed's order. Costs a write and a ledger read, only for such a long ledger.
+        """
+        claim = FoldRound(uuid.uuid4().hex, [], 0, self.writer, now + ROUND_LEASE)
+        await self.store.submit(container, [Operation(Op.CREATE, claim.entity())])
+        view, stamps = await self._view(container)
+        mine = view.fold
+        if mine is None or mine.round_id != claim.round_id:
+            raise ConflictError("the new round was taken over")
+        if stamps is None:  # read again in one response: a snapshot, whole
+            before = view.deltas
+        else:  # a row without a Timestamp (never from the service) is left to a later round
+            cut = stamps.get(keys.fold_round_key())
+            before = [d for d in view.deltas if cut is not None and d.key in stamps and stamps[d.key] < cut]
+        ordered = order_deltas(d.change_set() for d in before)
+        fold = FoldRound(claim.round_id, [c.delta_id for c in ordered[:MAX_ROUND_DELTAS]], 0, self.writer, now + ROUND_LEASE)
+        fold.row = mine.row
+        if not fold.deltas:
+            assert mine.row is not None
+            await self.store.submit(container, [Operation(Op.DELETE, {"RowKey": keys.fold_round_key()}, mine.row["__etag"])])
+            return None
+        await self._submit_with_round(container, [], fold, now)  # the round row names its deltas
+        return view, fold
 
     def _claim(self, fold: FoldRound, now: datetime) -> Operation:
         """The round row rewritten on its ETag: renews this instance's lease, and fails the

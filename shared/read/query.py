@@ -170,14 +170,13 @@ class QueryService:
         A fold landing between the ledger's read and the task rows' would make them disagree
         (a delta counted twice, or a task count off: the round that folded it unseen). So the
         ledger is read again after ``read`` and the whole tried again until no fold step
-        moved in between (``ledger.unmoved``). With nothing left to fold there is no step to
-        land, and the first read stands.
+        moved in between (``ledger.unmoved``). Even with nothing left to fold when the ledger
+        was read: a delta committed just after can be folded while ``read`` reads its rows
+        over several responses (a page of the task listing before that round, the next after).
         """
         view, whole = await self._read_ledger(container)
         for _ in range(MAX_LEDGER_READS):
             found = await read(view)
-            if not view.unfolded():
-                return view, found
             again, whole_again = await self._read_ledger(container)
             if unmoved(view, again, whole=whole):
                 return view, found

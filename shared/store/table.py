@@ -51,6 +51,11 @@ MAX_QUERY_PAGE = 1000
 _BUSY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
+#: A read row's service-assigned ``Timestamp`` (its last commit, by the partition's clock), under
+#: a reserved key like ``__etag``: present when the query did not ``select`` properties.
+TIMESTAMP = "__timestamp"
+
+
 def etag_of(entity: Mapping[str, Any]) -> str | None:
     metadata = getattr(entity, "metadata", None) or {}
     return metadata.get("etag")
@@ -58,22 +63,27 @@ def etag_of(entity: Mapping[str, Any]) -> str | None:
 
 def _plain(entity: Any) -> Entity:
     """An SDK entity as the core sees it: Int64 values as ``Int64``, the ETag under ``__etag``,
-    texts readable (``values.readable``)."""
+    the service's ``Timestamp`` under ``__timestamp`` (when returned), texts readable
+    (``values.readable``)."""
     plain = {
         name: Int64(value.value) if isinstance(value, EntityProperty) and value.edm_type == EdmType.INT64
         else readable(name, value)
         for name, value in entity.items()
     }
     plain["__etag"] = etag_of(entity)
+    stamp = (getattr(entity, "metadata", None) or {}).get("timestamp")
+    if stamp is not None:
+        plain[TIMESTAMP] = stamp
     return plain
 
 
 def sdk_entity(entity: Entity) -> dict[str, Any]:
-    """A core entity for the SDK: ``Int64`` values typed Edm.Int64, the ETag key left out."""
+    """A core entity for the SDK: ``Int64`` values typed Edm.Int64, the reserved keys (``__etag``,
+    ``__timestamp``) left out, so a row read and written back carries neither."""
     return {
         name: EntityProperty(int(value), EdmType.INT64) if isinstance(value, Int64) else value
         for name, value in entity.items()
-        if name != "__etag"
+        if not name.startswith("__")
     }
 
 
@@ -284,15 +294,40 @@ class TableStore:
 
         ``where`` adds equality conditions on properties; every value is a query parameter.
         """
-        query, params = self._filter(partition, low, high, after, where)
+        returned = 0
         page_size = min(MAX_QUERY_PAGE, limit) if limit else MAX_QUERY_PAGE
+        async for response in self.query_responses(partition, low, high, after=after, where=where, select=select,
+                                                   page_size=page_size):
+            for entity in response:
+                yield entity
+                returned += 1
+                if limit is not None and returned >= limit:
+                    return
+
+    async def query_responses(
+        self,
+        partition: str,
+        low: str | None,
+        high: str | None,
+        *,
+        after: str | None = None,
+        where: Mapping[str, Any] | None = None,
+        select: Sequence[str] | None = None,
+        page_size: int = MAX_QUERY_PAGE,
+    ) -> AsyncIterator[list[Entity]]:
+        """The entities of a range query (as ``query_range``), one list per query response.
+
+        Each response is answered from one snapshot of the partition; the next one, asked with
+        the service's continuation, is a new read at a later moment. A caller that orders what
+        it read by commit (the fold) needs to know where one snapshot ends.
+        """
+        query, params = self._filter(partition, low, high, after, where)
         pages = self._client.query_entities(
             query,
             parameters=params,
             select=list(select) if select else None,
             results_per_page=page_size,
         ).by_page()
-        returned = 0
         while True:
             with self._translated():
                 try:
@@ -301,11 +336,7 @@ class TableStore:
                         entities = [_plain(entity) async for entity in page]
                 except StopAsyncIteration:
                     return
-            for entity in entities:
-                yield entity
-                returned += 1
-                if limit is not None and returned >= limit:
-                    return
+            yield entities
 
     async def query_response(
         self, partition: str, low: str, high: str, *, select: Sequence[str] | None = None, limit: int = MAX_QUERY_PAGE,

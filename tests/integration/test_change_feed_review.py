@@ -19,7 +19,7 @@ import shared.read.changes as changes_module
 from devtools.azurite import Azurite
 from shared.domain import keys
 from shared.domain.feed import FeedChange
-from shared.domain.ledger import Delta
+from shared.domain.ledger import MAX_ROUND_DELTAS, Delta
 from shared.domain.planning import MAX_BATCH_OPERATIONS, Op, Operation
 from shared.domain.rows import Entity
 from shared.read.feed import MAX_DELIVERED, READ_ROWS, Filter
@@ -93,54 +93,111 @@ def _output_change(change: str, seq: int, name: str) -> FeedChange:
     return FeedChange(change, f"{seq:032d}", "t1", "TaskOutput", name, f"t1/$TaskOutput/{name}", size=seq)
 
 
-@pytest.mark.xfail(strict=True, reason="a fold round built from a ledger read over several responses (over 1,000 S| rows) "
-                   "may hold a blob's later change without its earlier one: the feed then has them out of sequencer order")
 def test_a_fold_whose_ledger_read_spans_responses_keeps_each_blobs_order(azurite: Azurite) -> None:
     """More than 1,000 rows under ``S|`` (deltas pending behind a burst): the fold reads the
-    ledger over several responses, each its own snapshot. A writer commits a blob's ``created``
-    (key in the first response's range) and then its ``updated`` (key in the second's) between
-    the two responses: the round holds the ``updated`` without the ``created``, sequences it
-    first, and the ``created`` gets a later seq. A walk then sees ``updated`` then ``created``
-    (a replay lists the blob at its old size)."""
+    ledger over several responses, each its own snapshot. Between the first and second response
+    of every ledger read, a writer commits a blob's ``created`` (key in the first response's
+    range) and then its ``updated`` (key in the second's). A round built from such a read used
+    to hold the ``updated`` without the ``created``, sequence it first, and give the ``created``
+    a later seq: a walk saw ``updated`` then ``created`` (a replay listed the blob at its old
+    size). Each blob's changes must come in sequencer order, and all of them."""
     now = datetime.now(timezone.utc)
-    created_key, updated_key = keys.delta_key("0" * 31 + "1"), keys.delta_key("f" * 32)
 
     async def body(service: Service) -> None:
         store = service.indexer.compactor.store
-        later = now + timedelta(hours=1)  # other outputs' deltas, ordered after the blob's in a round
+        later = now + timedelta(hours=1)  # other outputs' deltas, ordered after the blobs' in a round
         fillers = [_delta(keys.delta_key(f"{1 + i // 1000:x}{i % 1000:031x}"), later,
                           _output_change("created", 1, f"f{i}.txt")) for i in range(1005)]
         for start in range(0, len(fillers), MAX_BATCH_OPERATIONS):
             await store.submit(CONTAINER, [Operation(Op.CREATE, e) for e in fillers[start : start + MAX_BATCH_OPERATIONS]])
-        real = store.query_range
-        committed = False
+        real = store.query_responses
+        blobs: list[str] = []
         low, _ = keys.prefix_range(keys.shard_prefix())
 
-        async def two_responses(partition: str, start: str | None, *args: Any, **kwargs: Any) -> AsyncIterator[Entity]:
-            nonlocal committed
-            count = 0
-            async for row in real(partition, start, *args, **kwargs):
-                yield row
-                count += 1
-                if count == 1000 and start == low and not committed:
-                    committed = True  # between the first and second response of the fold's ledger read
-                    await store.submit(CONTAINER, [Operation(Op.CREATE, _delta(created_key, now, _output_change("created", 10, "b.txt")))])
-                    await store.submit(CONTAINER, [Operation(Op.CREATE, _delta(updated_key, now + timedelta(milliseconds=1),
-                                                                                _output_change("updated", 20, "b.txt")))])
+        async def two_responses(partition: str, start: str | None, *args: Any, **kwargs: Any) -> AsyncIterator[list[Entity]]:
+            first = True
+            async for response in real(partition, start, *args, **kwargs):
+                yield response
+                if first and start == low and len(blobs) < 6:
+                    # Between the first and second response of this ledger read (whichever read
+                    # the round is built from): keys before and after every filler's.
+                    name = f"b{len(blobs)}.txt"
+                    blobs.append(name)
+                    await store.submit(CONTAINER, [Operation(Op.CREATE, _delta(
+                        keys.delta_key(f"0{len(blobs):031x}"), now, _output_change("created", 10, name)))])
+                    await store.submit(CONTAINER, [Operation(Op.CREATE, _delta(
+                        keys.delta_key(f"f{len(blobs):031x}"), now + timedelta(milliseconds=1),
+                        _output_change("updated", 20, name)))])
+                first = False
 
-        store.query_range = two_responses  # type: ignore[method-assign,assignment]
+        store.query_responses = two_responses  # type: ignore[method-assign,assignment]
         try:
             while await service.indexer.compactor.fold(CONTAINER):
                 pass
         finally:
-            store.query_range = real  # type: ignore[method-assign]
-        assert committed
+            store.query_responses = real  # type: ignore[method-assign]
+        await service.indexer.compactor.fold(CONTAINER)
+        assert len(blobs) >= 2  # the fold read the ledger over several responses more than once
+        walk = Walk(service, start=True, size=5000)
+        await walk.step()
+        for name in blobs:
+            assert [c["change"] for c in walk.changes if c["output"]["path"] == name] == ["created", "updated"], name
+
+    run(azurite, body)
+
+
+def test_a_round_capped_below_the_pending_deltas_never_takes_a_blobs_later_change_alone(azurite: Azurite) -> None:
+    """More deltas pending than a round takes (``MAX_ROUND_DELTAS``): the round takes a prefix of
+    the feed's order. A blob's ``updated`` indexed by an instance whose clock is an hour behind
+    sorts first by indexed time, its ``created`` (a clock an hour ahead) last: a round that took
+    the oldest by indexed time would sequence the ``updated`` and leave the ``created`` to the
+    next round. The prefix holds every earlier change of the blobs it holds."""
+    now = datetime.now(timezone.utc)
+
+    async def body(service: Service) -> None:
+        store = service.indexer.compactor.store
+        rows = [_delta(keys.delta_key(f"1{i:031x}"), now + timedelta(milliseconds=i), _output_change("created", 1, f"f{i}.txt"))
+                for i in range(MAX_ROUND_DELTAS + 50)]
+        rows.append(_delta(keys.delta_key("2" * 32), now + timedelta(hours=1), _output_change("created", 10, "b.txt")))
+        rows.append(_delta(keys.delta_key("3" * 32), now - timedelta(hours=1), _output_change("updated", 20, "b.txt")))
+        for start in range(0, len(rows), MAX_BATCH_OPERATIONS):
+            await store.submit(CONTAINER, [Operation(Op.CREATE, e) for e in rows[start : start + MAX_BATCH_OPERATIONS]])
         walk = Walk(service, size=5000)
+        rounds = service.indexer.compactor.rounds
+        await service.indexer.compactor.fold(CONTAINER)
+        assert service.indexer.compactor.rounds - rounds == 2  # the cap cut the deltas in two rounds
+        await walk.step()
+        assert [c["change"] for c in walk.changes if c["output"]["path"] == "b.txt"] == ["created", "updated"]
+        assert len(walk.changes) == len(rows)
+
+    run(azurite, body)
+
+
+def test_a_reader_whose_ledger_spans_responses_delivers_no_pending_change_out_of_order(azurite: Azurite) -> None:
+    """More than 1,000 rows under ``S|``: a reader's one response of the ledger holds a blob's
+    ``updated`` (its delta key in that response's range) but not its ``created`` (a key past it).
+    Delivering the pending deltas of that response would hand out the ``updated`` now and the
+    ``created`` on a later request. Such a reader delivers feed rows only; once the folds catch
+    up, the walk gets the blob's changes in order."""
+    now = datetime.now(timezone.utc)
+
+    async def body(service: Service) -> None:
+        store = service.indexer.compactor.store
+        fillers = [_delta(keys.delta_key(f"{1 + i // 1000:x}{i % 1000:031x}"), now, _output_change("created", 1, f"f{i}.txt"))
+                   for i in range(1005)]
+        for start in range(0, len(fillers), MAX_BATCH_OPERATIONS):
+            await store.submit(CONTAINER, [Operation(Op.CREATE, e) for e in fillers[start : start + MAX_BATCH_OPERATIONS]])
+        walk = Walk(service, start=False, size=5000)
+        assert await walk.step() == []
+        await store.submit(CONTAINER, [Operation(Op.CREATE, _delta(keys.delta_key("f" * 32), now, _output_change("created", 10, "b.txt")))])
+        await store.submit(CONTAINER, [Operation(Op.CREATE, _delta(keys.delta_key("0" * 32), now, _output_change("updated", 20, "b.txt")))])
+        assert await walk.step() == []  # the ledger took more than one response: nothing pending
+        while await service.indexer.compactor.fold(CONTAINER):
+            await walk.step()
         await walk.step()
         assert [c["change"] for c in walk.changes if c["output"]["path"] == "b.txt"] == ["created", "updated"]
 
     run(azurite, body)
-
 
 
 def test_from_start_while_a_purge_runs_between_the_two_queries_of_its_read_is_not_expired(azurite: Azurite) -> None:

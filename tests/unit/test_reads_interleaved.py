@@ -18,7 +18,7 @@ import hashlib
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from unittest import mock
 
@@ -37,7 +37,7 @@ from shared.ingest.indexer import Indexer
 from shared.read.paging import TokenCodec
 from shared.read.query import QueryService
 from shared.store.errors import ConflictError
-from shared.store.table import TableStore
+from shared.store.table import TIMESTAMP, TableStore
 
 JOB = "job-model"
 CONTAINER = container_name(JOB)
@@ -106,8 +106,10 @@ class Scheduler:
 class SteppedTable(TableStore):
     """The index table in memory, one request at a time as the scheduler allows.
 
-    Only the requests are replaced (``get``, ``query_range`` page by page, ``submit``); the
-    store's own ``get_many`` and ``get_rows`` run on them unchanged.
+    Only the requests are replaced (``get``, ``query_responses`` page by page, ``submit``); the
+    store's own ``query_range``, ``get_many`` and ``get_rows`` run on them unchanged. A row
+    committed carries its commit time (``__timestamp``, as the service's ``Timestamp``): the
+    scheduler's order, one tick per transaction.
     """
 
     def __init__(self, scheduler: Scheduler, truth: Truth, page_size: int) -> None:
@@ -116,11 +118,13 @@ class SteppedTable(TableStore):
         self.page_size = self.query_page = page_size
         self.partitions: dict[str, dict[str, Entity]] = {}
         self._etags = itertools.count(1)
+        self._ticks = itertools.count(1)
 
-    def _stored(self, partition: str, row: Entity) -> Entity:
-        entity = {k: v for k, v in row.items() if k != "__etag"}
+    def _stored(self, partition: str, row: Entity, tick: int = 0) -> Entity:
+        entity = {k: v for k, v in row.items() if not k.startswith("__")}
         entity["PartitionKey"] = partition
         entity["__etag"] = f"W/{next(self._etags)}"
+        entity[TIMESTAMP] = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=tick)
         return entity
 
     async def get(self, partition: str, row: str) -> Entity | None:
@@ -128,14 +132,13 @@ class SteppedTable(TableStore):
         found = self.partitions.get(partition, {}).get(row)
         return dict(found) if found is not None else None
 
-    async def query_range(
+    async def query_responses(
         self, partition: str, low: str | None, high: str | None, *, after: str | None = None,
-        where: Mapping[str, Any] | None = None, select: Sequence[str] | None = None, limit: int | None = None,
-    ) -> AsyncIterator[Entity]:
+        where: Mapping[str, Any] | None = None, select: Sequence[str] | None = None, page_size: int = 1000,
+    ) -> AsyncIterator[list[Entity]]:
         # One request per page, each page read at its own moment (a continuation goes on from
         # the last key returned, as Table storage's does).
         cursor = after
-        returned = 0
         while True:
             await self.scheduler.request()
             rows = sorted(self.partitions.get(partition, {}).items())
@@ -143,13 +146,9 @@ class SteppedTable(TableStore):
                 dict(row) for key, row in rows
                 if (low is None or key >= low) and (high is None or key < high) and (cursor is None or key > cursor)
                 and all(row.get(name) == value for name, value in (where or {}).items())
-            ][: self.page_size]
-            for row in page:
-                yield row
-                returned += 1
-                if limit is not None and returned >= limit:
-                    return
-            if len(page) < self.page_size:
+            ][: min(self.page_size, page_size)]
+            yield page
+            if len(page) < min(self.page_size, page_size):
                 return
             cursor = page[-1]["RowKey"]
 
@@ -186,13 +185,14 @@ class SteppedTable(TableStore):
             if item.op in (Op.REPLACE, Op.DELETE) and (present is None or present["__etag"] != item.etag):
                 raise ConflictError("condition failed", index)
         etags: list[str | None] = []
+        tick = next(self._ticks)
         for item in operations:
             key = item.entity["RowKey"]
             if item.op is Op.DELETE:
                 del table[key]
                 etags.append(None)
                 continue
-            table[key] = self._stored(partition, {**item.entity})
+            table[key] = self._stored(partition, {**item.entity}, tick)
             etags.append(table[key]["__etag"])
             if item.op is Op.CREATE and key.startswith(keys.delta_prefix()):
                 self.truth.commit(Delta.of(table[key]))
@@ -371,3 +371,41 @@ def test_a_fold_between_the_ledger_and_the_task_rows(what: str) -> None:
     if what == "admission" and not world.reads:
         return  # its guards no longer held: the chunk would have been planned again
     assert world.reads[0][3] == expected
+
+
+def test_a_delta_committed_after_an_empty_ledger_read_and_folded_between_two_pages() -> None:
+    """The counterexample Hypothesis found (``tasks {t2: 1}`` while the truth was ``{}`` then
+    seven tasks): the reader reads the ledger with nothing to fold, a writer commits, the reader
+    reads the task listing's first page (rows still empty), a whole fold round lands, then the
+    listing's next page. A reader that took "nothing to fold" as "no step can land" returned the
+    two pages as one moment."""
+    world = World.make(page_size=2)
+
+    async def scenario() -> None:
+        await run(world, {"writer": world.write(FIRST), "folder": world.fold(1), "reader": world.read("tasks")},
+                  scripted(["reader", *["writer"] * 10, "reader"] + ["folder"] * 30))
+
+    with no_backoff():
+        asyncio.run(scenario())
+    assert world.reads and world.reads[0][3] == {f"t{n}": 1 for n in range(7)}
+
+
+
+def test_a_round_created_after_another_instance_folded_its_deltas_adds_nothing_twice() -> None:
+    """Two instances fold one job: A reads the ledger (a delta pending, no round), B runs a whole
+    round over that delta (its round row created and deleted again), then A creates its round
+    from its stale read. The round row being free again, A named the delta B had folded and
+    added its task parts to the task rows a second time (each task listed with 2 outputs, the
+    job with 7) before its job step failed on ``S|00``. A round is created on ``S|00``'s ETag
+    as read, which every round rewrites before deleting a delta."""
+    world = World.make(page_size=1000)
+    other = Compactor(world.store, "folder-b", delay=0)
+
+    async def scenario() -> None:
+        await run(world, {"writer": world.write(FIRST), "folder-a": world.fold(1),
+                          "folder-b": other.fold(CONTAINER), "tasks": world.read("tasks")},
+                  scripted([*["writer"] * 10, "folder-a"] + ["folder-b"] * 30 + ["folder-a"] * 30))
+
+    with no_backoff():
+        asyncio.run(scenario())
+    assert world.reads[0][3] == {f"t{n}": 1 for n in range(7)}
