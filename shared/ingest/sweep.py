@@ -193,8 +193,10 @@ class JobSweep:
     ) -> tuple[SweepReport, str | None]:
         """Check up to ``limit`` output rows keyed after ``after`` against storage (``check``)
         and purge tombstones indexed before ``purge_before``; the key to resume after (``None``:
-        the index's end was reached)."""
+        the index's end was reached). Without ``check`` only tombstones are read (the service
+        filters ``State``), so a slice reads no live row."""
         report = SweepReport()
+        where = None if check else {"State": DELETED}
         rows: list[Entity] = []
         more = False
         for low, high in keys.output_ranges():
@@ -204,7 +206,7 @@ class JobSweep:
                 more = True
                 break
             read, more = await self.store.read_page(container, low, high, limit=limit - len(rows), after=after,
-                                                    select=ROW_FIELDS)
+                                                    where=where, select=ROW_FIELDS)
             rows.extend(read)
         report.rows_checked += len(rows)
         old = [row for row in rows if row.get("State") == DELETED and purge_before is not None
