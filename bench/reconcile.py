@@ -394,6 +394,47 @@ def _million(azurite: Azurite, blobs: SeededBlobs, env: dict[str, str], size: in
     return figures
 
 
+def reindex_through_cli(size: int, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """``batch-outputs reindex`` of a job of ``size`` outputs (1 % wrong, as ``_million``'s),
+    through the app: a reindex that outlives its request (``REINDEX_REQUEST_SECONDS``) answers 202
+    and the CLI waits on the operation. Run once by hand (``--cli-reindex N``), not by ``make bench``."""
+    from bench.listing import _serve
+
+    with tempfile.TemporaryDirectory(prefix="bench-cli-reindex-") as tmp:
+        azurite = Azurite(location=Path(tmp) / "tables", in_memory=True).start()
+        blobs = SeededBlobs(Path(tmp) / "blobs", free_port())
+        server = None
+        try:
+            job = make_job(f"steady-{size}", size, seed=size)
+            names = job_names(job)
+            missing = set(names[::200])
+            phantoms = [f"ghost-{n:05d}/$TaskOutput/gone.bin" for n in range(len(missing))]
+            say(f"  seeding a job of {size:,} outputs, {len(missing):,} unindexed and {len(phantoms):,} phantom rows…")
+            seeding = _seed(azurite, blobs, TABLE, job.container, names, indexed=[n for n in names if n not in missing],
+                            phantoms=phantoms)
+            say(f"    seeded: {seeding}")
+            server, url = _serve({"INDEX_STORAGE": azurite.connection_string, "INDEX_TABLE": TABLE,
+                                  "OUTPUTS_STORAGE": blobs.connection_string(), "API_KEYS": "bench-key",
+                                  "TOKEN_SIGNING_KEY": "bench"})
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "batch_outputs.cli", "reindex", job.job_id, "--json"], cwd=PROJECT_ROOT,
+                                  env={**os.environ, "BATCH_OUTPUTS_API": url, "BATCH_OUTPUTS_KEY": "bench-key"},
+                                  capture_output=True, text=True, check=False)
+            seconds = time.perf_counter() - started
+            if done.returncode != 0:
+                raise RuntimeError(f"batch-outputs reindex failed ({done.returncode}): {done.stderr[-2000:]}")
+            figures = {"outputs": size, "seconds": round(seconds), "result": json.loads(done.stdout),
+                       "exact": _index_equals(azurite.connection_string, TABLE, job.container, set(names))}
+            say(f"    {figures}")
+            return figures
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait()
+            blobs.stop()
+            azurite.stop()
+
+
 def _index_equals(connection: str, table: str, container: str, names: set[str]) -> bool:
     async def live() -> set[str]:
         async with TableClient.from_connection_string(connection, table) as client:
@@ -408,10 +449,15 @@ def main() -> int:
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--million", action="store_true")
     parser.add_argument("--million-only", type=int, metavar="OUTPUTS", help="only the to-exact figure, for a job of this size")
+    parser.add_argument("--cli-reindex", type=int, metavar="OUTPUTS",
+                        help="only `batch-outputs reindex` of a job of this size, through the long-running operation")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(asyncio.run(_worker(args.worker))))
+        return 0
+    if args.cli_reindex:
+        print(json.dumps(reindex_through_cli(args.cli_reindex), indent=2))
         return 0
     print(json.dumps(figures(small=args.small, million=args.million, million_only=args.million_only), indent=2))
     return 0
