@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -253,9 +252,9 @@ def job_names(job: Job) -> list[str]:
 # -- the measured process ----------------------------------------------------------------
 
 
-def _rss_mb(pid: int | str = "self") -> float:
+def _rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -268,10 +267,15 @@ async def _worker(runs: int) -> dict[str, Any]:
     service = await Service.create(Settings.load())
     try:
         base = _rss_mb()
+        # The peak is the kernel's high-water mark of this process's resident set (VmHWM),
+        # reset here so that it covers the runs alone. Not ``ru_maxrss``: Linux carries a
+        # parent's resident set over fork and exec into it, so a worker started by a bench
+        # holding a 300,000-output job's names would report the bench's memory as its own.
+        Path("/proc/self/clear_refs").write_text("5")
         reports = []
         for _ in range(runs):
             reports.append((await service.reconciler().run()).as_dict())
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = _rss_mb(field="VmHWM")
         return {"base_rss_mb": base, "peak_rss_mb": peak, "reports": reports}
     finally:
         await service.close()
