@@ -183,13 +183,15 @@ class Reconciler:
         if last is None:
             return
         position = checkpoint.tombstones_from
-        if last >= now - self.window - TOMBSTONE_TTL - timedelta(hours=1):
-            # Tombstones first, then the feed rows that recorded them (never past the position).
+        feed_kept = last >= now - self.window - self.feed_retention - timedelta(hours=1)
+        if feed_kept or last >= now - self.window - TOMBSTONE_TTL - timedelta(hours=1):
+            # Tombstones first, then the feed rows that recorded them (never past the position);
+            # for as long as the feed is purged too, so that the position always moves on.
             purge = await self.tombstones.purge(container, position, now - TOMBSTONE_TTL)
             report.tombstones_purged += purge.purged
             report.tombstone_feed_rows_read += purge.feed_rows_read
             position = purge.position
-        if last >= now - self.window - self.feed_retention - timedelta(hours=1):
+        if feed_kept:
             # The change feed keeps CHANGE_FEED_RETENTION_HOURS of changes (the newest row always).
             report.feed_rows_purged += await self.compactor.purge_feed(container, now - self.feed_retention,
                                                                        keep_from=position)
