@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ServiceRequestError
 from azure.data.tables.aio import TableClient
 
 from bench.counting_proxy import CountingProxy
@@ -237,7 +237,13 @@ async def write_rows(connection: str, table: str, container: str, names: list[st
 
         def batch(chunk: list[dict[str, Any]]) -> Callable[[], Awaitable[None]]:
             async def run() -> None:
-                answer = await submit_fast(client, [("upsert", {"PartitionKey": container, **row}, {}) for row in chunk])
+                for attempt in range(5):
+                    try:
+                        answer = await submit_fast(client, [("upsert", {"PartitionKey": container, **row}, {}) for row in chunk])
+                        break
+                    except ServiceRequestError:  # a kept-alive connection Azurite closed meanwhile: upserts repeat
+                        if attempt == 4:
+                            raise
                 if answer.etags is None:
                     raise RuntimeError(f"writing rows failed: {answer.status} {answer.failure}")
             return run
