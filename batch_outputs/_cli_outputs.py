@@ -206,6 +206,9 @@ def watch(
                     else:
                         say(out, f"{change.at or ''}  {change.change:<8}  {change.output.blob_name}  {human_size(change.output.size)}")
                 sys.stdout.flush()
+                if cursor is None:  # the feed's position is taken: every later change will be printed
+                    sys.stderr.write(f"watching job {job} from {start}; Ctrl-C stops\n")
+                    sys.stderr.flush()
                 cursor, more = batch.cursor, batch.more
     except KeyboardInterrupt:
         return

@@ -29,7 +29,7 @@ from azure.storage.blob import BlobServiceClient, generate_container_sas
 from rich.console import Console
 from rich.table import Table
 
-from bench import bad_deliveries, feed, listing, many_jobs, scaleout
+from bench import bad_deliveries, feed, listing, many_jobs, partitions, scaleout
 from bench import client as client_figures
 from bench import reconcile as reconcile_bench
 from bench.stack import API_KEY, EVENTS_KEY, INDEX_TABLE, Stack, azurite_version, rss_mb
@@ -400,6 +400,15 @@ def report(results: dict[str, Any]) -> Table:
         row(f"every TaskOutput of {lst['outputs']:,} outputs: entities read / result", f"{lst['entities_read_per_result']:.3f}",
             "", None, "≤ 1.05", lst["entities_read_per_result"] <= 1.05)
         row("… queries per 1,000 results", f"{lst['queries_per_1000']:.3f}", "", None, "≤ 1.05", lst["queries_per_1000"] <= 1.05)
+    if "partitions" in results:
+        part = results["partitions"]
+        row(f"hot job over {part['partitions']} partitions: entities written / event", f"{part['entities_per_event']:.3f}",
+            f"{part['one_partition']['entities_per_event']:.3f}", None, "≤ 1.3", part["entities_per_event"] <= 1.3)
+        row("… cross-task listing queries / 1,000 results vs one partition (default page; at 5,000)",
+            f"{part['listing_requests_ratio']:.2f}× ({part['listing_requests_ratio_at_5000']:.2f}×)", "", None, "≤ 2×",
+            part["listing_requests_ratio"] <= 2)
+        row("… largest share of its writes in one partition", f"{part['max_share']:.1%}", "", None, "≤ 35 %",
+            part["max_share"] <= 0.35)
     if "many_jobs_delivery" in results:
         many, pages = results["many_jobs_delivery"], results["jobs_listing"]["requests_per_page"]
         row(f"one delivery over 1,000 new jobs: answer, time ({many['requests_per_event']:.2f} requests / event with folds)",
@@ -489,6 +498,8 @@ def main() -> int:
     results["reconcile"] = reconcile_bench.figures(small=args.small, million=args.million, say=console.print)
     console.print("[bold]Listing[/]: every TaskOutput of a 100,000-output job, counted at the transport…")
     results["listing"] = listing.figures(small=args.small, say=console.print)
+    console.print("[bold]Partitions[/]: a hot job over 4 Table partitions beside a job of one, counted at the transport…")
+    results["partitions"] = partitions.figures(small=args.small, say=console.print)
     results["total_s"] = time.perf_counter() - started
     if args.small:
         results["note"] = "--small: jobs of 1,000 and 5,000 blobs reported under the 10000/50000 keys"

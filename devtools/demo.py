@@ -5,6 +5,10 @@ as intermediates and the frame itself; the job saves the encoded movie and a pos
 saves more than the per-task quota allows, so the job also shows rejections. The blobs are
 uploaded to Azurite by convention; the event feed of ``make run`` indexes them, and this
 script waits until the index holds them all, then prints the page to open.
+
+Run again, it re-renders the shot as a job re-run would: it first deletes what the last run
+saved (the index drops those outputs, and a ``batch-outputs watch`` shows each ``deleted``),
+then saves everything anew.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -78,27 +84,43 @@ def stderr_log(frame: int, rng: random.Random) -> bytes:
     return ("\n".join(lines) + ("\n" if lines else "")).encode()
 
 
-def job_uploads() -> tuple[list[Upload], list[Upload]]:
+def job_uploads(frames: int = FRAMES) -> tuple[list[Upload], list[Upload]]:
     """The job's blobs, and the greedy task's extra tiles, saved once the rest is indexed."""
     rng = random.Random(42)
     uploads: list[Upload] = []
     extra: list[Upload] = []
-    for index in range(FRAMES):
+    greedy = min(GREEDY_TASK, frames)
+    for index in range(frames):
         frame = index + 1
         task = f"frame-{frame:04d}"
         put = lambda kind, path, data, ctype, task=task: uploads.append(Upload(blob_name(kind, path, task), data, ctype))  # noqa: E731
-        put("TaskPreview", "preview.png", frame_png(index, FRAMES), "image/png")
+        put("TaskPreview", "preview.png", frame_png(index, frames), "image/png")
         put("TaskLog", "stdout.txt", stdout_log(frame, rng), "text/plain; charset=utf-8")
         put("TaskLog", "stderr.txt", stderr_log(frame, rng), "text/plain; charset=utf-8")
         for tile in range(TILES):
             put("TaskIntermediate", f"tiles/tile-{tile}.exr", os.urandom(rng.randint(12_000, 40_000)), "image/x-exr")
         put("TaskOutput", f"frame-{frame:04d}.exr", os.urandom(rng.randint(150_000, 260_000)), "image/x-exr")
-    uploads.append(Upload(blob_name("JobPreview", "poster.png"), frame_png(FRAMES // 2, FRAMES, 480, 270), "image/png"))
+    uploads.append(Upload(blob_name("JobPreview", "poster.png"), frame_png(frames // 2, frames, 480, 270), "image/png"))
     uploads.append(Upload(blob_name("JobOutput", "shot-042.mp4"), os.urandom(3_500_000), "video/mp4"))
     uploads.append(Upload(blob_name("JobOutput", "edl/shot-042.edl"), b"TITLE: SHOT-042\nFCM: NON-DROP FRAME\n", "text/plain"))
-    extra += [Upload(blob_name("TaskIntermediate", f"tiles/tile-{tile}-pass2.exr", f"frame-{GREEDY_TASK:04d}"),
+    extra += [Upload(blob_name("TaskIntermediate", f"tiles/tile-{tile}-pass2.exr", f"frame-{greedy:04d}"),
                      os.urandom(rng.randint(12_000, 40_000)), "image/x-exr") for tile in range(2)]
     return uploads, extra
+
+
+def clear_previous_run(container: Any, names: list[str], outputs: Callable[[], int], args: argparse.Namespace) -> bool:
+    """Delete the last run's blobs and wait until the index holds none of its outputs."""
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        for future in as_completed([pool.submit(container.delete_blob, name) for name in names]):
+            future.result()
+    deadline = time.monotonic() + args.timeout
+    while outputs():
+        if time.monotonic() > deadline:
+            print("The index did not drop the last run's outputs: is the event feed of `make run` running?", file=sys.stderr)
+            return False
+        time.sleep(1)
+    print(f"deleted the last run's {len(names)} blobs; the index dropped them")
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,28 +128,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app", default=APP, help="the app's base URL (default %(default)s)")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for the index")
+    parser.add_argument("--frames", type=int, default=FRAMES, help="tasks of the shot (default %(default)s)")
+    parser.add_argument("--job-id", default=JOB_ID, help="the job (default %(default)s)")
+    parser.add_argument("--key", help="an admin key (default: the first of API_KEYS)")
+    parser.add_argument("--blobs", help="the outputs account's connection string (default: the settings')")
     args = parser.parse_args(argv)
 
     settings = Settings.load()
-    key = settings.api_keys[0] if settings.api_keys else ""
+    key = args.key or (settings.api_keys[0] if settings.api_keys else "")
     api = httpx.Client(base_url=args.app, headers={"x-functions-key": key}, timeout=30)
     try:
         api.get("/api/health").raise_for_status()
     except httpx.HTTPError:
         print(f"The app is not answering on {args.app}: start `make run` in another terminal first.", file=sys.stderr)
         return 1
-    job_path = f"/api/jobs/{quote(JOB_ID, safe='')}"
+    job_path = f"/api/jobs/{quote(args.job_id, safe='')}"
     for method, path, body in (("PUT", job_path, None), ("PUT", f"{job_path}/quota", QUOTA)):
         response = api.request(method, path, json=body)
         if response.status_code != 200:
             print(f"{method} {path}: {response.status_code} {response.text}", file=sys.stderr)
             return 1
 
-    uploads, extra = job_uploads()
+    uploads, extra = job_uploads(args.frames)
     total = len(uploads) + len(extra)
     blobs = BlobServiceClient.from_connection_string(
-        development_storage(settings.outputs_storage.connection_string or ""), max_single_put_size=8 * 1024 * 1024)
-    container = blobs.get_container_client(container_name(JOB_ID))
+        args.blobs or development_storage(settings.outputs_storage.connection_string or ""), max_single_put_size=8 * 1024 * 1024)
+    container = blobs.get_container_client(container_name(args.job_id))
     if not container.exists():
         container.create_container()
 
@@ -139,12 +165,18 @@ def main(argv: list[str] | None = None) -> int:
         summary = api.get(job_path).json()
         return summary.get("usage", {}).get("outputs", 0) + summary.get("rejections", {}).get("outputs", 0)
 
+    previous = [blob.name for blob in container.list_blobs()]
+    outputs = lambda: api.get(job_path).json()["usage"]["outputs"]  # noqa: E731
+    if previous and not clear_previous_run(container, previous, outputs, args):
+        return 1
+    baseline = indexed_count()  # rejections of earlier runs stay counted
+
     columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns) as progress:
         uploaded = progress.add_task("upload", total=total)
         indexed = progress.add_task("index", total=total)
         deadline = time.monotonic() + args.timeout
-        for phase, expected in ((uploads, len(uploads)), (extra, total)):
+        for phase, expected in ((uploads, baseline + len(uploads)), (extra, baseline + total)):
             with ThreadPoolExecutor(args.concurrency) as pool:
                 for future in as_completed([pool.submit(upload, item) for item in phase]):
                     future.result()
@@ -157,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1)
             progress.update(indexed, completed=done)
     # The page only reads: hand it a reader key when there is one (issue 23), not the admin key.
-    page_key = settings.read_keys[0] if settings.read_keys else key
-    page = f"{args.app}/ui/jobs/{quote(JOB_ID, safe='')}?code={quote(page_key, safe='')}"
-    print(f"\n{FRAMES} tasks, {total} outputs of job {JOB_ID} indexed. Open:\n\n  {page}\n")
+    page_key = settings.read_keys[0] if settings.read_keys and not args.key else key
+    page = f"{args.app}/ui/jobs/{quote(args.job_id, safe='')}?code={quote(page_key, safe='')}"
+    print(f"\n{args.frames} tasks, {total} outputs of job {args.job_id} indexed. Open:\n\n  {page}\n")
     return 0
 
 

@@ -20,6 +20,7 @@ from shared.domain.planning import IngestReport
 from shared.domain.sources import outputs_account
 from shared.ingest.group_commit import GroupCommit
 from shared.ingest.indexer import Indexer
+from shared.ingest.layouts import JobLayouts
 from shared.ingest.namespace import NamespaceIndexer
 from shared.ingest.operations import ReindexOperations
 from shared.ingest.quota_admin import QuotaAdministration
@@ -100,6 +101,11 @@ class Service:
 
     def reindexer(self) -> Reindexer:
         return Reindexer(self.indexer, self.quotas, self.blobs)
+
+    @functools.cached_property
+    def layouts(self) -> JobLayouts:
+        """Each job's partitions, chosen by an admin when the job is registered."""
+        return JobLayouts(self.store, self.indexer.layouts, self.settings.quota)
 
     @functools.cached_property
     def group_commit(self) -> GroupCommit:

@@ -245,3 +245,40 @@ def feed_prefix() -> str:
 
 def feed_seq(row_key: str) -> int:
     return int(row_key[len(feed_prefix()):])
+
+
+# -- a job's partitions (a hot job's index spread over several) -------------------------------
+
+#: Between a job's container and a partition's number in the PartitionKey of its partitions
+#: after the first (container names hold lower-case letters, digits and ``-`` only).
+PARTITION_MARK = SEPARATOR
+#: The most partitions one job may be spread over.
+MAX_PARTITIONS = 16
+#: The job registry row's property holding the job's number of partitions (absent: one).
+PARTITIONS = "Partitions"
+
+
+def partition_of(container: str, index: int) -> str:
+    """The PartitionKey of a job's partition ``index``: the container itself for the first, so a
+    one-partition job keeps its one partition, ``{container}|{index}`` for the others."""
+    return container if index == 0 else f"{container}{PARTITION_MARK}{index}"
+
+
+def container_of(partition: str) -> str:
+    """The job container a partition belongs to."""
+    return partition.split(PARTITION_MARK, 1)[0]
+
+
+def partition_index(partition: str) -> int:
+    """The number of a job's partition (0 for the container's own)."""
+    _, _, index = partition.partition(PARTITION_MARK)
+    return int(index) if index else 0
+
+
+def task_slot(encoded_task: str, partitions: int) -> int:
+    """Which of ``partitions`` holds a task (``encoded_task`` as in keys: ``task_key``): a
+    stable hash, so any instance, reader or writer, finds the task at the same place."""
+    if partitions <= 1:
+        return 0
+    return int.from_bytes(hashlib.sha1(encoded_task.encode("utf-8", "surrogatepass")).digest()[:4], "big") % partitions
+

@@ -184,6 +184,12 @@ class IngestResult(_Model):
         default=None, description="the subscription validation code, when a validation event came with the events")
 
 
+class JobLayout(_Model):
+    """How many Table partitions a job's index is spread over (its tasks' outputs, by task)."""
+
+    partitions: int = Field(ge=1, le=16, strict=True, description="1 (the default) to 16; set before the job's first output")
+
+
 class QuotaUpdate(_Model):
     # strict: JSON's ``false`` (or ``true``, or ``1.0``) is no limit, and must not read as 0 (= none).
     maxOutputs: int | None = Field(default=None, ge=0, le=2**53, strict=True, description="0 = no limit")

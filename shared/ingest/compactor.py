@@ -11,11 +11,13 @@ resumes the round where it stopped (every step is idempotent, see ``ledger``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from shared.domain import keys
 from shared.domain.feed import AT, FEED_NEXT, FEED_OLDEST, ChangeSet, counter_feed, order_deltas
@@ -56,6 +58,32 @@ def _kept(row: Entity | None) -> Entity:
     """What a rewritten usage row keeps of the old one: all but its ETag, partition and ``Kinds``
     parts (the new usage writes its own, perhaps fewer)."""
     return {k: v for k, v in (row or {}).items() if k not in _KEPT and not is_text_part(KINDS, k)}
+
+
+#: The ``~jobs`` row property holding a job's figures per partition when it has several.
+PARTS = "PartFigures"
+
+
+def job_parts(job: Entity) -> dict[int, list[Any]] | None:
+    """A several-partition job's figures per partition (``None`` for a job of one): partition
+    number -> [outputs, bytes, tasks, rejected outputs, last indexed (ISO), folds]."""
+    if as_int(job.get(keys.PARTITIONS)) <= 1:
+        return None
+    return {int(k): v for k, v in json.loads(job.get(PARTS) or "{}").items()}
+
+
+def _with_parts(job: Entity, parts: dict[int, list[Any]]) -> Entity:
+    """The ``~jobs`` row carrying ``parts`` and, as its listed figures, their sum (a task lives
+    in one partition, so tasks add up too)."""
+    entity = {k: v for k, v in job.items() if k not in _KEPT and k not in LISTED}
+    sums = [sum(as_int(p[i]) for p in parts.values()) for i in range(4)]
+    times = [datetime.fromisoformat(p[4]) for p in parts.values() if p[4]]
+    entity.update({PARTS: json.dumps({str(k): v for k, v in sorted(parts.items())}, separators=(",", ":")),
+                   "Outputs": Int64(sums[0]), "Bytes": Int64(sums[1]), "Tasks": sums[2], "RejOutputs": Int64(sums[3]),
+                   FOLDS: Int64(sum(as_int(p[5]) for p in parts.values()))})
+    if times:
+        entity["LastIndexedAt"] = max(times)
+    return entity
 
 
 def _latest(*times: datetime | None) -> datetime | None:
@@ -175,7 +203,7 @@ class Compactor:
         sets = [d.change_set() for d in deltas if d.changes]
         for listener in self.round_listeners if sets else ():
             try:
-                await listener(container, sets)
+                await listener(keys.container_of(container), sets)
             except Exception:  # a listener never holds the fold back
                 log.exception("round listener failed for %s", container)
         await self._delete(container, deltas, fold)
@@ -218,20 +246,42 @@ class Compactor:
         for row in legacy:
             usage = usage.plus(Usage.of(row))
         folds = as_int(counter.get(FOLDS))
+        partition, container = container, keys.container_of(container)
         for _ in range(MAX_PUBLISH_ATTEMPTS):
             job = await self.store.get(keys.JOBS_PARTITION, container)
-            if job is None or (FOLDS in job and as_int(job[FOLDS]) >= folds):
+            if job is None:
                 return
-            entity = {k: v for k, v in job.items() if k not in _KEPT and k not in LISTED}
-            entity.update({"RowKey": container, "Outputs": Int64(usage.outputs), "Bytes": Int64(usage.bytes),
-                           "Tasks": usage.tasks, "RejOutputs": Int64(usage.rejected_outputs), FOLDS: Int64(folds)})
-            if counter.get("LastIndexedAt") is not None:
-                entity["LastIndexedAt"] = counter["LastIndexedAt"]
+            parts = job_parts(job)
+            if parts is not None:
+                # A job over several partitions: each partition's figures, as of its own last
+                # fold, kept apart on the row; the row's figures are their sum.
+                index = keys.partition_index(partition)
+                if as_int(parts.get(index, [0] * 6)[5]) >= folds:
+                    return
+                at = counter.get("LastIndexedAt")
+                parts[index] = [usage.outputs, usage.bytes, usage.tasks, usage.rejected_outputs,
+                                at.isoformat() if isinstance(at, datetime) else None, folds]
+                entity = _with_parts(job, parts)
+            else:
+                if FOLDS in job and as_int(job[FOLDS]) >= folds:
+                    return
+                entity = {k: v for k, v in job.items() if k not in _KEPT and k not in LISTED}
+                entity.update({"RowKey": container, "Outputs": Int64(usage.outputs), "Bytes": Int64(usage.bytes),
+                               "Tasks": usage.tasks, "RejOutputs": Int64(usage.rejected_outputs), FOLDS: Int64(folds)})
+                if counter.get("LastIndexedAt") is not None:
+                    entity["LastIndexedAt"] = counter["LastIndexedAt"]
             try:  # on its ETag: a registration or the reconciler's stamp in between is kept
                 await self.store.submit(keys.JOBS_PARTITION, [Operation(Op.REPLACE, entity, job["__etag"])])
                 return
             except ConflictError:
                 continue
+
+    async def fold_job(self, partitions: Iterable[str], *, force: bool = False) -> int:
+        """Fold every partition of a job (one, or a hot job's several); the deltas folded."""
+        folded = 0
+        for partition in partitions:
+            folded += await self.fold(partition, force=force)
+        return folded
 
     async def _fold_tasks(self, container: str, deltas: list[Delta], fold: FoldRound, now: datetime) -> None:
         parts: dict[str, TaskPart] = {}

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from shared.domain import keys
 from shared.domain.conventions import is_convention_container, parse_blob_path
 from shared.domain.events import BlobAction, BlobEvent, SkipReason
+from shared.domain.layout import Layout
 from shared.domain.ledger import Delta, Escrow, JobView
 from shared.domain.planning import IngestReport, Operation, Plan, chunk_changes, guard, plan_chunk
 from shared.domain.quotas import Limits, QuotaDefaults
@@ -44,6 +45,7 @@ from shared.store.errors import (
     StorageBusyError,
     StorageUnavailableError,
 )
+from shared.store.layouts import LayoutBook
 from shared.store.row_locks import RowLocks
 from shared.store.table import TableStore
 
@@ -87,6 +89,8 @@ class Indexer:
         #: This instance's name in the ledger (its escrow row, its fold rounds).
         self.writer = writer or uuid.uuid4().hex
         self.registry = JobRegistry(store)
+        #: Each job's partitions (a hot job's outputs are spread over several by task).
+        self.layouts = LayoutBook(store)
         self.crossings = CrossingAnnouncer(store)
         self.escrows = EscrowKeeper(store, self.writer, quota_defaults)
         self.compactor = Compactor(store, self.writer) if fold_delay is None else Compactor(store, self.writer, delay=fold_delay)
@@ -96,8 +100,8 @@ class Indexer:
         self._limited_locks: dict[str, asyncio.Lock] = {}
         # Chunks of this process never race each other for a task row they guard.
         self._task_locks = RowLocks()
-        #: Called with a job's container after each transaction that committed changes to its
-        #: outputs (the change feed wakes its waiters; output events are published).
+        #: Called with a job's partition (its container, for a job of one) after each transaction
+        #: that committed changes to its outputs (the change feed wakes its waiters).
         self.change_listeners: list[Callable[[str, Delta], None]] = []
 
     # -- entry point ---------------------------------------------------------------------
@@ -149,19 +153,23 @@ class Indexer:
             # quota is set on a registered job only): the defaults, without a read per job.
             for container in created:
                 self._limits[container] = (time.monotonic(), Limits.effective(None, self.quota_defaults))
+                # ... and one partition: a layout is chosen when the row is created (by an admin).
+                self.layouts.remember(Layout(container))
+            layouts = await asyncio.gather(*(self.layouts.get(c) for c in containers))
             limits = await asyncio.gather(*(self.limits(c) for c in containers))
         except IndexStoreError:
             for container, changes in by_container.items():
                 self.telemetry.handed_back(container, len(changes))
             raise
         chunks = [
-            (container, chunk)
-            for container, job_limits in zip(containers, limits, strict=True)
-            for chunk in chunk_changes(by_container[container], guard_tasks=bool(job_limits.max_outputs_per_task))
+            (container, partition, chunk)
+            for container, layout, job_limits in zip(containers, layouts, limits, strict=True)
+            for partition, changes in _by_partition(layout, by_container[container]).items()
+            for chunk in chunk_changes(changes, guard_tasks=bool(job_limits.max_outputs_per_task))
         ]
-        outcomes = await asyncio.gather(*(self._apply_chunk(c, chunk) for c, chunk in chunks), return_exceptions=True)
+        outcomes = await asyncio.gather(*(self._apply_chunk(c, p, chunk) for c, p, chunk in chunks), return_exceptions=True)
         failure: BaseException | None = None
-        for (container, chunk), outcome in zip(chunks, outcomes, strict=True):
+        for (container, _, chunk), outcome in zip(chunks, outcomes, strict=True):
             if isinstance(outcome, IngestReport):
                 report.add(outcome)
                 continue
@@ -184,22 +192,29 @@ class Indexer:
         if cached is not None and not fresh and time.monotonic() - cached[0] < LIMITS_TTL:
             return cached[1]
         limits = Limits.effective(await self.store.get(container, keys.counter_key()), self.quota_defaults)
+        layout = self.layouts.known(container)
+        if layout is not None and layout.spread and limits.limits_job:
+            # No exact job-wide limit over several partitions (escrow must commit with the
+            # outputs, in one partition): refused when set (409), not applied if a default
+            # sets one later (docs/quotas.md).
+            limits = Limits(max_outputs_per_task=limits.max_outputs_per_task)
         self._limits[container] = (time.monotonic(), limits)
         return limits
 
     # -- one chunk -------------------------------------------------------------------------
 
-    async def _apply_chunk(self, container: str, changes: list[Change]) -> IngestReport:
+    async def _apply_chunk(self, container: str, partition: str, changes: list[Change]) -> IngestReport:
         limits = await self.limits(container)
         if not (limits.limits_job or limits.max_outputs_per_task):
-            return await self._commit(container, changes)
-        # A limited job's chunks in this process take turns: they share this writer's escrow.
-        lock = self._limited_locks.setdefault(container, asyncio.Lock())
-        task_rows = {(container, c.task_row) for c in changes if c.task_row}
+            return await self._commit(container, partition, changes)
+        # A limited job's chunks in this process take turns: they share this writer's escrow
+        # (a partition's: one with job-wide limits has one partition).
+        lock = self._limited_locks.setdefault(partition, asyncio.Lock())
+        task_rows = {(partition, c.task_row) for c in changes if c.task_row}
         async with self._task_locks.hold(task_rows), lock:
-            return await self._commit(container, changes)
+            return await self._commit(container, partition, changes)
 
-    async def _task_view(self, container: str, ids: Mapping[str, str]) -> tuple[dict[str, Usage], list[Operation]]:
+    async def _task_view(self, partition: str, ids: Mapping[str, str]) -> tuple[dict[str, Usage], list[Operation]]:
         """Each task's exact usage (its row plus unfolded deltas) and guards on those rows
         (``ids``: task row -> task ID, for a task row created as a guard)."""
         task_keys = set(ids)
@@ -209,12 +224,13 @@ class Indexer:
         # and it rewrote those rows, so their guards fail this chunk, which is planned again.
         # The other way round (or both at once) the rows could hold a delta the ledger still
         # lists as unfolded, with no round to say so: counted twice, an output refused wrongly.
-        rows = await self.store.get_rows(container, task_keys)
-        view = JobView.of(await _collect(self.store, container, low, high))
+        rows = await self.store.get_rows(partition, task_keys)
+        view = JobView.of(await _collect(self.store, partition, low, high))
         usage = {t: view.task_usage(t, rows.get(t)) for t in task_keys}
         return usage, [guard(t, rows.get(t), {"TaskId": ids[t]}) for t in sorted(ids)]
 
-    async def _commit(self, container: str, changes: list[Change]) -> IngestReport:
+    async def _commit(self, container: str, partition: str, changes: list[Change]) -> IngestReport:
+        """Commit one chunk of ``container``'s changes, all of ``partition`` (its tasks' own)."""
         task_ids = {c.task_row: c.output.task_id or "" for c in changes if c.task_row}
         # Creates assume their rows are new (one round trip when they are); deletes and
         # re-admissions expect rows to exist, so those chunks read them first.
@@ -228,9 +244,9 @@ class Indexer:
             if limits.limits_job:
                 allowance, limits = await self.escrows.allowance(container, _need(changes))
             if limits.max_outputs_per_task:
-                tasks, guards = await self._task_view(container, task_ids)
+                tasks, guards = await self._task_view(partition, task_ids)
             if rows is None:
-                rows = await self.store.get_rows(container, [c.row_key for c in changes], select=ROW_STATE)
+                rows = await self.store.get_rows(partition, [c.row_key for c in changes], select=ROW_STATE)
             plan = plan_chunk(
                 changes, rows=rows, limits=limits, now=utcnow(), delta_key=keys.delta_key(uuid.uuid4().hex),
                 allowance=allowance if limits.limits_job else None, tasks=tasks, guards=guards,
@@ -238,9 +254,9 @@ class Indexer:
             if not plan.operations:
                 return plan.report
             try:
-                etags = await self.store.submit(container, plan.operations)
+                etags = await self.store.submit(partition, plan.operations)
             except InvalidEntityError as exc:
-                return await self._without_invalid(container, changes, plan, exc)
+                return await self._without_invalid(container, partition, changes, plan, exc)
             except ConflictError as exc:
                 # Somebody moved first: this writer's escrow was reclaimed, a guarded task row
                 # moved (both re-read next time), or an output row did (re-read the rows).
@@ -250,7 +266,7 @@ class Indexer:
                     fresh = True
                 elif failed is None or not failed.startswith(keys.task_usage_prefix()):
                     rows = None
-                log.debug("chunk of %s re-planned after a conflict on %s (attempt %d)", container, failed, attempt + 1)
+                log.debug("chunk of %s re-planned after a conflict on %s (attempt %d)", partition, failed, attempt + 1)
             except StorageUnavailableError:
                 # We cannot know whether the batch landed: re-read everything. The create and
                 # ETag conditions make an already-landed batch a no-op now.
@@ -258,7 +274,7 @@ class Indexer:
                 self.escrows.forget(container)
                 log.info("chunk of %s re-planned after a dropped connection (attempt %d)", container, attempt + 1)
             else:
-                self._committed(container, plan, etags, allowance, limits)
+                self._committed(container, partition, plan, etags, allowance, limits)
                 if plan.crossings:
                     await self.crossings.announce(container, plan.crossings, limits)
                 return plan.report
@@ -266,22 +282,24 @@ class Indexer:
                 await asyncio.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
         raise ContentionError(f"chunk of {container} lost {MAX_ATTEMPTS} optimistic races")
 
-    def _committed(self, container: str, plan: Plan, etags: Sequence[str | None], allowance: Escrow | None, limits: Limits) -> None:
+    def _committed(self, container: str, partition: str, plan: Plan, etags: Sequence[str | None], allowance: Escrow | None,
+                   limits: Limits) -> None:
         if plan.delta is not None:
             self.telemetry.lag(plan.delta.lag)
         if allowance is not None and limits.limits_job:
             for op, etag in zip(plan.operations, etags, strict=True):
                 if op.entity["RowKey"] == allowance.key:
                     self.escrows.remember(container, Escrow.of({**op.entity, "__etag": etag}), limits)
-        self.compactor.schedule(container)
+        self.compactor.schedule(partition)
         if plan.delta is not None and plan.delta.changes:
             for listener in self.change_listeners:
                 try:
-                    listener(container, plan.delta)
+                    listener(partition, plan.delta)
                 except Exception:  # a listener never fails a committed chunk
                     log.exception("change listener failed for %s", container)
 
-    async def _without_invalid(self, container: str, changes: list[Change], plan: Plan, exc: InvalidEntityError) -> IngestReport:
+    async def _without_invalid(self, container: str, partition: str, changes: list[Change], plan: Plan,
+                               exc: InvalidEntityError) -> IngestReport:
         """Storage refused a row: skip and count the change it came from, commit the rest.
 
         Nothing of the batch was written (a transaction is atomic). When the refused row is
@@ -292,7 +310,7 @@ class Indexer:
         if not bad and len(changes) > 1:
             report = IngestReport()
             for change in changes:
-                report.add(await self._commit(container, [change]))
+                report.add(await self._commit(container, partition, [change]))
             return report
         bad = bad or changes
         for change in bad:
@@ -302,7 +320,7 @@ class Indexer:
         self.telemetry.skipped_in_job(container, SkipReason.UNINDEXABLE.value, len(bad))
         rest = [c for c in changes if c not in bad]
         if rest:
-            report.add(await self._commit(container, rest))
+            report.add(await self._commit(container, partition, rest))
         return report
 
 
@@ -312,6 +330,16 @@ def _severity(failure: BaseException | None) -> int:
     if failure is None:
         return -1
     return 2 if isinstance(failure, StorageAccessError) else 1 if isinstance(failure, StorageBusyError) else 0
+
+
+def _by_partition(layout: Layout, changes: list[Change]) -> dict[str, list[Change]]:
+    """A job's changes by the partition of their task (all in one for a one-partition job)."""
+    if not layout.spread:
+        return {layout.container: changes}
+    parts: dict[str, list[Change]] = {}
+    for change in changes:
+        parts.setdefault(layout.for_task(change.output.task_id), []).append(change)
+    return parts
 
 
 def _need(changes: Iterable[Change]) -> Need:

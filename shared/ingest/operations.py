@@ -147,11 +147,14 @@ class ReindexOperations:
 
     async def start(self, job_id: str, container: str) -> ReindexOperation:
         """A new operation for the job (``JobNotFoundError`` when it has no container and no rows)."""
-        view = JobView.of([row async for row in self.store.query_range(container, *keys.prefix_range(keys.shard_prefix()))])
-        usage = view.job_usage()
-        if not await self._has_container(container) and not await self._has_rows(container):
+        partitions = (await self._sweep().layouts.get(container)).all()
+        expected = 0
+        for partition in partitions:  # for progress only: each partition's usage as read
+            usage = JobView.of([row async for row in self.store.query_range(partition, *keys.prefix_range(keys.shard_prefix()))]).job_usage()
+            expected += usage.outputs + usage.rejected_outputs
+        if not await self._has_container(container) and not any([await self._has_rows(p) for p in partitions]):
             raise JobNotFoundError(container)
-        operation = ReindexOperation(uuid.uuid4().hex, job_id, container, expected=usage.outputs + usage.rejected_outputs,
+        operation = ReindexOperation(uuid.uuid4().hex, job_id, container, expected=expected,
                                      owner=self.instance)
         operation.etag = (await self.store.submit(keys.OPERATIONS_PARTITION, [Operation(Op.CREATE, operation.entity())]))[0]
         return operation

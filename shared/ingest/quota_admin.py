@@ -15,6 +15,7 @@ from shared.domain.rows import REJECTED, Entity, Int64
 from shared.store.errors import ConflictError, StorageUnavailableError
 
 from .indexer import MAX_ATTEMPTS, ContentionError, Indexer
+from .layouts import SPREAD_LIMIT_MESSAGE, SpreadLimitError
 
 
 class QuotaAdministration:
@@ -30,6 +31,9 @@ class QuotaAdministration:
         re-admitted up to the limits.
         """
         await self.indexer.registry.register(container)
+        layout = await self.indexer.layouts.get(container)
+        if layout.spread and any(limits.get(f) for f in ("max_outputs", "max_bytes")):
+            raise SpreadLimitError(SPREAD_LIMIT_MESSAGE)
         for attempt in range(MAX_ATTEMPTS):
             low, high = keys.prefix_range(keys.shard_prefix())
             view = JobView.of([row async for row in self.store.query_range(container, low, high)])
@@ -55,8 +59,11 @@ class QuotaAdministration:
         await self.readmit_rejected(container)
 
     async def rejected_rows(self, container: str) -> list[Entity]:
+        """The job's rejected outputs, in every partition of its layout."""
         low, high = keys.outputs_span()
-        return [row async for row in self.store.query_range(container, low, high, where={"State": REJECTED})]
+        layout = await self.indexer.layouts.get(container)
+        return [row for partition in layout.all()
+                async for row in self.store.query_range(partition, low, high, where={"State": REJECTED})]
 
     async def readmit_rejected(self, container: str) -> IngestReport:
         """Re-evaluate the job's rejected outputs, oldest first, against its current limits."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,7 +43,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from shared.domain import keys
-from shared.domain.rows import Entity, Int64, as_int
+from shared.domain.rows import Entity, as_int
 from shared.settings import ReconcileSettings
 from shared.store.blobs import ContainerNotFoundError, OutputsAccount, list_job_containers
 from shared.store.table import TableStore
@@ -101,8 +102,9 @@ class Checkpoint:
     rows_after: str | None = None
     passes: int = 0
     last_run: datetime | None = None
-    #: The next change feed seq the tombstone purge reads (``tombstones.py``).
-    tombstones_from: int = 0
+    #: The next change feed seq the tombstone purge reads (``tombstones.py``), per partition of
+    #: the job (a hot job has several, each with its own feed).
+    tombstones_from: tuple[tuple[str, int], ...] = ()
     #: The job's last activity whose quiet pass (its tombstones alone, once all are past their
     #: time) was started, and whether that pass ended.
     quiet_of: datetime | None = None
@@ -113,12 +115,28 @@ class Checkpoint:
         if not row:
             return cls()
         return cls(row.get("BlobsAfter") or None, row.get("RowsAfter") or None, int(row.get("Passes") or 0),
-                   row.get("LastRunAt"), as_int(row.get("TombstonesFrom")), row.get("QuietOf"), bool(row.get("QuietDone")))
+                   row.get("LastRunAt"), _positions(row.get("TombstonesFrom")), row.get("QuietOf"), bool(row.get("QuietDone")))
+
+    def position(self, partition: str) -> int:
+        """The tombstone purge's feed position in ``partition`` (0: from the feed's start)."""
+        return dict(self.tombstones_from).get(partition, 0)
 
     def entity(self, container: str) -> Entity:
         return {"PartitionKey": keys.RECONCILE_PARTITION, "RowKey": container, "BlobsAfter": self.blobs_after or "",
                 "RowsAfter": self.rows_after or "", "Passes": self.passes, "LastRunAt": self.last_run,
-                "TombstonesFrom": Int64(self.tombstones_from), "QuietOf": self.quiet_of, "QuietDone": self.quiet_done}
+                "TombstonesFrom": json.dumps(dict(self.tombstones_from), separators=(",", ":")),
+                "QuietOf": self.quiet_of, "QuietDone": self.quiet_done}
+
+
+def _positions(text: Any) -> tuple[tuple[str, int], ...]:
+    """Saved feed positions (JSON ``{partition: seq}``); anything else reads as none: from the start."""
+    try:
+        saved = json.loads(text) if isinstance(text, str) and text else {}
+    except ValueError:
+        return ()
+    if not isinstance(saved, dict):
+        return ()
+    return tuple(sorted((str(p), as_int(seq)) for p, seq in saved.items()))
 
 
 class Reconciler:
@@ -179,25 +197,30 @@ class Reconciler:
 
     async def _reconcile_job(self, container: str, job_row: Entity, checkpoint: Checkpoint, now: datetime,
                              report: ReconcileReport) -> None:
-        last = await self._last_activity(container, job_row)
+        partitions = (await self.sweep.layouts.get(container)).all()
+        last = await self._last_activity(partitions, job_row)
         if last is None:
             return
-        position = checkpoint.tombstones_from
+        # Each partition has its own feed (a hot job's several): a position in each.
+        positions = dict(checkpoint.tombstones_from)
         feed_kept = last >= now - self.window - self.feed_retention - timedelta(hours=1)
-        if feed_kept or last >= now - self.window - TOMBSTONE_TTL - timedelta(hours=1):
-            # Tombstones first, then the feed rows that recorded them (never past the position);
-            # for as long as the feed is purged too, so that the position always moves on.
-            purge = await self.tombstones.purge(container, position, now - TOMBSTONE_TTL)
-            report.tombstones_purged += purge.purged
-            report.tombstone_feed_rows_read += purge.feed_rows_read
-            position = purge.position
-        if feed_kept:
-            # The change feed keeps CHANGE_FEED_RETENTION_HOURS of changes (the newest row always).
-            report.feed_rows_purged += await self.compactor.purge_feed(container, now - self.feed_retention,
-                                                                       keep_from=position)
+        for partition in partitions:
+            position = positions.get(partition, 0)
+            if feed_kept or last >= now - self.window - TOMBSTONE_TTL - timedelta(hours=1):
+                # Tombstones first, then the feed rows that recorded them (never past the
+                # position); for as long as the feed is purged too, so the position moves on.
+                purge = await self.tombstones.purge(partition, position, now - TOMBSTONE_TTL)
+                report.tombstones_purged += purge.purged
+                report.tombstone_feed_rows_read += purge.feed_rows_read
+                position = positions[partition] = purge.position
+            if feed_kept:
+                # The change feed keeps CHANGE_FEED_RETENTION_HOURS of changes (the newest row always).
+                report.feed_rows_purged += await self.compactor.purge_feed(partition, now - self.feed_retention,
+                                                                           keep_from=position)
+        checkpoint_now = replace(checkpoint, tombstones_from=tuple(sorted(positions.items())))
         if last < now - self.window:
             # Quiet: nothing to compare (no event is due), and its tombstones go by the feed.
-            await self._quiet(container, checkpoint, replace(checkpoint, tombstones_from=position), last, now, report)
+            await self._quiet(container, checkpoint, checkpoint_now, last, now, report)
             return
         found = SweepReport()
         try:
@@ -212,11 +235,12 @@ class Reconciler:
             return  # deleted meanwhile: the next run removes the job
         passes = checkpoint.passes + (rows_after is None)
         report.passes_completed += rows_after is None
-        await self.store.merge(Checkpoint(blobs_after, rows_after, passes, now, position).entity(container))
+        await self.store.merge(Checkpoint(blobs_after, rows_after, passes, now, checkpoint_now.tombstones_from)
+                               .entity(container))
         report.add(found)
         report.jobs_reconciled += 1
         # A writer folds the deltas it wrote a moment later; this catches any it could not.
-        report.deltas_folded += await self.compactor.fold(container)
+        report.deltas_folded += await self.compactor.fold_job(partitions)
         await self.store.merge({"PartitionKey": keys.JOBS_PARTITION, "RowKey": container, "LastReconciledAt": now})
 
     async def _quiet(self, container: str, before: Checkpoint, checkpoint: Checkpoint, last: datetime, now: datetime,
@@ -240,33 +264,38 @@ class Reconciler:
         if checkpoint != before:
             await self.store.merge(checkpoint.entity(container))
 
-    async def _last_activity(self, container: str, job_row: Entity) -> datetime | None:
-        """When the job last changed in the index: its newest counter shard, else when first seen."""
+    async def _last_activity(self, partitions: list[str], job_row: Entity) -> datetime | None:
+        """When the job last changed in the index: its newest counter shard (of any of its
+        partitions), else when first seen."""
         low, high = keys.prefix_range(keys.shard_prefix())
         last: datetime | None = job_row.get("FirstSeenAt")
-        async for row in self.store.query_range(container, low, high, select=("RowKey", "LastIndexedAt")):
-            at = row.get("LastIndexedAt")
-            if isinstance(at, datetime) and (last is None or at > last):
-                last = at
+        for partition in partitions:
+            async for row in self.store.query_range(partition, low, high, select=("RowKey", "LastIndexedAt")):
+                at = row.get("LastIndexedAt")
+                if isinstance(at, datetime) and (last is None or at > last):
+                    last = at
         return last
 
     async def _remove_job(self, container: str, report: ReconcileReport) -> None:
         """Delete every row of a job whose container is gone (a chunk at a time), its sweep
         position, then the job's own row."""
         removed = 0
-        after: str | None = None
-        while True:
-            rows, more = await self.store.read_page(container, None, None, limit=REMOVE_CHUNK, after=after, select=("RowKey",))
-            removed += await delete_rows(self.store, container, rows)
-            if not more or not rows:
-                break
-            after = rows[-1]["RowKey"]
+        for partition in (await self.sweep.layouts.get(container)).all():
+            after: str | None = None
+            while True:
+                rows, more = await self.store.read_page(partition, None, None, limit=REMOVE_CHUNK, after=after,
+                                                        select=("RowKey",))
+                removed += await delete_rows(self.store, partition, rows)
+                if not more or not rows:
+                    break
+                after = rows[-1]["RowKey"]
         checkpoint = await self.store.get(keys.RECONCILE_PARTITION, container)
         if checkpoint is not None:
             await delete_rows(self.store, keys.RECONCILE_PARTITION, [checkpoint])
         job = await self.store.get(keys.JOBS_PARTITION, container)
         if job is not None:
             removed += await delete_rows(self.store, keys.JOBS_PARTITION, [job])
+        self.sweep.layouts.forget(container)  # a job of that name made later may choose another
         report.rows_removed += removed
         report.jobs_removed += 1
         log.info("container %s is gone: removed its job and %d rows", container, removed)

@@ -95,8 +95,9 @@ class Reindexer:
 
     async def _index_rows(self, container: str, scopes: Sequence[Scope] | None = None) -> dict[str, Entity]:
         rows: dict[str, Entity] = {}
-        for low, high in keys.output_ranges():
-            async for row in self.store.query_range(container, low, high, select=_ROW_FIELDS):
+        layout = await self.indexer.layouts.get(container)
+        for partition, (low, high) in ((p, r) for p in layout.all() for r in keys.output_ranges()):
+            async for row in self.store.query_range(partition, low, high, select=_ROW_FIELDS):
                 if scopes is None or any(scope.holds(str(row.get("BlobName", ""))) for scope in scopes):
                     rows[row["RowKey"]] = row
         return rows

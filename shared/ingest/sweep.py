@@ -116,6 +116,8 @@ class JobSweep:
         self.quotas = quotas
         self.blobs = blobs
         self._slots = blob_slots
+        #: Each job's partitions: a hot job's rows are compared partition by partition.
+        self.layouts = reindexer.indexer.layouts
 
     async def _bounded(self, work: Awaitable[T]) -> T:
         async with self._slots:
@@ -138,11 +140,17 @@ class JobSweep:
         report.blobs_listed += len(listed)
         report.list_calls += 1 + max(0, len(listed) - 1) // BLOBS_PER_PAGE
         by_key: dict[str, ListedBlob] = {}
+        by_partition: dict[str, list[str]] = {}
+        layout = await self.layouts.get(container)
         for blob in listed:
             output = parse_blob_path(blob.name)
             if output is not None:
-                by_key[keys.output_key(output.kind, output.path, output.task_id)] = blob
-        rows = await self._rows(container, by_key)
+                key = keys.output_key(output.kind, output.path, output.task_id)
+                by_key[key] = blob
+                by_partition.setdefault(layout.for_task(output.task_id), []).append(key)
+        rows: dict[str, Entity] = {}
+        for found in await asyncio.gather(*(self._rows(p, wanted) for p, wanted in by_partition.items())):
+            rows.update(found)
         suspects = {key: blob for key, blob in by_key.items()
                     if (row := rows.get(key)) is None or row.get("State") == DELETED or _differs(row, blob)}
         report.unchanged += len(by_key) - len(suspects)
@@ -197,6 +205,32 @@ class JobSweep:
         filters ``State``), so a slice reads no live row."""
         report = SweepReport()
         where = None if check else {"State": DELETED}
+        layout = await self.layouts.get(container)
+        # A hot job's partitions are compared in one key order (the checkpoint is one key): each
+        # gives its next ``limit`` rows, and the first ``limit`` of them all are this slice.
+        read = await asyncio.gather(*(self._row_page(p, after, limit, where) for p in layout.all()))
+        merged = sorted(((row["RowKey"], p, row) for p, (rows_of, _) in zip(layout.all(), read, strict=True)
+                         for row in rows_of), key=lambda entry: entry[0])
+        more = any(more_of for _, more_of in read) or len(merged) > limit
+        if len(merged) > limit:
+            merged = merged[:limit]
+        # Past the least key a partition with more rows was read to, another may be missing rows.
+        bound = min((rows_of[-1]["RowKey"] for rows_of, more_of in read if more_of and rows_of), default=None)
+        if bound is not None:
+            merged = [entry for entry in merged if entry[0] <= bound]
+        rows = [row for _, _, row in merged]
+        report.rows_checked += len(rows)
+        for partition in layout.all():
+            old = [row for _, p, row in merged if p == partition and row.get("State") == DELETED and purge_before is not None
+                   and isinstance(row.get("IndexedAt"), datetime) and row["IndexedAt"] < purge_before]
+            report.tombstones_purged += await delete_rows(self.store, partition, old)
+        if check:
+            await self._check_rows(container, [row for row in rows if row.get("State") in (LIVE, REJECTED)], report)
+        return report, (rows[-1]["RowKey"] if more and rows else None)
+
+    async def _row_page(self, partition: str, after: str | None, limit: int,
+                        where: dict[str, str] | None) -> tuple[list[Entity], bool]:
+        """Up to ``limit`` output rows of one partition keyed after ``after``, and whether it holds more."""
         rows: list[Entity] = []
         more = False
         for low, high in keys.output_ranges():
@@ -205,16 +239,10 @@ class JobSweep:
             if len(rows) >= limit:
                 more = True
                 break
-            read, more = await self.store.read_page(container, low, high, limit=limit - len(rows), after=after,
+            read, more = await self.store.read_page(partition, low, high, limit=limit - len(rows), after=after,
                                                     where=where, select=ROW_FIELDS)
             rows.extend(read)
-        report.rows_checked += len(rows)
-        old = [row for row in rows if row.get("State") == DELETED and purge_before is not None
-               and isinstance(row.get("IndexedAt"), datetime) and row["IndexedAt"] < purge_before]
-        report.tombstones_purged += await delete_rows(self.store, container, old)
-        if check:
-            await self._check_rows(container, [row for row in rows if row.get("State") in (LIVE, REJECTED)], report)
-        return report, (rows[-1]["RowKey"] if more and rows else None)
+        return rows, more
 
     async def _check_rows(self, container: str, rows: Sequence[Entity], report: SweepReport,
                           *, by_listing: bool = True) -> None:
@@ -267,12 +295,13 @@ class JobSweep:
         """Read the properties of every append and page blob the index holds live, and repair
         the rows of those that grew (or shrank, or went). Memory: one chunk at a time."""
         report = SweepReport()
-        for low, high in keys.output_ranges():
+        layout = await self.layouts.get(container)
+        for partition, (low, high) in ((p, r) for p in layout.all() for r in keys.output_ranges()):
             for blob_type in GROWING_TYPES:
                 after: str | None = None
                 while True:
                     rows, more = await self.store.read_page(
-                        container, low, high, limit=GROWN_CHUNK, after=after,
+                        partition, low, high, limit=GROWN_CHUNK, after=after,
                         where={"State": LIVE, "BlobType": blob_type}, select=ROW_FIELDS)
                     report.rows_checked += len(rows)
                     await self._check_rows(container, rows, report, by_listing=False)

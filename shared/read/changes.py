@@ -18,6 +18,7 @@ from shared.store.table import TableStore
 from .cursors import CursorCodec
 from .feed import MAX_WAIT_SECONDS, CursorExpiredError, FeedPage, FeedReader, Filter
 from .paging import Scope
+from .spread_feed import SpreadFeed
 from .waiting import JobWatch
 
 #: Times a request without a cursor begins again from the start when a purge overtook its read.
@@ -35,6 +36,8 @@ class ChangeFeed:
         self.poll_seconds = poll_seconds
         self.blob_url = blob_url
         self._watches: dict[str, JobWatch] = {}
+        #: A job spread over several partitions: their feeds merged (``spread_feed.py``).
+        self.spread = SpreadFeed(self, signing_key)
 
     def notify(self, container: str) -> None:
         """This process committed a change of ``container``: wake its waiters now."""
@@ -57,32 +60,35 @@ class ChangeFeed:
         return ("changes", container, where.kind, where.task_id.lower() if where.task_id else None)
 
     async def changes(self, container: str, job_id: str, *, cursor: str | None, start: bool, where: Filter,
-                      size: int, wait: float = 0) -> dict[str, Any]:
-        """A page of changes: ``{"value", "cursor", "more"}`` (``more``: a next page is ready)."""
-        scope = self.scope(container, where)
+                      size: int, wait: float = 0, partition: str | None = None) -> dict[str, Any]:
+        """A page of changes: ``{"value", "cursor", "more"}`` (``more``: a next page is ready).
+        ``partition``: the feed read (one task's partition of a job spread over several)."""
+        source = partition or container
+        scope = self.scope(source, where)
         # To the minute: clients that start following a job together hold equal cursors.
         now = int(time.time()) // 60 * 60
         position = self.codec.decode(scope, cursor) if cursor else None
         if position is not None and now - position.issued > self.retention_seconds:
             raise CursorExpiredError("cursor is older than the change feed's retention")
-        watch = self._watch(container) if wait > 0 else None
+        watch = self._watch(source) if wait > 0 else None
         if watch is None:
-            return await self._answer(container, job_id, scope, position, start, where, size, now, None, 0.0, cursor)
+            return await self._answer(container, source, job_id, scope, position, start, where, size, now, None, 0.0, cursor)
         with watch.waiting():
             deadline = asyncio.get_running_loop().time() + min(wait, MAX_WAIT_SECONDS)
-            return await self._answer(container, job_id, scope, position, start, where, size, now, watch, deadline, cursor)
+            return await self._answer(container, source, job_id, scope, position, start, where, size, now, watch, deadline,
+                                      cursor)
 
-    async def _answer(self, container: str, job_id: str, scope: Scope, position: FeedCursor | None, start: bool,
+    async def _answer(self, container: str, source: str, job_id: str, scope: Scope, position: FeedCursor | None, start: bool,
                       where: Filter, size: int, now: int, watch: JobWatch | None, deadline: float,
                       token: str | None) -> dict[str, Any]:
         restarts = 0
         while True:
             version = watch.version() if watch is not None else (0, 0)
             seq = position.seq if position is not None else 0
-            tail = await (watch.shared_tail(seq) if watch is not None else self.reader.read_tail(container, seq))
+            tail = await (watch.shared_tail(seq) if watch is not None else self.reader.read_tail(source, seq))
             if not tail.complete and tail.rows and (tail.rows[-1].seq or 0) < seq:
                 # A shared read from a walk far behind stopped short of this cursor: read from it.
-                tail = await self.reader.read_tail(container, seq)
+                tail = await self.reader.read_tail(source, seq)
             if position is None:
                 if not start:
                     position = self.reader.now_cursor(tail, where, now)
@@ -93,7 +99,7 @@ class ChangeFeed:
                     continue
                 position = FeedCursor(tail.oldest, 0, [], now)
                 if tail.start != position.seq:
-                    tail = await self.reader.read_tail(container, position.seq)
+                    tail = await self.reader.read_tail(source, position.seq)
             if watch is not None:
                 # Waiters of a job woken together mostly hold the same cursor: one page each.
                 key = (token, where, size, job_id)

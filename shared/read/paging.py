@@ -18,10 +18,13 @@ import hashlib
 import hmac
 import json
 import secrets
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+#: Marks a compressed token body (a plain one is JSON, which starts with ``{``).
+_COMPRESSED = b"z"
 #: A query's scope: its fields in order (``None`` for a filter not given), or one string.
 Scope = str | Sequence[str | None]
 
@@ -36,6 +39,9 @@ class Position:
 
     part: int = 0
     after: str | None = None
+    #: A listing merged over a job's partitions: where each partition stands (``merged.py``),
+    #: as ``[state, key]`` pairs; ``None`` for a listing of one partition.
+    heads: tuple[tuple[str, str | None], ...] | None = None
 
 
 def scope_digest(scope: Scope) -> str:
@@ -61,10 +67,13 @@ class TokenCodec:
         return hmac.new(self._key, body, hashlib.sha256).digest()
 
     def encode(self, scope: Scope, position: Position) -> str:
-        body = json.dumps(
-            {"s": scope_digest(scope), "p": position.part, "a": position.after},
-            separators=(",", ":"),
-        ).encode("utf-8")
+        data: dict[str, Any] = {"s": scope_digest(scope), "p": position.part, "a": position.after}
+        body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+        if position.heads is not None:
+            # One key per partition, mostly sharing their starts: compressed, a token of a job
+            # over 16 partitions stays a few hundred characters for keys of usual lengths.
+            data["h"] = [list(head) for head in position.heads]
+            body = _COMPRESSED + zlib.compress(json.dumps(data, separators=(",", ":")).encode("utf-8"), 9)
         return f"{_b64(body)}.{_b64(self._sign(body))}"
 
     def decode(self, scope: Scope, token: str) -> Position:
@@ -75,11 +84,22 @@ class TokenCodec:
             raise InvalidTokenError("continuation token is malformed") from exc
         if not hmac.compare_digest(signature, self._sign(body)):
             raise InvalidTokenError("continuation token was altered")
-        data: Any = json.loads(body)
+        try:
+            data: Any = json.loads(zlib.decompress(body[1:]) if body.startswith(_COMPRESSED) else body)
+        except (ValueError, zlib.error) as exc:
+            raise InvalidTokenError("continuation token is malformed") from exc
         if not isinstance(data, dict) or data.get("s") != scope_digest(scope):
             raise InvalidTokenError("continuation token belongs to another query")
         after = data.get("a")
         part = data.get("p")
         if not isinstance(part, int) or part < 0 or not (after is None or isinstance(after, str)):
             raise InvalidTokenError("continuation token is malformed")
-        return Position(part=part, after=after)
+        heads = data.get("h")
+        if heads is None:
+            return Position(part=part, after=after)
+        if not isinstance(heads, list) or not all(
+            isinstance(h, list) and len(h) == 2 and isinstance(h[0], str) and (h[1] is None or isinstance(h[1], str))
+            for h in heads
+        ):
+            raise InvalidTokenError("continuation token is malformed")
+        return Position(part=part, after=after, heads=tuple((h[0], h[1]) for h in heads))

@@ -11,15 +11,19 @@ from urllib.parse import quote
 from shared.domain import keys
 from shared.domain.conventions import container_name
 from shared.domain.lag import summary as lag_summary
+from shared.domain.layout import Layout
 from shared.domain.ledger import FOLDS, JobView, unmoved
 from shared.domain.quotas import Limits, QuotaDefaults
 from shared.domain.rows import LIVE, OUTPUT_FIELDS, REJECTED, Entity, Usage, as_int
 from shared.store.errors import StorageBusyError
+from shared.store.layouts import LayoutBook
 from shared.store.table import TableStore
 
+from . import task_listing
 from .listings import Listing as _Listing
 from .listings import Page, iso
 from .listings import key_range as _key_range
+from .merged import merged_page
 from .paging import Position, TokenCodec
 
 #: Key ranges of one listing read at once (a task has one range per kind it wrote).
@@ -43,6 +47,8 @@ class QueryService:
         self.quota_defaults = quota_defaults
         self.codec = codec
         self.blob_base_url = blob_base_url.rstrip("/")
+        #: Each job's partitions (read once per job and process: a layout never changes).
+        self.layouts = LayoutBook(store)
 
     # -- items -----------------------------------------------------------------------------
 
@@ -101,7 +107,7 @@ class QueryService:
                 return kept, None
             cursor = read[-1]["RowKey"]
 
-    async def _page(self, container: str, listing: _Listing, page_size: int, token: str | None) -> tuple[list[Entity], str | None]:
+    async def page(self, container: str, listing: _Listing, page_size: int, token: str | None) -> tuple[list[Entity], str | None]:
         """One page of a listing: every row it returns read once, and nothing read ahead.
 
         Whether a next page exists comes from the service's continuation (``TableStore.read_page``),
@@ -187,21 +193,47 @@ class QueryService:
 
         return await self.tied(container, task_rows)
 
+    async def ledgers(self, layout: Layout) -> list[tuple[JobView, dict[str, Entity]]]:
+        """Each partition's ledger and task rows (``ledger``), the container's first, read at once.
+
+        Each partition is exact as of one moment during the read; a job of several partitions
+        is their sum, so it counts every transaction committed before the read began and none
+        begun after it ended, and those committing meanwhile each wholly or not at all (a
+        transaction is one partition's): see docs/architecture.md.
+        """
+        if not layout.spread:
+            return [await self.ledger(layout.container)]
+        return list(await asyncio.gather(*(self.ledger(p) for p in layout.all())))
+
     async def usage(self, container: str) -> tuple[Usage, Entity | None, datetime | None]:
         """The job's exact usage (counters plus unfolded deltas), its limits' carrier, last index time."""
-        view, task_rows = await self.ledger(container)
-        return view.usage(task_rows), view.carrier, view.last_indexed()
+        layout = await self.layouts.get(container)
+        read = await self.ledgers(layout)
+        usage = read[0][0].usage(read[0][1])
+        for view, task_rows in read[1:]:
+            usage = usage.plus(view.usage(task_rows))
+        last = max((t for t in (v.last_indexed() for v, _ in read) if t is not None), default=None)
+        return usage, read[0][0].carrier, last
+
+    def _limits(self, layout: Layout, carrier: Entity | None) -> Limits:
+        limits = Limits.effective(carrier, self.quota_defaults)
+        if layout.spread:  # never applied to such a job (docs/quotas.md)
+            limits = Limits(max_outputs_per_task=limits.max_outputs_per_task)
+        return limits
 
     async def limits(self, job_id: str) -> Limits:
         """The job's limits: its overrides, else the settings' defaults."""
-        _, carrier, _ = await self.usage(container_name(job_id))
-        return Limits.effective(carrier, self.quota_defaults)
+        container = container_name(job_id)
+        _, carrier, _ = await self.usage(container)
+        return self._limits(await self.layouts.get(container), carrier)
 
     async def job_row(self, container: str) -> Entity | None:
         return await self.store.get(keys.JOBS_PARTITION, container)
 
-    def _summary(self, container: str, job_row: Entity | None, usage: Usage, carrier: Entity | None, last: datetime | None) -> dict[str, Any]:
-        limits = Limits.effective(carrier, self.quota_defaults)
+    def _summary(self, layout: Layout, job_row: Entity | None, usage: Usage, carrier: Entity | None,
+                 last: datetime | None) -> dict[str, Any]:
+        container = layout.container
+        limits = self._limits(layout, carrier)
         return {
             "jobId": (job_row or {}).get("JobId"),
             "container": container,
@@ -216,15 +248,33 @@ class QueryService:
 
     async def job_summary(self, job_id: str) -> dict[str, Any] | None:
         container = container_name(job_id)
-        job_row, (view, task_rows) = await asyncio.gather(self.job_row(container), self.ledger(container))
+        layout = self.layouts.known(container)
+        if layout is None:
+            job_row, (view, task_rows) = await asyncio.gather(self.job_row(container), self.ledger(container))
+            layout = Layout.of(container, job_row)
+            if job_row is not None:
+                self.layouts.remember(layout)
+            read = [(view, task_rows)]
+            if layout.spread:
+                read += await asyncio.gather(*(self.ledger(p) for p in layout.all()[1:]))
+        else:
+            job_row, read = await asyncio.gather(self.job_row(container), self.ledgers(layout))
+        view, task_rows = read[0]
         carrier = view.carrier
         if job_row is None and carrier is None:
             return None
-        summary = self._summary(container, job_row, view.usage(task_rows), carrier, view.last_indexed())
+        usage, lag, skipped, handed_back = view.usage(task_rows), view.lag(), view.skipped(), view.handed_back()
+        for other, other_rows in read[1:]:
+            usage = usage.plus(other.usage(other_rows))
+            lag.merge(other.lag())
+            skipped.update(other.skipped())
+            handed_back += other.handed_back()
+        last = max((t for t in (v.last_indexed() for v, _ in read) if t is not None), default=None)
+        summary = self._summary(layout, job_row, usage, carrier, last)
         # Operations: how far behind the index is, and what wrote no output (folded + unfolded).
-        summary["lag"] = lag_summary(view.lag().recent(datetime.now(timezone.utc)))
-        summary["skippedByReason"] = dict(sorted(view.skipped().items()))
-        summary["handedBack"] = view.handed_back()
+        summary["lag"] = lag_summary(lag.recent(datetime.now(timezone.utc)))
+        summary["skippedByReason"] = dict(sorted(skipped.items()))
+        summary["handedBack"] = handed_back
         if not (job_row or {}).get("Registered"):
             summary["jobId"] = job_id  # the caller's spelling: Batch IDs preserve case
         return summary
@@ -238,7 +288,7 @@ class QueryService:
         rows carried figures) is read from its ledger, exactly.
         """
         listing = _Listing(scope="jobs", parts=[("0", "{")])
-        rows, next_token = await self._page(keys.JOBS_PARTITION, listing, page_size, token)
+        rows, next_token = await self.page(keys.JOBS_PARTITION, listing, page_size, token)
 
         async def item(row: Entity) -> dict[str, Any]:
             container = row["RowKey"]
@@ -260,19 +310,27 @@ class QueryService:
 
     # -- outputs ---------------------------------------------------------------------------
 
-    async def _outputs(self, job_id: str, listing: _Listing, page_size: int, token: str | None) -> Page:
+    async def _outputs(self, job_id: str, listing: _Listing, page_size: int, token: str | None,
+                       partition: str | None = None, *, across: bool = False) -> Page:
+        """A page of outputs: of one partition (``partition``, else the container's), or, with
+        ``across``, of every partition of the job merged in key order."""
         container = container_name(job_id)
-        rows, next_token = await self._page(container, listing, page_size, token)
+        layout = await self.layouts.get(container) if across else None
+        if layout is not None and layout.spread:
+            rows, next_token = await merged_page(self.store, self.codec, layout.all(), listing, page_size, token)
+        else:
+            rows, next_token = await self.page(partition or container, listing, page_size, token)
         return Page([self.output_item(container, job_id, row) for row in rows], next_token)
 
     async def output(self, job_id: str, task_id: str | None, kind: str, path: str) -> dict[str, Any] | None:
         """One live output by its ID (a point read of its row); ``None`` if absent, deleted or rejected."""
         container = container_name(job_id)
-        row = await self.store.get(container, keys.output_key(kind, path, task_id))
+        partition = (await self.layouts.get(container)).for_task(task_id)
+        row = await self.store.get(partition, keys.output_key(kind, path, task_id))
         if (row is None or row.get("State") != LIVE) and task_id:
             # Task IDs are case-insensitive, blob names are not: the blob may spell the task
             # otherwise. Its row shares the lower-cased key's start (``keys.task_output_key``).
-            row = await self._any_spelling(container, task_id, kind, path)
+            row = await self._any_spelling(partition, task_id, kind, path)
         if row is None or row.get("State") != LIVE:
             return None
         return self.output_item(container, job_id, row)
@@ -308,7 +366,8 @@ class QueryService:
         self, job_id: str, task_id: str, kind: str | None, prefix: str, page_size: int, token: str | None
     ) -> Page:
         container = container_name(job_id)
-        kinds = [kind] if kind is not None else await self.task_kinds(container, task_id)
+        partition = (await self.layouts.get(container)).for_task(task_id)
+        kinds = [kind] if kind is not None else await self.task_kinds(partition, task_id)
         ranges = [_key_range(keys.task_outputs_prefix(k, task_id, prefix), k, prefix, task_id=task_id) for k in kinds]
         checks = [keep for _, keep in ranges if keep is not None]
         listing = _Listing(
@@ -318,7 +377,7 @@ class QueryService:
             keep=(lambda row: any(check(row) for check in checks)) if checks else None,
             select=OUTPUT_FIELDS,
         )
-        return await self._outputs(job_id, listing, page_size, token)
+        return await self._outputs(job_id, listing, page_size, token, partition)
 
     async def task_kinds(self, container: str, task_id: str) -> list[str]:
         """The kinds a task has live outputs of: its row's and its unfolded deltas'."""
@@ -336,7 +395,7 @@ class QueryService:
             keep=keep,
             select=OUTPUT_FIELDS,
         )
-        return await self._outputs(job_id, listing, page_size, token)
+        return await self._outputs(job_id, listing, page_size, token, across=True)
 
     async def rejections(self, job_id: str, page_size: int, token: str | None) -> Page:
         container = container_name(job_id)
@@ -346,63 +405,11 @@ class QueryService:
             where={"State": REJECTED},
             select=OUTPUT_FIELDS,
         )
-        return await self._outputs(job_id, listing, page_size, token)
+        return await self._outputs(job_id, listing, page_size, token, across=True)
 
     async def tasks(self, job_id: str, page_size: int, token: str | None) -> Page:
-        """Tasks with live outputs, each with its exact usage (its row plus unfolded deltas).
-
-        Read-only: a task whose outputs are all in deltas not folded yet has no row, so it is
-        listed from the deltas, in key order among the rows (``JobView.rowless_tasks``).
-        """
-        container = container_name(job_id)
-        scope = ("tasks", container)
-
-        async def read(view: JobView) -> tuple[dict[str, Entity], list[Entity], str | None]:
-            pending = view.pending_tasks()
-            listing = _Listing(
-                scope=scope,
-                parts=[keys.prefix_range(keys.task_usage_prefix())],
-                keep=lambda row: as_int(row.get("Outputs")) > 0 or row["RowKey"] in pending,
-            )
-            pending_rows, (rows, next_token) = await asyncio.gather(
-                self.store.get_rows(container, pending) if pending else _nothing(),
-                self._page(container, listing, page_size, token),
-            )
-            return pending_rows, rows, next_token
-
-        # The page's task rows and the pending ones are read tied to the ledger: a fold between
-        # them would count a delta twice (in a row and as pending) or not at all.
-        view, (pending_rows, rows, next_token) = await self.tied(container, read)
-        rowless = view.rowless_tasks(pending_rows)
-        if rowless:
-            # Those between the previous page's last key and this page's (or the end).
-            after = self.codec.decode(scope, token).after if token else None
-            until = rows[-1]["RowKey"] if next_token else None
-            listed = {row["RowKey"] for row in rows}
-            rows = sorted(
-                rows + [row for key, row in rowless.items() if key not in listed and (after is None or key > after)
-                        and (until is None or key < until) and view.task_usage(key, None).outputs > 0],
-                key=lambda row: row["RowKey"],
-            )
-            if len(rows) > page_size:
-                rows = rows[:page_size]
-                next_token = self.codec.encode(scope, Position(0, rows[-1]["RowKey"]))
-        items = []
-        for row in rows:
-            usage = view.task_usage(row["RowKey"], row)
-            if usage.outputs <= 0:
-                continue
-            items.append(
-                {
-                    "jobId": job_id,
-                    "taskId": row.get("TaskId"),
-                    "outputs": usage.outputs,
-                    "bytes": usage.bytes,
-                    "kinds": usage.kinds_wire(),
-                    "lastIndexedAt": iso(view.task_last_indexed(row["RowKey"], row)),
-                }
-            )
-        return Page(items, next_token)
+        """Tasks with live outputs, each with its exact usage (``task_listing.tasks``)."""
+        return await task_listing.tasks(self, job_id, page_size, token)
 
 
 async def _collect(rows: AsyncIterator[Entity]) -> list[Entity]:

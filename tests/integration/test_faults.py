@@ -17,7 +17,10 @@ from shared.conventions import container_name
 
 from ..support.faultproxy import FaultProxy
 from ..support.stack import RunningApp, settings_for
-from ..support.workload import Sender, assert_index_is_exact, build_workload, deliveries
+from ..support.workload import Sender, assert_index_is_exact, build_workload, deliveries, rows_by_partition, spread
+
+#: Both layouts: one partition per job (the default), and a hot job's four (``PUT …/layout``).
+LAYOUTS = pytest.mark.parametrize("partitions", [1, 4], ids=["one-partition", "four-partitions"])
 
 
 @pytest.fixture
@@ -43,12 +46,14 @@ def send_parallel(app: RunningApp, streams: list[list[list[dict]]]) -> Sender:
     return sender
 
 
+@LAYOUTS
 def test_10000_events_through_a_proxy_failing_20_percent_of_table_requests(
-    azurite: Azurite, proxy: FaultProxy, serve: Callable[..., RunningApp]
+    azurite: Azurite, proxy: FaultProxy, serve: Callable[..., RunningApp], partitions: int
 ) -> None:
-    job = "faulty-job"
+    job = f"faulty-job-{partitions}"
     settings = faulty_settings(azurite, proxy)
     app = serve(settings)
+    spread(app, job, partitions)
     workload = build_workload(container_name(job), 2000, seed=21)
     streams = deliveries(workload.events, writers=2, total=10_000, batch=500, seed=22)
     proxy.rate = 0.2
@@ -60,15 +65,18 @@ def test_10000_events_through_a_proxy_failing_20_percent_of_table_requests(
     assert set(proxy.injected) == {"busy", "timeout", "drop", "drop_after"}
     checker = serve(settings_for(azurite, INDEX_TABLE=settings.index_table))
     assert_index_is_exact(checker, job, workload)
+    assert len(rows_by_partition(checker, container_name(job))) == partitions
 
 
+@LAYOUTS
 @pytest.mark.parametrize("fault", ["drop_after", "timeout", "drop"])
 def test_each_fault_alone_never_double_counts(
-    azurite: Azurite, proxy: FaultProxy, serve: Callable[..., RunningApp], fault: str
+    azurite: Azurite, proxy: FaultProxy, serve: Callable[..., RunningApp], fault: str, partitions: int
 ) -> None:
-    job = f"fault-{fault.replace('_', '-')}"
+    job = f"fault-{fault.replace('_', '-')}-{partitions}"
     settings = faulty_settings(azurite, proxy)
     app = serve(settings)
+    spread(app, job, partitions)
     workload = build_workload(container_name(job), 300, seed=len(fault))
     (stream,) = deliveries(workload.events, writers=1, total=1500, batch=100, seed=5)
     proxy.faults, proxy.rate = (fault,), 0.3

@@ -45,6 +45,9 @@ SPEC_ROUTES = {
     ("get", "/api/admin/health"),
     # SPEC §11: a long reindex's status monitor (Operation-Location)
     ("get", "/api/operations/{operation_id}"),
+    # issue 24: a hot job's index spread over several partitions (docs/api.md)
+    ("get", "/api/jobs/{job_id}/layout"),
+    ("put", "/api/jobs/{job_id}/layout"),
 }
 
 
@@ -113,6 +116,8 @@ def known_good(operation: schemathesis.APIOperation) -> schemathesis.Case:
                               media_type="application/json")
     if operation.method.upper() == "PUT" and operation.path.endswith("/quota"):
         return operation.Case(path_parameters=params, body={"maxOutputs": 1000}, media_type="application/json")
+    if operation.method.upper() == "PUT" and operation.path.endswith("/layout"):  # the layout it has: 200
+        return operation.Case(path_parameters=params, body={"partitions": 1}, media_type="application/json")
     return operation.Case(path_parameters=params)
 
 

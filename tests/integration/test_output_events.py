@@ -132,3 +132,25 @@ def test_a_topic_that_keeps_failing_fails_neither_ingest_nor_the_fold(azurite: A
         assert len(walk["value"]) == 10  # the feed has them: it is the source of truth
 
     run(azurite, sink, body)
+
+
+def test_a_spread_jobs_partitions_publish_their_outputs_under_the_job(azurite: Azurite, sink: EventSink) -> None:
+    job = "events-spread"
+    container = container_name(job)
+    creates = [blob_event(container, f"t{i % 8}/$TaskPreview/p{i}.png", sequencer=i + 1, size=i) for i in range(80)]
+    creates.append(blob_event(container, "$JobOutput/movie.mp4", sequencer=999, size=7))
+
+    async def body(service: Service) -> None:
+        await service.layouts.set(container, job, 4)
+        await ingest(service, creates)
+        assert sink.posts == []
+        layout = await service.indexer.layouts.get(container)
+        await service.indexer.compactor.fold_job(layout.all())
+        created = [e for e in sink.delivered if e["type"] == OUTPUT_CREATED]
+        assert len(created) == 81 and len({e["id"] for e in created}) == 81
+        subjects = {e["subject"] for e in created}
+        assert f"/jobs/{job}/tasks/t3/kinds/TaskPreview/outputs/p3.png" in subjects
+        assert f"/jobs/{job}/kinds/JobOutput/outputs/movie.mp4" in subjects
+        assert {e["data"]["output"]["container"] for e in created} == {container}  # not a partition's name
+
+    run(azurite, sink, body)

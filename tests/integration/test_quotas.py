@@ -11,6 +11,7 @@ from shared.conventions import container_name
 
 from ..helpers import blob_event
 from ..support.stack import RunningApp, settings_for
+from ..support.workload import rows_by_partition, spread
 
 JOB = "quota-job"
 C = container_name(JOB)
@@ -107,7 +108,9 @@ def test_overwrite_that_grows_past_max_bytes_is_rejected_and_uncounted(app: Runn
     assert app.all_pages(f"/api/jobs/{JOB}/rejections") == []
 
 
-def test_max_outputs_per_task(app: RunningApp) -> None:
+@pytest.mark.parametrize("partitions", [1, 4], ids=["one-partition", "four-partitions"])
+def test_max_outputs_per_task(app: RunningApp, partitions: int) -> None:
+    spread(app, JOB, partitions)
     put_quota(app, maxOutputsPerTask=3)
     events = [blob_event(C, f"t{t}/$TaskPreview/p{i}.png", sequencer=10 * t + i + 1) for t in range(4) for i in range(5)]
     events.append(blob_event(C, "$JobOutput/not-a-task-output.txt", sequencer=99))
@@ -130,6 +133,16 @@ def test_max_outputs_per_task(app: RunningApp) -> None:
     put_quota(app, maxOutputsPerTask=0)
     assert summary(app)["usage"]["outputs"] == 4 * 5 - 1 + 2 + 1
     assert summary(app)["rejections"]["outputs"] == 0
+    assert len(rows_by_partition(app, C)) == min(partitions, 4)
+
+
+def test_a_spread_layout_is_refused_under_a_default_job_wide_limit(azurite, serve: Callable[..., RunningApp]) -> None:
+    app = serve(settings_for(azurite, QUOTA_MAX_OUTPUTS_PER_JOB="5"))
+    response = app.client.put(f"/api/jobs/{JOB}/layout", json={"partitions": 4})
+    assert response.status_code == 409, response.text
+    assert response.json()["error"]["code"] == "JobWideLimitSpread"
+    assert "QUOTA_MAX_OUTPUTS_PER_JOB" in response.json()["error"]["message"]
+    assert app.client.get(f"/api/jobs/{JOB}/layout").json() == {"partitions": 1}
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,10 @@ from shared.settings import ReconcileSettings, Settings
 
 from ..helpers import blob_event, real_blob_event
 from ..support.stack import RunningApp, settings_for
+from ..support.workload import rows_by_partition, spread
+
+#: Both layouts: one partition per job (the default), and a hot job's four (``PUT …/layout``).
+LAYOUTS = pytest.mark.parametrize("partitions", [1, 4], ids=["one-partition", "four-partitions"])
 
 
 def upload(blob_service: BlobServiceClient, container: str, names: list[str]) -> None:
@@ -73,10 +77,13 @@ def with_limits(settings: Settings, **limits: int) -> Settings:
     return dataclasses.replace(settings, reconcile=dataclasses.replace(ReconcileSettings(), **limits))
 
 
+@LAYOUTS
 def test_a_job_is_swept_in_bounded_slices_until_the_index_equals_the_container(
-        serve: Callable[..., RunningApp], settings: Settings, blob_service: BlobServiceClient) -> None:
+        serve: Callable[..., RunningApp], settings: Settings, blob_service: BlobServiceClient, partitions: int) -> None:
     app = serve(settings)
-    job, container = "swept-job", container_name("swept-job")
+    job = f"swept-job-{partitions}"  # the blob account outlives a test
+    container = container_name(job)
+    spread(app, job, partitions)
     names = [f"task-{n % 4}/$TaskOutput/f{n:03d}.bin" for n in range(40)] + [f"$JobOutput/j{n}.txt" for n in range(5)]
     upload(blob_service, container, names)
     announced = names[::2]  # half the blobs: no event for the others
@@ -97,6 +104,13 @@ def test_a_job_is_swept_in_bounded_slices_until_the_index_equals_the_container(
     assert sum(r["passes_completed"] for r in reports) >= 1
     # steady state: the next runs find nothing to change
     assert all(r["added"] == r["fixed"] == r["removed"] == 0 for r in run(small, runs=3))
+    assert len(rows_by_partition(app, container)) == partitions
+    summary = app.get(f"/api/jobs/{job}").json()
+    assert summary["usage"]["outputs"] == len(names) and summary["tasks"] == 4
+    # Its container deleted, the next run removes the job from every partition.
+    blob_service.delete_container(container)
+    assert run(settings)[0]["jobs_removed"] == 1
+    assert rows_by_partition(app, container) == {}
 
 
 @pytest.mark.parametrize("poison", ["a size that is no number", "a time the SDK cannot read back"])
@@ -166,10 +180,13 @@ def test_a_run_cut_short_reaches_the_jobs_it_missed_first_next_time(
     assert all("t/$TaskOutput/silent.txt" in indexed(app, job) for job in jobs)  # every job reached
 
 
+@LAYOUTS
 def test_grown_append_and_page_blobs_are_found_by_their_rows_alone(
-        serve: Callable[..., RunningApp], settings: Settings, blob_service: BlobServiceClient) -> None:
+        serve: Callable[..., RunningApp], settings: Settings, blob_service: BlobServiceClient, partitions: int) -> None:
     app = serve(settings)
-    job, container = "growing-job", container_name("growing-job")
+    job = f"growing-job-{partitions}"
+    container = container_name(job)
+    spread(app, job, partitions)
     upload(blob_service, container, [f"t/$TaskOutput/still{n}.bin" for n in range(30)])
     log = blob_service.get_blob_client(container, "t/$TaskLog/stdout.txt")
     log.create_append_blob()

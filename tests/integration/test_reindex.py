@@ -6,12 +6,17 @@ import threading
 import uuid
 from collections import Counter
 
+import pytest
 from azure.storage.blob import BlobServiceClient
 
 from shared.conventions import container_name, parse_blob_path
 
 from ..helpers import blob_event, real_blob_event
 from ..support.stack import RunningApp, settings_for
+from ..support.workload import rows_by_partition, spread
+
+#: Both layouts: one partition per job (the default), and a hot job's four (``PUT …/layout``).
+LAYOUTS = pytest.mark.parametrize("partitions", [1, 4], ids=["one-partition", "four-partitions"])
 
 BLOBS = {
     **{f"task-{n % 4}/$TaskOutput/frames/{n:02d}.png": n + 1 for n in range(12)},
@@ -73,8 +78,11 @@ def reindex(app: RunningApp, job: str) -> dict:
     return response.json()
 
 
-def test_reindex_repairs_lost_phantom_resized_and_wrongly_deleted_entries(app: RunningApp, blob_service: BlobServiceClient) -> None:
+@LAYOUTS
+def test_reindex_repairs_lost_phantom_resized_and_wrongly_deleted_entries(app: RunningApp, blob_service: BlobServiceClient,
+                                                                          partitions: int) -> None:
     job, container = new_job()
+    spread(app, job, partitions)
     upload_all(blob_service, container, BLOBS)
     upload_all(blob_service, container, dict.fromkeys(NOT_CONVENTION, 3))
     names = sorted(BLOBS)
@@ -94,6 +102,7 @@ def test_reindex_repairs_lost_phantom_resized_and_wrongly_deleted_entries(app: R
     assert report == {"jobId": job, "container": container, "added": 5, "fixed": 1, "removed": 1,
                       "unchanged": len(BLOBS) - 4 - 1 - 1}
     assert_index_equals_container(app, blob_service, job, container)
+    assert len(rows_by_partition(app, container)) == partitions
 
     # idempotent: a second run finds nothing to do and changes no counter
     before = app.get(f"/api/jobs/{job}").json()
@@ -165,8 +174,11 @@ def test_reindex_of_unknown_or_invalid_jobs(app: RunningApp) -> None:
     assert app.client.post("/api/jobs/never-created/reindex", headers={"x-functions-key": "wrong"}).status_code == 401
 
 
-def test_reindex_of_a_deleted_container_removes_every_entry(app: RunningApp, blob_service: BlobServiceClient) -> None:
+@LAYOUTS
+def test_reindex_of_a_deleted_container_removes_every_entry(app: RunningApp, blob_service: BlobServiceClient,
+                                                            partitions: int) -> None:
     job, container = new_job()
+    spread(app, job, partitions)
     upload_all(blob_service, container, {"t1/$TaskOutput/a": 5, "$JobOutput/b": 6})
     app.post_events([real_blob_event(blob_service, container, n, i + 1) for i, n in enumerate(["t1/$TaskOutput/a", "$JobOutput/b"])])
     blob_service.delete_container(container)

@@ -148,7 +148,7 @@ def test_the_feed_is_not_purged_past_the_tombstones_even_with_a_retention_under_
     assert early["tombstones_purged"] == 0
     kept = feed_seqs(app, container)
     checkpoint = with_service(short, lambda s: s.store.get(keys.RECONCILE_PARTITION, container))
-    position = Checkpoint.of(checkpoint).tombstones_from
+    position = Checkpoint.of(checkpoint).position(container)
     assert all(seq in kept for seq in before if seq >= position)
     assert sum(s == DELETED for s in states(app, container).values()) == len(deleted)
 

@@ -161,3 +161,27 @@ def assert_index_is_exact(app: RunningApp, job: str, workload: Workload) -> dict
     assert summary["kinds"] == dict(sorted(kinds.items()))
     assert summary["tasks"] == len(tasks)
     return summary
+
+
+def spread(app: RunningApp, job: str, partitions: int) -> None:
+    """Give ``job`` its layout before its first output (a job of one partition: nothing to do,
+    today's default is tested as such)."""
+    if partitions > 1:
+        response = app.client.put(f"/api/jobs/{job}/layout", json={"partitions": partitions})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"partitions": partitions}
+
+
+def rows_by_partition(app: RunningApp, container: str) -> dict[str, int]:
+    """Output rows per PartitionKey of ``container``'s job, read from the table itself."""
+    from azure.data.tables import TableClient
+
+    counts: dict[str, int] = {}
+    with TableClient.from_connection_string(app.settings.index_storage.connection_string or "",
+                                            app.settings.index_table) as table:
+        query = "PartitionKey ge @low and PartitionKey lt @high and RowKey ge 'J|' and RowKey lt 'U'"
+        for row in table.query_entities(query, parameters={"low": container, "high": container + "}"},
+                                        select=["PartitionKey", "RowKey"]):
+            if row["PartitionKey"] == container or row["PartitionKey"].startswith(container + "|"):
+                counts[row["PartitionKey"]] = counts.get(row["PartitionKey"], 0) + 1
+    return counts

@@ -34,8 +34,17 @@ async def changes(request: Request, job_id: JobId, svc: ServiceDep, cursor: Curs
     if task_id is not None and not is_valid_task_id(task_id):
         raise ApiError(400, "InvalidTaskId", "A task ID is 1-64 letters, digits, '-' or '_'.")
     assert svc.feed is not None
-    answer = await svc.feed.changes(container_name(job_id), job_id, cursor=cursor, start=from_ == "start",
-                                    where=Filter(kind, task_id), size=maxpagesize, wait=wait)
+    container = container_name(job_id)
+    layout = await svc.query.layouts.get(container)
+    if layout.spread and task_id is None:
+        # Every partition's feed, merged (a cursor holds one position per partition).
+        answer = await svc.feed.spread.changes(container, job_id, layout.all(), cursor=cursor, start=from_ == "start",
+                                               where=Filter(kind, task_id), size=maxpagesize, wait=wait)
+    else:
+        # A task's changes are all in its partition: that partition's feed alone.
+        answer = await svc.feed.changes(container, job_id, cursor=cursor, start=from_ == "start",
+                                        where=Filter(kind, task_id), size=maxpagesize, wait=wait,
+                                        partition=layout.for_task(task_id) if layout.spread else None)
     link = None
     if answer["more"]:
         params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "code", "from")]

@@ -6,12 +6,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from shared.domain.conventions import container_name
+from shared.domain.layout import LayoutError
+from shared.ingest.layouts import LayoutFixedError, SpreadLimitError
 from shared.ingest.operations import OperationStatus
 from shared.ingest.reindex import JobNotFoundError
 
 from ..dependencies import DEFAULT_PAGE_SIZE, Access, JobId, PageSize, ServiceDep, Token, next_link, unless_client_leaves
 from ..errors import ApiError, error_statuses
-from ..schemas import JobList, JobSummary, OperationState, ReindexResult, TaskList
+from ..schemas import JobLayout, JobList, JobSummary, OperationState, ReindexResult, TaskList
 
 router = APIRouter()
 
@@ -29,6 +31,28 @@ async def register_job(job_id: JobId, svc: ServiceDep) -> JobSummary:
     """Registers a job ID, so a hashed container shows its job ID."""
     await svc.indexer.registry.register(container_name(job_id), job_id)
     return JobSummary.model_validate(await svc.query.job_summary(job_id))
+
+
+@router.put("/api/jobs/{job_id}/layout", tags=["jobs"], response_model=JobLayout, responses=error_statuses(400, 401, 409))
+async def put_layout(job_id: JobId, layout: JobLayout, svc: ServiceDep) -> JobLayout:
+    """Registers a job with its index spread over ``partitions`` Table partitions (by task), for a
+    job whose outputs arrive faster than one partition takes. Only before anything registers the
+    job (its first output, a quota, ``PUT /api/jobs/{jobId}``): a layout never changes (409)."""
+    try:
+        chosen = await svc.layouts.set(container_name(job_id), job_id, layout.partitions)
+    except LayoutFixedError as exc:
+        raise ApiError(409, "LayoutFixed", str(exc)) from exc
+    except SpreadLimitError as exc:
+        raise ApiError(409, "JobWideLimitSpread", str(exc)) from exc
+    except LayoutError as exc:
+        raise ApiError(400, "InvalidRequest", str(exc)) from exc
+    return JobLayout(partitions=chosen.partitions)
+
+
+@router.get("/api/jobs/{job_id}/layout", tags=["jobs"], response_model=JobLayout, responses=error_statuses(400, 401))
+async def get_layout(job_id: JobId, svc: ServiceDep) -> JobLayout:
+    """How many partitions the job's index is spread over (1 for a job never given a layout)."""
+    return JobLayout(partitions=(await svc.layouts.get(container_name(job_id))).partitions)
 
 
 @router.get("/api/jobs/{job_id}", tags=["jobs"], response_model=JobSummary, responses=error_statuses(400, 401, 404))
