@@ -28,6 +28,7 @@ from shared.settings import Settings
 
 from ..helpers import blob_event
 from ..support.stack import RunningApp
+from ..support.workload import rows_by_partition, spread
 
 T = TypeVar("T")
 NAMES = [f"task-{n % 3}/$TaskOutput/f{n:02d}.bin" for n in range(12)]
@@ -179,3 +180,26 @@ def test_a_quiet_job_s_tombstone_no_change_recorded_goes_in_one_pass_that_reads_
     # The pass is done for this activity: later runs read no row of the job.
     again = with_service(app.settings, lambda s: reconcile(s, start + timedelta(hours=27)))
     assert (again["rows_checked"], again["tombstones_purged"]) == (0, 0)
+
+
+def test_a_hot_job_s_tombstones_go_through_each_partition_s_feed(app: RunningApp, blob_service: BlobServiceClient) -> None:
+    job = "tomb-spread"
+    spread(app, job, 4)  # four partitions, each with its own feed
+    deleted = NAMES[::2]  # tasks 0, 1 and 2: spread over the partitions
+    container = setup_job(app, blob_service, job, deleted)
+    partitions = rows_by_partition(app, container)
+    assert len(partitions) > 1
+    with_service(app.settings, lambda s: s.indexer.compactor.fold_job(list(partitions)))
+    start = datetime.now(timezone.utc)
+
+    async def reconcile(service: Service, at: datetime) -> dict:
+        return (await service.reconciler().run(at)).as_dict()
+
+    report = with_service(app.settings, lambda s: reconcile(s, start + timedelta(hours=26)))
+    assert report["tombstones_purged"] == len(deleted)
+    # All went through the feeds: the quiet job's pass that followed found no tombstone left.
+    assert report["rows_checked"] == 0
+    checkpoint = Checkpoint.of(with_service(app.settings, lambda s: s.store.get(keys.RECONCILE_PARTITION, container)))
+    assert {p for p, seq in checkpoint.tombstones_from if seq > 0} == set(partitions)
+    left = [state for partition in partitions for state in states(app, partition).values()]
+    assert sorted(left) == [LIVE] * (len(NAMES) - len(deleted))  # the live rows stay, no tombstone does
