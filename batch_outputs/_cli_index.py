@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from azure.core.rest import HttpRequest
-from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ._cli_common import (
     ApiOption,
@@ -139,10 +139,25 @@ def reindex(job: Annotated[str, typer.Argument(help="job ID")], api: ApiOption =
     check_job(job)
     fmt = output_format(output, as_json)
     config = Config(api, key, None, auth, audience)
-    with api_errors(config), index_client(config) as client:
-        body = client.reindex(job).as_dict()
+    with api_errors(config), index_client(config) as client, Progress(
+            SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
+            TextColumn("{task.percentage:>3.0f} %"), TimeElapsedColumn(), console=err, transient=True) as progress:
+        # A reindex that outlives its request is a long-running operation (202 +
+        # Operation-Location): the client polls it, and every status it answers moves the bar.
+        bar = progress.add_task(f"reindexing {job}", total=100, visible=False)
+        body = client.reindex(job, progress=lambda status: progress.update(
+            bar, visible=True, **_reindex_progress(job, status))).as_dict()
     emit(out, body, fmt, query, lambda: say(out, f"{job}: added {body['added']}, fixed {body['fixed']}, removed {body['removed']}, "
                                                  f"unchanged {body['unchanged']}"))
+
+
+def _reindex_progress(job: str, status: dict[str, Any]) -> dict[str, Any]:
+    """The bar's description and completion for one status of a reindex operation."""
+    done = status.get("progress") or {}
+    phase = {"blobs": "listing the container", "rows": "checking the index", "done": "done"}.get(str(done.get("phase")), "")
+    description = (f"reindexing {job}: {phase}, {int(done.get('blobsListed') or 0):,} blobs listed, "
+                   f"{int(done.get('rowsChecked') or 0):,} rows checked")
+    return {"description": description, "completed": int(done.get("percentComplete") or 0)}
 
 
 _DURATION = {"m": 60, "h": 3600, "d": 86400}

@@ -200,19 +200,25 @@ class OutputIndexClient:
         body = _shared.quota_body(max_outputs, max_bytes, max_outputs_per_task)
         return Quota.from_dict(self._json("PUT", f"{_shared.job_route(job_id)}/quota", json=body))
 
-    def reindex(self, job_id: str, *, polling_interval: float = 1.0) -> ReindexResult:
+    def reindex(self, job_id: str, *, polling_interval: float = 1.0,
+                progress: Optional[Callable[[dict[str, Any]], None]] = None) -> ReindexResult:
         """Rebuild the job's index from its container and report what changed. When the API
         answers 202 with ``Operation-Location`` (a long reindex), the operation is polled until it
-        ends. Needs an admin credential."""
+        ends; ``progress`` is called with every status the operation answers (the 202's too).
+        Needs an admin credential."""
         response = self._send(HttpRequest("POST", f"{_shared.job_route(job_id)}/reindex"))
         body = _shared.json_of(response)
         location = response.headers.get("Operation-Location")
         if response.status_code != 202 or not location:
             return ReindexResult.from_dict(body)
         url = _shared.resolve_next_link(self._endpoint, location)
+        if progress is not None:
+            progress(body)
         while True:
             answer = self._send(HttpRequest("GET", url))
             operation = _shared.json_of(answer)
+            if progress is not None:
+                progress(operation)
             if operation.get("status") != "running":
                 return _shared.operation_result(operation, ReindexResult.from_dict)
             time.sleep(_shared.poll_delay(answer, polling_interval))

@@ -21,26 +21,24 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
-import aiohttp
 from aiohttp import web
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ServiceRequestError
 from azure.data.tables.aio import TableClient
-from azure.storage.blob import BlobServiceClient, generate_container_sas
 
 from bench.counting_proxy import CountingProxy
 from bench.workload import Job, make_job
-from devtools.azurite import Azurite
+from devtools.azurite import AZURITE_BIN, Azurite, free_port, port_open
 from devtools.table_proxy import TableProxy
 from shared.domain import keys
 from shared.domain.conventions import parse_blob_path
@@ -48,9 +46,11 @@ from shared.domain.events import BlobAction
 from shared.domain.rows import LIVE, Change, Int64, output_entity
 from shared.settings import PROJECT_ROOT
 from shared.store.batch_encoder import submit_fast
+from shared.store.clients import azurite_connection_string
 from shared.store.table import sdk_entity
 
 TABLE = "benchreconcile"
+AZURITE_BLOB_BIN = AZURITE_BIN.with_name("azurite-blob")
 IN_FLIGHT = 32
 
 
@@ -106,26 +106,113 @@ async def bounded(limit: int, work: Iterable[Callable[[], Awaitable[Any]]]) -> N
     await asyncio.gather(*(one(job) for job in work))
 
 
-async def put_blobs(connection: str, container: str, names: list[str]) -> None:
-    """Empty block blobs, plain PUTs with a container SAS (setup, not measured)."""
-    service = BlobServiceClient.from_connection_string(connection)
-    account, key = service.credential.account_name, service.credential.account_key
-    service.create_container(container)
-    sas = generate_container_sas(account, container, account_key=key, permission="cw",
-                                 expiry=datetime.now(timezone.utc) + timedelta(hours=4))
-    base = service.url.rstrip("/")
-    service.close()
-    headers = {"x-ms-blob-type": "BlockBlob", "x-ms-version": "2023-11-03", "Content-Length": "0"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=IN_FLIGHT)) as session:
+class SeededBlobs:
+    """An Azurite blob service (``azurite-blob``, on disk) whose metadata the bench writes itself.
 
-        def put(name: str) -> Callable[[], Awaitable[None]]:
-            async def run() -> None:
-                async with session.put(f"{base}/{container}/{quote(name)}?{sas}", data=b"", headers=headers) as answer:
-                    if answer.status != 201:
-                        raise RuntimeError(f"upload of {name} answered {answer.status}")
-            return run
+    Azurite's blob metadata is a LokiJS database, loaded whole at start. Put Blob through its
+    REST API runs at about 150 blobs/s on this shared 2-core machine (each request is parsed,
+    authorised and logged by one Node.js thread): a million would take two hours. Written as the
+    database file Azurite saves (the documents it writes for an empty block blob, data in name
+    order, its four binary indices), 300,000 blobs load in 25-90 s, and what the reconciler
+    then reads (List Blobs, Get Blob Properties) is Azurite answering as usual. (A million
+    blobs make a file of about 530 MB, at the edge of the longest string V8 can read it into.)
+    """
 
-        await bounded(IN_FLIGHT, (put(name) for name in names))
+    def __init__(self, location: Path, port: int) -> None:
+        self.location = location
+        self.port = port
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def connection_string(self) -> str:
+        return azurite_connection_string("127.0.0.1", self.port, self.port + 1, self.port + 2)
+
+    def seed(self, container: str, names: list[str]) -> float:
+        """Write the database of one container holding ``names`` (empty block blobs); the
+        seconds it took. Azurite must be stopped."""
+        started = time.perf_counter()
+        shutil.rmtree(self.location, ignore_errors=True)
+        self.location.mkdir(parents=True)
+        when = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        created = int(time.time() * 1000)
+        ordered = sorted(names)  # JavaScript's string order is code-unit order: ASCII names sort alike
+        with (self.location / "__azurite_db_blob__.json").open("w", encoding="utf-8") as db:
+            db.write(json.dumps({"filename": str(self.location / "__azurite_db_blob__.json"), "databaseVersion": 1.5,
+                                 "engineVersion": 1.5, "autosave": True, "autosaveInterval": 5000, "autosaveHandle": None,
+                                 "throttledSaves": True, "options": {"persistenceMethod": "fs", "autosave": True,
+                                 "autosaveInterval": 5000, "serializationMethod": "normal", "destructureDelimiter": "$<\n"},
+                                 "persistenceMethod": "fs", "persistenceAdapter": None, "verbose": False,
+                                 "events": {"init": [None], "loaded": [], "flushChanges": [], "close": [], "changes": [],
+                                            "warning": []}, "ENV": "NODEJS"})[:-1])
+            db.write(',"collections":[')
+            db.write(json.dumps(_collection("$SERVICES_COLLECTION$", [], {})) + ",")
+            box = {"accountName": ACCOUNT, "name": container, "properties": {
+                "etag": '"0x1E442F38BCF6F50"', "lastModified": when, "leaseStatus": "unlocked", "leaseState": "available",
+                "hasImmutabilityPolicy": False, "hasLegalHold": False}, "meta": {"revision": 0, "created": created, "version": 0},
+                "$loki": 1}
+            db.write(json.dumps(_collection("$CONTAINERS_COLLECTION$", [box], _indices(("accountName", "name"), 1))) + ",")
+            # The blobs' collection, streamed: its documents are most of a file of hundreds of MB.
+            head = json.dumps(_collection("$BLOBS_COLLECTION$", [], _indices(("accountName", "containerName", "name", "snapshot"),
+                                                                               len(ordered))))
+            before, after = head.split('"data": []', 1)
+            db.write(before + '"data": [')
+            for number, name in enumerate(ordered, start=1):
+                if number > 1:
+                    db.write(",")
+                # What Azurite stores for an empty block blob, less what no listing needs
+                # (the content MD5, the extent of zero bytes, the access tier).
+                db.write(json.dumps({
+                    "accountName": ACCOUNT, "containerName": container, "name": name, "properties": {
+                        "creationTime": when, "lastModified": when, "etag": f'"0x{number:015X}"', "contentLength": 0,
+                        "contentType": "application/octet-stream", "blobType": "BlockBlob", "leaseStatus": "unlocked",
+                        "leaseState": "available"},
+                    "snapshot": "", "isCommitted": True, "meta": {"revision": 0, "created": created, "version": 0},
+                    "$loki": number}, separators=(",", ":")))
+            db.write("]" + after.replace('"maxId": 0', f'"maxId": {len(ordered)}') + ",")
+            db.write(json.dumps(_collection("$BLOCKS_COLLECTION$", [], _indices(("accountName", "containerName", "blobName", "name"), 0))))
+            db.write("]}")
+        return time.perf_counter() - started
+
+    def start(self, timeout: float = 600.0) -> SeededBlobs:
+        self._process = subprocess.Popen(
+            [str(AZURITE_BLOB_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(self.location),
+             "--skipApiVersionCheck", "--loose", "--silent"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=self.location)
+        deadline = time.monotonic() + timeout  # a million blobs' database takes a while to load
+        while not port_open(self.port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("azurite-blob did not start with the seeded database")
+            time.sleep(0.2)
+        return self
+
+    def rss_mb(self) -> float:
+        return _rss_mb(self._process.pid) if self._process is not None else 0.0
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()  # no save on the way out: the database file is the bench's
+            self._process.wait()
+        self._process = None
+
+
+ACCOUNT = "devstoreaccount1"
+
+
+def _indices(names: Iterable[str], count: int) -> dict[str, Any]:
+    """Loki binary indices over documents stored in name order: for every indexed property the
+    positions in that order (the account, container and snapshot are the same for all)."""
+    return {name: {"name": name, "dirty": False, "values": list(range(count))} for name in names}
+
+
+def _collection(name: str, data: list[dict[str, Any]], indices: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "data": data, "idIndex": None, "binaryIndices": indices, "constraints": None, "uniqueNames": [],
+            "transforms": {}, "objType": name, "dirty": False, "cachedIndex": None, "cachedBinaryIndex": None,
+            "cachedData": None, "adaptiveBinaryIndices": True, "transactional": False, "cloneObjects": False,
+            "cloneMethod": "parse-stringify", "asyncListeners": False, "disableMeta": False, "disableChangesApi": True,
+            "disableDeltaChangesApi": True, "autoupdate": False, "serializableIndices": True, "disableFreeze": True,
+            "ttl": None, "maxId": len(data), "DynamicViews": [],
+            "events": {"insert": [], "update": [], "pre-insert": [], "pre-update": [], "close": [], "flushbuffer": [],
+                       "error": [], "delete": [None], "warning": [None]}, "changes": [], "dirtyIds": []}
 
 
 async def write_rows(connection: str, table: str, container: str, names: list[str], *,
@@ -151,7 +238,13 @@ async def write_rows(connection: str, table: str, container: str, names: list[st
 
         def batch(chunk: list[dict[str, Any]]) -> Callable[[], Awaitable[None]]:
             async def run() -> None:
-                answer = await submit_fast(client, [("upsert", {"PartitionKey": container, **row}, {}) for row in chunk])
+                for attempt in range(5):
+                    try:
+                        answer = await submit_fast(client, [("upsert", {"PartitionKey": container, **row}, {}) for row in chunk])
+                        break
+                    except ServiceRequestError:  # a kept-alive connection Azurite closed meanwhile: upserts repeat
+                        if attempt == 4:
+                            raise
                 if answer.etags is None:
                     raise RuntimeError(f"writing rows failed: {answer.status} {answer.failure}")
             return run
@@ -166,9 +259,9 @@ def job_names(job: Job) -> list[str]:
 # -- the measured process ----------------------------------------------------------------
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+def _rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -181,10 +274,15 @@ async def _worker(runs: int) -> dict[str, Any]:
     service = await Service.create(Settings.load())
     try:
         base = _rss_mb()
+        # The peak is the kernel's high-water mark of this process's resident set (VmHWM),
+        # reset here so that it covers the runs alone. Not ``ru_maxrss``: Linux carries a
+        # parent's resident set over fork and exec into it, so a worker started by a bench
+        # holding a 300,000-output job's names would report the bench's memory as its own.
+        Path("/proc/self/clear_refs").write_text("5")
         reports = []
         for _ in range(runs):
             reports.append((await service.reconciler().run()).as_dict())
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = _rss_mb(field="VmHWM")
         return {"base_rss_mb": base, "peak_rss_mb": peak, "reports": reports}
     finally:
         await service.close()
@@ -207,13 +305,17 @@ def figures(*, small: bool = False, million: bool = False, say: Callable[[str], 
     (``million_only``: that one alone, of this size)."""
     sizes = () if million_only else (3_000, 30_000) if small else (30_000, 300_000)
     with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
-        azurite = Azurite(location=Path(tmp), in_memory=True).start()
-        table, blob = TableReads(f"http://127.0.0.1:{azurite.table_port}").start(), BlobCalls(
-            f"http://127.0.0.1:{azurite.blob_port}").start()
+        # The index on an in-memory Azurite; the outputs on an azurite-blob of their own whose
+        # database the bench writes (``SeededBlobs``), seeded afresh for each job.
+        azurite = Azurite(location=Path(tmp) / "tables", in_memory=True).start()
+        blobs = SeededBlobs(Path(tmp) / "blobs", free_port())
+        table, blob = TableReads(f"http://127.0.0.1:{azurite.table_port}"), BlobCalls(f"http://127.0.0.1:{blobs.port}")
+        table.start()
+        blob.start()
         try:
             env = {
                 "INDEX_STORAGE": table.connection_string(azurite.connection_string, azurite.table_port),
-                "OUTPUTS_STORAGE": azurite.connection_string.replace(f":{azurite.blob_port}/", f":{blob.port}/"),
+                "OUTPUTS_STORAGE": blobs.connection_string().replace(f":{blobs.port}/", f":{blob.port}/"),
                 "API_KEYS": "bench-key", "TOKEN_SIGNING_KEY": "bench",
             }
             results: dict[str, Any] = {}
@@ -221,9 +323,8 @@ def figures(*, small: bool = False, million: bool = False, say: Callable[[str], 
                 job = make_job(f"steady-{size}", size, seed=size)
                 names = job_names(job)
                 say(f"  reconcile: seeding a steady job of {size:,} outputs (blobs and rows)…")
-                asyncio.run(put_blobs(azurite.connection_string, job.container, names))
-                # An index table of its own: the run reads this job alone.
-                asyncio.run(write_rows(azurite.connection_string, f"{TABLE}{size}", job.container, names))
+                seeding = _seed(azurite, blobs, f"{TABLE}{size}", job.container, names)
+                say(f"    seeded: {seeding}")
                 table.take_reads()
                 blob.take()
                 started = time.perf_counter()
@@ -237,33 +338,59 @@ def figures(*, small: bool = False, million: bool = False, say: Callable[[str], 
                     "blob_list_calls": calls["list"], "blob_property_reads": calls["properties"],
                     "seconds": round(time.perf_counter() - started, 1),
                     "changed": report["added"] + report["fixed"] + report["removed"],
+                    "seeding": seeding,
                 }
                 say(f"    one run: {results[label]}")
             if million or small or million_only:
                 size = million_only or (50_000 if small else 1_000_000)
-                results["million"] = _million(azurite, env, size, table, blob, say)
+                results["million"] = _million(azurite, blobs, env, size, table, blob, say)
             return results
         finally:
             table.stop()
             blob.stop()
+            blobs.stop()
             azurite.stop()
 
 
-def _million(azurite: Azurite, env: dict[str, str], size: int, table: TableReads, blob: BlobCalls,
+def _seed(azurite: Azurite, blobs: SeededBlobs, table: str, container: str, names: list[str], *,
+          indexed: list[str] | None = None, phantoms: Iterable[str] = ()) -> dict[str, float]:
+    """Blobs ``names`` (a fresh blob database) and the rows of ``indexed`` (default: all of
+    them) and ``phantoms``; how long each took, and both Azurites' memory after."""
+    blobs.stop()
+    blob_s = blobs.seed(container, names)
+    started = time.perf_counter()
+    blobs.start()
+    load_s = time.perf_counter() - started
+    started = time.perf_counter()
+    rows = [*(names if indexed is None else indexed), *phantoms]
+    asyncio.run(write_rows(azurite.connection_string, table, container, rows))
+    rows_s = time.perf_counter() - started
+    return {"blob_db_write_s": round(blob_s, 1), "blob_db_load_s": round(load_s, 1),
+            "rows_per_s": round(len(rows) / rows_s), "azurite_blob_rss_mb": round(blobs.rss_mb()),
+            "azurite_table_rss_mb": _process_rss(azurite)}
+
+
+def _process_rss(azurite: Azurite) -> float:
+    process = azurite._process  # the memory of the Azurite this bench started
+    return round(_rss_mb(process.pid)) if process is not None else 0.0
+
+
+def _million(azurite: Azurite, blobs: SeededBlobs, env: dict[str, str], size: int, table: TableReads, blob: BlobCalls,
              say: Callable[[str], None]) -> dict[str, Any]:
     job = make_job(f"million-{size}", size, seed=3)
     names = job_names(job)
     missing = set(names[::200])  # 0.5 %: blobs no event announced
     phantoms = [f"ghost-{n:05d}/$TaskOutput/gone.bin" for n in range(len(missing))]  # 0.5 %: blobs gone unannounced
     say(f"  reconcile: seeding a job of {size:,} outputs, {len(missing):,} unindexed and {len(phantoms):,} phantom rows…")
-    asyncio.run(put_blobs(azurite.connection_string, job.container, names))
     table_name = f"{TABLE}million"
-    asyncio.run(write_rows(azurite.connection_string, table_name, job.container, [n for n in names if n not in missing],
-                           extra_phantoms=phantoms))
+    seeding = _seed(azurite, blobs, table_name, job.container, names, indexed=[n for n in names if n not in missing],
+                    phantoms=phantoms)
+    say(f"    seeded: {seeding}")
     table.take_reads()
     blob.take()
     # Slices as deployed (5,000 blobs and 5,000 rows a run): one whole pass of both sides.
     passes = -(-(size + len(phantoms)) // 5000) + 1
+    started = time.perf_counter()
     measured = run_worker({**env, "INDEX_TABLE": table_name}, passes)
     reports = measured["reports"]
     exact = _index_equals(azurite.connection_string, table_name, job.container, set(names))
@@ -272,9 +399,51 @@ def _million(azurite: Azurite, env: dict[str, str], size: int, table: TableReads
         "peak_rss_over_base_mb": round(measured["peak_rss_mb"] - measured["base_rss_mb"], 1),
         "exact": exact, "added": sum(r["added"] for r in reports), "removed": sum(r["removed"] for r in reports),
         "table_requests": table.take().requests, "blob_calls": blob.take(),
+        "seconds": round(time.perf_counter() - started), "seeding": seeding,
     }
     say(f"    {figures}")
     return figures
+
+
+def reindex_through_cli(size: int, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """``batch-outputs reindex`` of a job of ``size`` outputs (1 % wrong, as ``_million``'s),
+    through the app: a reindex that outlives its request (``REINDEX_REQUEST_SECONDS``) answers 202
+    and the CLI waits on the operation. Run once by hand (``--cli-reindex N``), not by ``make bench``."""
+    from bench.listing import _serve
+
+    with tempfile.TemporaryDirectory(prefix="bench-cli-reindex-") as tmp:
+        azurite = Azurite(location=Path(tmp) / "tables", in_memory=True).start()
+        blobs = SeededBlobs(Path(tmp) / "blobs", free_port())
+        server = None
+        try:
+            job = make_job(f"steady-{size}", size, seed=size)
+            names = job_names(job)
+            missing = set(names[::200])
+            phantoms = [f"ghost-{n:05d}/$TaskOutput/gone.bin" for n in range(len(missing))]
+            say(f"  seeding a job of {size:,} outputs, {len(missing):,} unindexed and {len(phantoms):,} phantom rows…")
+            seeding = _seed(azurite, blobs, TABLE, job.container, names, indexed=[n for n in names if n not in missing],
+                            phantoms=phantoms)
+            say(f"    seeded: {seeding}")
+            server, url = _serve({"INDEX_STORAGE": azurite.connection_string, "INDEX_TABLE": TABLE,
+                                  "OUTPUTS_STORAGE": blobs.connection_string(), "API_KEYS": "bench-key",
+                                  "TOKEN_SIGNING_KEY": "bench"})
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "batch_outputs.cli", "reindex", job.job_id, "--json"], cwd=PROJECT_ROOT,
+                                  env={**os.environ, "BATCH_OUTPUTS_API": url, "BATCH_OUTPUTS_KEY": "bench-key"},
+                                  capture_output=True, text=True, check=False)
+            seconds = time.perf_counter() - started
+            if done.returncode != 0:
+                raise RuntimeError(f"batch-outputs reindex failed ({done.returncode}): {done.stderr[-2000:]}")
+            figures = {"outputs": size, "seconds": round(seconds), "result": json.loads(done.stdout),
+                       "exact": _index_equals(azurite.connection_string, TABLE, job.container, set(names))}
+            say(f"    {figures}")
+            return figures
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait()
+            blobs.stop()
+            azurite.stop()
 
 
 def _index_equals(connection: str, table: str, container: str, names: set[str]) -> bool:
@@ -291,10 +460,15 @@ def main() -> int:
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--million", action="store_true")
     parser.add_argument("--million-only", type=int, metavar="OUTPUTS", help="only the to-exact figure, for a job of this size")
+    parser.add_argument("--cli-reindex", type=int, metavar="OUTPUTS",
+                        help="only `batch-outputs reindex` of a job of this size, through the long-running operation")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(asyncio.run(_worker(args.worker))))
+        return 0
+    if args.cli_reindex:
+        print(json.dumps(reindex_through_cli(args.cli_reindex), indent=2))
         return 0
     print(json.dumps(figures(small=args.small, million=args.million, million_only=args.million_only), indent=2))
     return 0

@@ -382,10 +382,13 @@ def report(results: dict[str, Any]) -> Table:
     row("app RSS after ingest", f"{mem['app_rss_mb']:,.0f} MB", "", None, "≤ 200 MB", mem["app_rss_mb"] <= 200)
     if "reconcile" in results:
         rec, small, big = results["reconcile"], results["reconcile"]["30000"], results["reconcile"]["300000"]
-        for figure in ("entities_read", "blob_list_calls"):
+        # A handful of list calls moves by one with where the index slice's key range crosses
+        # from one kind to the next (docs/benchmarks.md); growing with the job is 10× here.
+        for figure, slack in (("entities_read", 0), ("blob_list_calls", 1)):
             row(f"reconcile run: {figure.replace('_', ' ')}, {big['outputs']:,} vs {small['outputs']:,} outputs",
-                f"{big[figure]:,}", f"{small[figure]:,}", big[figure] / max(1, small[figure]), "does not grow (≤ 1.1×)",
-                big[figure] <= 1.1 * small[figure])
+                f"{big[figure]:,}", f"{small[figure]:,}", big[figure] / max(1, small[figure]),
+                "does not grow (≤ 1.1×" + (", or one call more)" if slack else ")"),
+                big[figure] <= max(1.1 * small[figure], small[figure] + slack))
         row(f"reconcile run over {big['outputs']:,} outputs: peak RSS over rest", f"{big['peak_rss_over_base_mb']:,.0f} MB",
             "", None, "≤ 100 MB", big["peak_rss_over_base_mb"] <= 100)
         if "million" in rec:

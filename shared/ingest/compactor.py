@@ -398,15 +398,19 @@ class Compactor:
             if not remaining:
                 return
 
-    async def purge_feed(self, container: str, cutoff: datetime) -> int:
+    async def purge_feed(self, container: str, cutoff: datetime, *, keep_from: int | None = None) -> int:
         """Delete feed rows indexed before ``cutoff`` (the newest row always stays, so the feed's
         end is known); the rows deleted. ``S|00`` records the oldest seq kept first, so a cursor
-        older than that is answered ``CursorExpired`` rather than skipping what was purged."""
+        older than that is answered ``CursorExpired`` rather than skipping what was purged.
+        Rows from seq ``keep_from`` on stay whatever their age: the tombstone purge
+        (``tombstones.py``) has not read them yet."""
         counter = await self.store.get(container, keys.counter_key())
         if counter is None:
             return 0
         _, oldest = counter_feed(counter)
         _, high = keys.prefix_range(keys.feed_prefix())
+        if keep_from is not None:
+            high = min(high, keys.feed_key(keep_from + 1))  # the row at keep_from is read, as the newest
         rows = [row async for row in self.store.query_range(container, keys.feed_key(oldest), high, select=("RowKey", AT))]
         old = [row for row in rows[:-1] if (row.get(AT) or cutoff) < cutoff]
         if not old:

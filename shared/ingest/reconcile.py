@@ -13,9 +13,11 @@ do raise events). So on a schedule (``RECONCILE_SCHEDULE``) each run:
   ``RECONCILE_SWEEP_BLOBS`` blobs of its listing against the index, the next
   ``RECONCILE_SWEEP_ROWS`` rows of its index against storage. A job of a million outputs is
   swept over several runs; a small one is compared whole every run;
-* purges delete tombstones older than Event Grid's 24-hour retry window plus a margin as the
-  index side of the sweep passes them (no event older than that can still arrive), also for jobs
-  that went quiet, until their tombstones are gone;
+* purges delete tombstones older than Event Grid's 24-hour retry window plus a margin (no event
+  older than that can still arrive), found by when they were written: through the job's change
+  feed, from a saved position (``tombstones.py``), also for jobs that went quiet, until their
+  tombstones are gone; and only then purges the feed's rows past its retention, never past
+  that position;
 * continues long reindexes whose instance stopped (``operations.py``).
 
 Each job is reconciled on its own: a failure (a row the core cannot read, storage refusing a
@@ -32,21 +34,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from shared.domain import keys
-from shared.domain.rows import Entity
+from shared.domain.rows import Entity, as_int
 from shared.settings import ReconcileSettings
 from shared.store.blobs import ContainerNotFoundError, OutputsAccount, list_job_containers
 from shared.store.table import TableStore
 
 from .compactor import Compactor
 from .sweep import TOMBSTONE_TTL, JobSweep, SweepReport, delete_rows
+from .tombstones import TombstonePurge
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,8 @@ class ReconcileReport:
     fixed: int = 0
     removed: int = 0
     tombstones_purged: int = 0
+    #: Change feed rows the tombstone purge read (a steady job's: none).
+    tombstone_feed_rows_read: int = 0
     deltas_folded: int = 0
     blobs_listed: int = 0
     list_calls: int = 0
@@ -96,17 +102,41 @@ class Checkpoint:
     rows_after: str | None = None
     passes: int = 0
     last_run: datetime | None = None
+    #: The next change feed seq the tombstone purge reads (``tombstones.py``), per partition of
+    #: the job (a hot job has several, each with its own feed).
+    tombstones_from: tuple[tuple[str, int], ...] = ()
+    #: The job's last activity whose quiet pass (its tombstones alone, once all are past their
+    #: time) was started, and whether that pass ended.
+    quiet_of: datetime | None = None
+    quiet_done: bool = False
 
     @classmethod
     def of(cls, row: Mapping[str, Any] | None) -> Checkpoint:
         if not row:
             return cls()
         return cls(row.get("BlobsAfter") or None, row.get("RowsAfter") or None, int(row.get("Passes") or 0),
-                   row.get("LastRunAt"))
+                   row.get("LastRunAt"), _positions(row.get("TombstonesFrom")), row.get("QuietOf"), bool(row.get("QuietDone")))
+
+    def position(self, partition: str) -> int:
+        """The tombstone purge's feed position in ``partition`` (0: from the feed's start)."""
+        return dict(self.tombstones_from).get(partition, 0)
 
     def entity(self, container: str) -> Entity:
         return {"PartitionKey": keys.RECONCILE_PARTITION, "RowKey": container, "BlobsAfter": self.blobs_after or "",
-                "RowsAfter": self.rows_after or "", "Passes": self.passes, "LastRunAt": self.last_run}
+                "RowsAfter": self.rows_after or "", "Passes": self.passes, "LastRunAt": self.last_run,
+                "TombstonesFrom": json.dumps(dict(self.tombstones_from), separators=(",", ":")),
+                "QuietOf": self.quiet_of, "QuietDone": self.quiet_done}
+
+
+def _positions(text: Any) -> tuple[tuple[str, int], ...]:
+    """Saved feed positions (JSON ``{partition: seq}``); anything else reads as none: from the start."""
+    try:
+        saved = json.loads(text) if isinstance(text, str) and text else {}
+    except ValueError:
+        return ()
+    if not isinstance(saved, dict):
+        return ()
+    return tuple(sorted((str(p), as_int(seq)) for p, seq in saved.items()))
 
 
 class Reconciler:
@@ -123,6 +153,7 @@ class Reconciler:
         self.window = window
         self.limits = limits
         self.resume_operations = resume_operations
+        self.tombstones = TombstonePurge(store, limits.sweep_rows)
         #: What ``RECONCILE_RUN_SECONDS`` is measured with (a test steps it).
         self.clock = clock
 
@@ -168,35 +199,70 @@ class Reconciler:
                              report: ReconcileReport) -> None:
         partitions = (await self.sweep.layouts.get(container)).all()
         last = await self._last_activity(partitions, job_row)
-        if last is not None and last >= now - self.window - self.feed_retention - timedelta(hours=1):
-            # The change feed keeps CHANGE_FEED_RETENTION_HOURS of changes (the newest row always).
-            for partition in partitions:
-                report.feed_rows_purged += await self.compactor.purge_feed(partition, now - self.feed_retention)
-        if last is None or last < now - self.window - TOMBSTONE_TTL - timedelta(hours=1):
-            return  # quiet for longer than any tombstone lives: nothing left to do
-        active = last >= now - self.window
+        if last is None:
+            return
+        # Each partition has its own feed (a hot job's several): a position in each.
+        positions = dict(checkpoint.tombstones_from)
+        feed_kept = last >= now - self.window - self.feed_retention - timedelta(hours=1)
+        for partition in partitions:
+            position = positions.get(partition, 0)
+            if feed_kept or last >= now - self.window - TOMBSTONE_TTL - timedelta(hours=1):
+                # Tombstones first, then the feed rows that recorded them (never past the
+                # position); for as long as the feed is purged too, so the position moves on.
+                purge = await self.tombstones.purge(partition, position, now - TOMBSTONE_TTL)
+                report.tombstones_purged += purge.purged
+                report.tombstone_feed_rows_read += purge.feed_rows_read
+                position = positions[partition] = purge.position
+            if feed_kept:
+                # The change feed keeps CHANGE_FEED_RETENTION_HOURS of changes (the newest row always).
+                report.feed_rows_purged += await self.compactor.purge_feed(partition, now - self.feed_retention,
+                                                                           keep_from=position)
+        checkpoint_now = replace(checkpoint, tombstones_from=tuple(sorted(positions.items())))
+        if last < now - self.window:
+            # Quiet: nothing to compare (no event is due), and its tombstones go by the feed.
+            await self._quiet(container, checkpoint, checkpoint_now, last, now, report)
+            return
         found = SweepReport()
-        blobs_after = checkpoint.blobs_after
         try:
-            if active:
-                found.add(await self.sweep.grown_blobs(container))
-                part, blobs_after = await self.sweep.blob_slice(container, checkpoint.blobs_after, self.limits.sweep_blobs)
-                found.add(part)
+            found.add(await self.sweep.grown_blobs(container))
+            part, blobs_after = await self.sweep.blob_slice(container, checkpoint.blobs_after, self.limits.sweep_blobs)
+            found.add(part)
+            # The rows it reads anyway: old tombstones among them go too (those no change recorded).
             part, rows_after = await self.sweep.row_slice(
-                container, checkpoint.rows_after, self.limits.sweep_rows, now - TOMBSTONE_TTL, check=active)
+                container, checkpoint.rows_after, self.limits.sweep_rows, now - TOMBSTONE_TTL)
             found.add(part)
         except ContainerNotFoundError:
             return  # deleted meanwhile: the next run removes the job
         passes = checkpoint.passes + (rows_after is None)
         report.passes_completed += rows_after is None
-        await self.store.merge(Checkpoint(blobs_after, rows_after, passes, now).entity(container))
+        await self.store.merge(Checkpoint(blobs_after, rows_after, passes, now, checkpoint_now.tombstones_from)
+                               .entity(container))
         report.add(found)
-        if not active:
-            return
         report.jobs_reconciled += 1
         # A writer folds the deltas it wrote a moment later; this catches any it could not.
         report.deltas_folded += await self.compactor.fold_job(partitions)
         await self.store.merge({"PartitionKey": keys.JOBS_PARTITION, "RowKey": container, "LastReconciledAt": now})
+
+    async def _quiet(self, container: str, before: Checkpoint, checkpoint: Checkpoint, last: datetime, now: datetime,
+                     report: ReconcileReport) -> None:
+        """A quiet job's one pass over its tombstones alone, once every one is past its time.
+
+        The feed records every delete of an output the index listed; a delete that came before
+        the create it follows (Event Grid does not promise order) leaves a tombstone no change
+        recorded. So once the job's newest tombstone is past ``TOMBSTONE_TTL``, one pass reads
+        its tombstones alone (``State eq 'deleted'``, filtered by the service: it reads no
+        live row) and purges them; a job active again later gets a pass again."""
+        if last < now - TOMBSTONE_TTL and not (checkpoint.quiet_of == last and checkpoint.quiet_done):
+            after = checkpoint.rows_after if checkpoint.quiet_of == last else None
+            try:
+                found, after = await self.sweep.row_slice(container, after, self.limits.sweep_rows, now - TOMBSTONE_TTL,
+                                                          check=False)
+            except ContainerNotFoundError:
+                return
+            report.add(found)
+            checkpoint = replace(checkpoint, rows_after=after, quiet_of=last, quiet_done=after is None)
+        if checkpoint != before:
+            await self.store.merge(checkpoint.entity(container))
 
     async def _last_activity(self, partitions: list[str], job_row: Entity) -> datetime | None:
         """When the job last changed in the index: its newest counter shard (of any of its

@@ -201,12 +201,14 @@ class JobSweep:
     ) -> tuple[SweepReport, str | None]:
         """Check up to ``limit`` output rows keyed after ``after`` against storage (``check``)
         and purge tombstones indexed before ``purge_before``; the key to resume after (``None``:
-        the index's end was reached)."""
+        the index's end was reached). Without ``check`` only tombstones are read (the service
+        filters ``State``), so a slice reads no live row."""
         report = SweepReport()
+        where = None if check else {"State": DELETED}
         layout = await self.layouts.get(container)
         # A hot job's partitions are compared in one key order (the checkpoint is one key): each
         # gives its next ``limit`` rows, and the first ``limit`` of them all are this slice.
-        read = await asyncio.gather(*(self._row_page(p, after, limit) for p in layout.all()))
+        read = await asyncio.gather(*(self._row_page(p, after, limit, where) for p in layout.all()))
         merged = sorted(((row["RowKey"], p, row) for p, (rows_of, _) in zip(layout.all(), read, strict=True)
                          for row in rows_of), key=lambda entry: entry[0])
         more = any(more_of for _, more_of in read) or len(merged) > limit
@@ -226,7 +228,8 @@ class JobSweep:
             await self._check_rows(container, [row for row in rows if row.get("State") in (LIVE, REJECTED)], report)
         return report, (rows[-1]["RowKey"] if more and rows else None)
 
-    async def _row_page(self, partition: str, after: str | None, limit: int) -> tuple[list[Entity], bool]:
+    async def _row_page(self, partition: str, after: str | None, limit: int,
+                        where: dict[str, str] | None) -> tuple[list[Entity], bool]:
         """Up to ``limit`` output rows of one partition keyed after ``after``, and whether it holds more."""
         rows: list[Entity] = []
         more = False
@@ -237,7 +240,7 @@ class JobSweep:
                 more = True
                 break
             read, more = await self.store.read_page(partition, low, high, limit=limit - len(rows), after=after,
-                                                    select=ROW_FIELDS)
+                                                    where=where, select=ROW_FIELDS)
             rows.extend(read)
         return rows, more
 

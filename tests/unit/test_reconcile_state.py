@@ -15,6 +15,10 @@ def test_a_checkpoint_reads_back_what_it_saved() -> None:
     assert Checkpoint.of(saved.entity("job-x")) == saved
     assert Checkpoint.of(Checkpoint().entity("job-x")) == Checkpoint()  # no position: the start
     assert Checkpoint.of(None) == Checkpoint()
+    # The tombstone purge's feed position and a quiet job's pass read back too.
+    purging = Checkpoint(None, "T|TaskOutput|task-7|f.bin", 3, at, tombstones_from=(("job-x", 41), ("job-x~1", 7)), quiet_of=at, quiet_done=True)
+    assert Checkpoint.of(purging.entity("job-x")) == purging
+    assert (purging.position("job-x~1"), purging.position("job-x~2")) == (7, 0)
 
 
 def test_an_operation_reads_back_and_reports_progress_capped_until_it_succeeds() -> None:
