@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable, Optional, TypeVar
 
@@ -247,7 +246,7 @@ class OutputIndexClient:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"no {kind} output {path or ''} of job {job_id} indexed within {timeout} s")
-            wait = 60 if remaining is None else min(60, max(1, math.ceil(remaining)))
+            wait = _shared.long_poll_seconds(remaining)
             try:
                 batch = self.changes(job_id, cursor=cursor, kind=kind, task_id=task_id, wait=wait)
             except HttpResponseError as exc:

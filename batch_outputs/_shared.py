@@ -234,6 +234,15 @@ def change_batch(body: dict[str, Any], cursor: Optional[str]) -> Any:
                              cursor=str(body.get("cursor") or cursor or ""), more=bool(body.get("nextLink")))
 
 
+def long_poll_seconds(remaining: Optional[float]) -> float:
+    """The ``wait`` of a waiter's next long-poll with ``remaining`` seconds to its deadline
+    (``None``: no deadline): never past the deadline (the route takes fractions of a second),
+    so a wait with a timeout ends on time."""
+    if remaining is None:
+        return 60.0
+    return max(0.0, min(60.0, remaining))
+
+
 def landed(changes: Any, kind: str, path: Optional[str], task_id: Optional[str]) -> Any:
     """The first output of ``changes`` that became readable and is the one awaited, or None."""
     for change in changes:

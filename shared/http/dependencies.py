@@ -30,6 +30,8 @@ from urllib.parse import quote, urlencode
 from fastapi import Depends, Path, Query, Request
 
 from shared.domain.conventions import is_valid_job_id, is_valid_kind, is_valid_task_id
+from shared.read.paging import DEFAULT_PAGE_SIZE as DEFAULT_PAGE_SIZE  # the routes' default page
+from shared.read.paging import MAX_PAGE_SIZE
 from shared.read.query import Page
 from shared.service import Service, ServiceHolder
 from shared.settings import Settings
@@ -40,8 +42,6 @@ from .errors import ApiError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PAGE_SIZE = 1000
-MAX_PAGE_SIZE = 5000
 
 #: Routes an admin's whatever their method (a GET there tells about the deployment or a long
 #: operation, not about a job's outputs).
@@ -268,6 +268,10 @@ TaskId = Annotated[str, Depends(_task_id)]
 KindFilter = Annotated[str | None, Depends(_kind_filter)]
 Prefix = Annotated[str, Query(description="path prefix", max_length=1024)]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="items per page (1-5000)")]
+#: A listing across every task of a job: its default page grows with the job's partitions
+#: (``paging.default_page_size``), so a spread job's page still costs about a query per 1,000.
+SpreadPageSize = Annotated[int | None, Query(ge=1, le=MAX_PAGE_SIZE, description=(
+    "items per page (1-5000; default 1000, or 1000 per partition up to 5000 for a job spread over several partitions)"))]
 Token = Annotated[str | None, Query(alias="continuationToken", max_length=4096, description="from nextLink")]
 
 

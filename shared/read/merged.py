@@ -13,10 +13,12 @@ partition whose next row is known to lie past the page is not read at all. Its f
 page asks for its share of what the page still needs (the partitions' rows interleave when
 tasks are small: a render farm's), with a quarter to spare, plus one row to learn its next
 key; a partition read again in the same page holds a long run, and is asked for all the page
-still needs. So a page costs about one query per partition holding rows of it, and reads about
-1.25 rows per result where the partitions interleave finely, one where a run fills the page.
+still needs (one response, 1,000 rows, when its share fits in one). So a page costs about one
+query per partition holding rows of it, and reads about 1.25 rows per result where the
+partitions interleave finely, one where a run fills the page.
 A page of ``n`` results finely interleaved over ``N`` partitions cannot cost fewer than ``N``
-queries: each returns one partition's rows only.
+queries: each returns one partition's rows only; that is why a spread job's default page is
+1,000 rows per partition (``paging.default_page_size``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from shared.domain.rows import Entity
-from shared.store.table import TableStore
+from shared.store.table import MAX_QUERY_PAGE, TableStore
 
 from .listings import Listing
 from .paging import InvalidTokenError, Position, TokenCodec
@@ -76,7 +78,13 @@ async def merged_page(
         if i in read_before:
             ask = remaining + 1
         else:
-            ask = min(remaining, math.ceil(remaining * SPARE / sum(1 for state, _ in heads if state != DONE))) + 1
+            need = remaining / sum(1 for state, _ in heads if state != DONE)
+            share = math.ceil(need * SPARE)
+            if need <= MAX_QUERY_PAGE:
+                # One response (the service's largest) when the share fits in it but its spare
+                # does not: a second query for the spare costs more than a rare read again.
+                share = min(share, MAX_QUERY_PAGE - 1)
+            ask = min(remaining, share) + 1
             read_before.add(i)
         if state == KNOWN:
             rows, more = await store.read_page(partitions[i], key, high, limit=ask, where=listing.where, select=listing.select)

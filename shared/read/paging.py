@@ -28,6 +28,21 @@ _COMPRESSED = b"z"
 #: A query's scope: its fields in order (``None`` for a filter not given), or one string.
 Scope = str | Sequence[str | None]
 
+#: Items a page holds when the caller does not say (``maxpagesize``), and at most.
+DEFAULT_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 5000
+
+
+def default_page_size(partitions: int) -> int:
+    """The page a listing across a job's ``partitions`` holds when the caller does not say.
+
+    A page merged in key order over ``N`` partitions costs about one query per partition (each
+    query returns one partition's rows), so pages of 1,000 would cost ``N`` queries per 1,000
+    results. A spread job's default page is 1,000 per partition (at most 5,000): about one
+    query per 1,000 results, as on one partition. An explicit ``maxpagesize`` is kept as asked.
+    """
+    return min(MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE * max(1, partitions))
+
 
 class InvalidTokenError(ValueError):
     """A continuation token that was altered or belongs to another query."""

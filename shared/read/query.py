@@ -24,7 +24,7 @@ from .listings import Listing as _Listing
 from .listings import Page, iso
 from .listings import key_range as _key_range
 from .merged import merged_page
-from .paging import Position, TokenCodec
+from .paging import Position, TokenCodec, default_page_size
 
 #: Key ranges of one listing read at once (a task has one range per kind it wrote).
 PARALLEL_PARTS = 8
@@ -309,12 +309,15 @@ class QueryService:
 
     # -- outputs ---------------------------------------------------------------------------
 
-    async def _outputs(self, job_id: str, listing: _Listing, page_size: int, token: str | None,
+    async def _outputs(self, job_id: str, listing: _Listing, page_size: int | None, token: str | None,
                        partition: str | None = None, *, across: bool = False) -> Page:
         """A page of outputs: of one partition (``partition``, else the container's), or, with
-        ``across``, of every partition of the job merged in key order."""
+        ``across``, of every partition of the job merged in key order (``page_size`` ``None``:
+        the default for the job's layout)."""
         container = container_name(job_id)
         layout = await self.layouts.get(container) if across else None
+        if page_size is None:
+            page_size = default_page_size(len(layout.all()) if layout is not None else 1)
         if layout is not None and layout.spread:
             rows, next_token = await merged_page(self.store, self.codec, layout.all(), listing, page_size, token)
         else:
@@ -385,7 +388,9 @@ class QueryService:
         usage = view.task_usage(task_row, row)
         return sorted(k for k, (n, _) in usage.kinds.items() if n > 0)
 
-    async def all_task_outputs(self, job_id: str, kind: str | None, prefix: str, page_size: int, token: str | None) -> Page:
+    async def all_task_outputs(self, job_id: str, kind: str | None, prefix: str, page_size: int | None,
+                               token: str | None) -> Page:
+        """Every task's outputs (``page_size`` ``None``: the layout's default, ``default_page_size``)."""
         part, keep = _key_range(keys.task_outputs_prefix(kind), kind, prefix, exact=not prefix)
         listing = _Listing(
             scope=("all-task-outputs", container_name(job_id), kind, prefix),
@@ -396,7 +401,7 @@ class QueryService:
         )
         return await self._outputs(job_id, listing, page_size, token, across=True)
 
-    async def rejections(self, job_id: str, page_size: int, token: str | None) -> Page:
+    async def rejections(self, job_id: str, page_size: int | None, token: str | None) -> Page:
         container = container_name(job_id)
         listing = _Listing(
             scope=("rejections", container),

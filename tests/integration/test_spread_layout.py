@@ -223,3 +223,23 @@ def test_the_jobs_listing_adds_up_a_spread_jobs_partitions_as_of_their_folds(bot
         assert (row["outputs"], row["bytes"], row["tasks"], row["rejections"]) == (
             summary["usage"]["outputs"], summary["usage"]["bytes"], summary["tasks"], summary["rejections"]["outputs"])
     assert {k: v for k, v in listed[SPREAD].items() if k not in OWN} == {k: v for k, v in listed[ONE].items() if k not in OWN}
+
+
+def test_a_spread_jobs_default_page_holds_1000_rows_per_partition(app: RunningApp) -> None:
+    """Without ``maxpagesize``, a page across every task of a job spread over 4 partitions holds up
+    to 4,000 outputs (so it still costs about a query per 1,000), a one-partition job's 1,000; an
+    explicit ``maxpagesize`` is kept; both walk to the same items in the same order."""
+    spread(app, SPREAD, 4)
+    for job in (ONE, SPREAD):
+        names = [f"task-{t:03d}/$TaskOutput/part-{n:02d}.bin" for t in range(120) for n in range(40)]  # 4,800
+        events = [blob_event(container_name(job), name, sequencer=i + 1, size=1) for i, name in enumerate(names)]
+        for start in range(0, len(events), 1000):
+            assert app.post_events(events[start:start + 1000]).status_code == 200
+    first = {job: app.get(f"/api/jobs/{job}/task-outputs").json() for job in (ONE, SPREAD)}
+    assert len(first[ONE]["value"]) == 1000
+    assert len(first[SPREAD]["value"]) == 4000
+    assert "maxpagesize" not in first[SPREAD]["nextLink"]  # the next page keeps the default
+    assert len(app.get(f"/api/jobs/{SPREAD}/task-outputs", params={"maxpagesize": 1000}).json()["value"]) == 1000
+    walked = {job: app.all_pages(f"/api/jobs/{job}/task-outputs") for job in (ONE, SPREAD)}
+    assert len(walked[ONE]) == 4800
+    assert same(walked[SPREAD]) == same(walked[ONE])

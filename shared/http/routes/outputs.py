@@ -18,7 +18,19 @@ from shared.service import Service
 from shared.store.log_tail import DEFAULT_TAIL_BYTES, MAX_TAIL_BYTES, TailChangingError, read_tail
 from shared.store.sas import SasError
 
-from ..dependencies import DEFAULT_PAGE_SIZE, JobId, KindFilter, PageSize, Prefix, ServiceDep, TaskId, Token, check_kind, next_link
+from ..dependencies import (
+    DEFAULT_PAGE_SIZE,
+    JobId,
+    KindFilter,
+    PageSize,
+    Prefix,
+    ServiceDep,
+    SpreadPageSize,
+    TaskId,
+    Token,
+    check_kind,
+    next_link,
+)
 from ..errors import ApiError, error_statuses
 from ..schemas import Output, OutputList, OutputTail
 
@@ -63,7 +75,7 @@ async def task_outputs(request: Request, job_id: JobId, task_id: TaskId, svc: Se
 
 @router.get("/api/jobs/{job_id}/task-outputs", **_LIST)
 async def all_task_outputs(request: Request, job_id: JobId, svc: ServiceDep, kind: KindFilter = None, prefix: Prefix = "",
-                           maxpagesize: PageSize = DEFAULT_PAGE_SIZE, token: Token = None, download_urls: DownloadUrls = False) -> OutputList:
+                           maxpagesize: SpreadPageSize = None, token: Token = None, download_urls: DownloadUrls = False) -> OutputList:
     """Outputs of every task of the job, in one indexed query (e.g. every TaskPreview)."""
     page = await svc.query.all_task_outputs(job_id, kind, prefix, maxpagesize, token)
     return OutputList.page(await _with_links(svc, page.items, download_urls), next_link(request, page))

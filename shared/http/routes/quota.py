@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from shared.domain.conventions import container_name
 from shared.ingest.layouts import SpreadLimitError
 
-from ..dependencies import DEFAULT_PAGE_SIZE, JobId, PageSize, ServiceDep, Token, next_link
+from ..dependencies import JobId, ServiceDep, SpreadPageSize, Token, next_link
 from ..errors import ApiError, error_statuses
 from ..schemas import OutputList, Quota, QuotaUpdate
 
@@ -17,7 +17,7 @@ router = APIRouter(tags=["quota"])
 @router.get("/api/jobs/{job_id}/rejections", response_model=OutputList, response_model_exclude_unset=True,
             responses=error_statuses(400, 401))
 async def rejections(request: Request, job_id: JobId, svc: ServiceDep,
-                     maxpagesize: PageSize = DEFAULT_PAGE_SIZE, token: Token = None) -> OutputList:
+                     maxpagesize: SpreadPageSize = None, token: Token = None) -> OutputList:
     """Outputs rejected by quota, with the limit each would have crossed."""
     page = await svc.query.rejections(job_id, maxpagesize, token)
     return OutputList.page(page.items, next_link(request, page))
