@@ -5,13 +5,18 @@ reconcile run is measured in a process of its own: Table entities read (counted 
 transport, from the answers), blob list calls and property reads (counted at the transport),
 and its peak memory over the process at rest. Then a job of 1,000,000 outputs (``--million``;
 50,000 with ``--small``) whose index is wrong in 1 % of its rows (0.5 % missing, 0.5 %
-phantoms) is reconciled run after run until one whole sweep pass changes nothing: how many
-runs, the peak memory of any, and whether the index then equals the container.
+phantoms) is reconciled run after run for one whole sweep pass: how many runs, each run's
+requests, seconds and peak memory, and whether the index then equals the container. With
+``--budget SECONDS`` no run starts past the budget, and a pass cut short reports what it made
+exact so far (``swept_exact``). On Azurite the million's index rows cannot be seeded in
+reasonable time (one partition's inserts are quadratic in its store: docs/benchmarks.md), so
+``--million-only N`` measures a smaller job of the same shape (200,000 this round).
 
 The rows are written straight to the table by the bench (the rows the indexer writes for those
 blobs: ``output_entity``), not through events: this measures the reconciler, not ingest.
 Figures go to ``bench/results.json`` under ``reconcile`` (SPEC §11). Run alone with
-``python -m bench.reconcile [--small] [--million]``.
+``python -m bench.reconcile [--small] [--million | --million-only N] [--budget SECONDS]``
+(merged into ``bench/results.json``).
 """
 
 from __future__ import annotations
@@ -115,7 +120,8 @@ class SeededBlobs:
     database file Azurite saves (the documents it writes for an empty block blob, data in name
     order, its four binary indices), 300,000 blobs load in 25-90 s, and what the reconciler
     then reads (List Blobs, Get Blob Properties) is Azurite answering as usual. (A million
-    blobs make a file of about 530 MB, at the edge of the longest string V8 can read it into.)
+    blobs' documents, as written here, make a file of 369 MB: under the longest string V8 can
+    read it into.)
     """
 
     def __init__(self, location: Path, port: int) -> None:
