@@ -5,13 +5,18 @@ reconcile run is measured in a process of its own: Table entities read (counted 
 transport, from the answers), blob list calls and property reads (counted at the transport),
 and its peak memory over the process at rest. Then a job of 1,000,000 outputs (``--million``;
 50,000 with ``--small``) whose index is wrong in 1 % of its rows (0.5 % missing, 0.5 %
-phantoms) is reconciled run after run until one whole sweep pass changes nothing: how many
-runs, the peak memory of any, and whether the index then equals the container.
+phantoms) is reconciled run after run for one whole sweep pass: how many runs, each run's
+requests, seconds and peak memory, and whether the index then equals the container. With
+``--budget SECONDS`` no run starts past the budget, and a pass cut short reports what it made
+exact so far (``swept_exact``). On Azurite the million's index rows cannot be seeded in
+reasonable time (one partition's inserts are quadratic in its store: docs/benchmarks.md), so
+``--million-only N`` measures a smaller job of the same shape (200,000 this round).
 
 The rows are written straight to the table by the bench (the rows the indexer writes for those
 blobs: ``output_entity``), not through events: this measures the reconciler, not ingest.
 Figures go to ``bench/results.json`` under ``reconcile`` (SPEC §11). Run alone with
-``python -m bench.reconcile [--small] [--million]``.
+``python -m bench.reconcile [--small] [--million | --million-only N] [--budget SECONDS]``
+(merged into ``bench/results.json``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
-from azure.core.exceptions import ResourceExistsError, ServiceRequestError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError, ServiceRequestError
 from azure.data.tables.aio import TableClient
 
 from bench.counting_proxy import CountingProxy
@@ -74,7 +79,7 @@ class TableReads(CountingProxy):
         with self._lock:
             figures = {"entities_read": self.entities_read, "queries": self.queries}
             self.entities_read = self.queries = 0
-        self.take()
+        figures["requests"] = self.take().requests
         return figures
 
 
@@ -115,7 +120,8 @@ class SeededBlobs:
     database file Azurite saves (the documents it writes for an empty block blob, data in name
     order, its four binary indices), 300,000 blobs load in 25-90 s, and what the reconciler
     then reads (List Blobs, Get Blob Properties) is Azurite answering as usual. (A million
-    blobs make a file of about 530 MB, at the edge of the longest string V8 can read it into.)
+    blobs' documents, as written here, make a file of 369 MB: under the longest string V8 can
+    read it into.)
     """
 
     def __init__(self, location: Path, port: int) -> None:
@@ -158,21 +164,24 @@ class SeededBlobs:
             for number, name in enumerate(ordered, start=1):
                 if number > 1:
                     db.write(",")
-                # What Azurite stores for an empty block blob, less what no listing needs
-                # (the content MD5, the extent of zero bytes, the access tier).
+                # What Azurite stores for an empty block blob, less what no listing needs: the
+                # content MD5, the extent of zero bytes, the access tier, the creation time, the
+                # lease state and status (Azurite's lease adapter fills in "available" and
+                # "unlocked" when it reads a blob without them) and LokiJS's revision metadata
+                # (nothing updates these documents). About 250 characters a blob, where what
+                # Azurite writes itself is about 500: a million blobs' file then stays well
+                # under the longest string V8 can read it into (536,870,888 characters).
                 db.write(json.dumps({
                     "accountName": ACCOUNT, "containerName": container, "name": name, "properties": {
-                        "creationTime": when, "lastModified": when, "etag": f'"0x{number:015X}"', "contentLength": 0,
-                        "contentType": "application/octet-stream", "blobType": "BlockBlob", "leaseStatus": "unlocked",
-                        "leaseState": "available"},
-                    "snapshot": "", "isCommitted": True, "meta": {"revision": 0, "created": created, "version": 0},
-                    "$loki": number}, separators=(",", ":")))
+                        "lastModified": when, "etag": f'"0x{number:X}"', "contentLength": 0,
+                        "contentType": "application/octet-stream", "blobType": "BlockBlob"},
+                    "snapshot": "", "isCommitted": True, "$loki": number}, separators=(",", ":")))
             db.write("]" + after.replace('"maxId": 0', f'"maxId": {len(ordered)}') + ",")
             db.write(json.dumps(_collection("$BLOCKS_COLLECTION$", [], _indices(("accountName", "containerName", "blobName", "name"), 0))))
             db.write("]}")
         return time.perf_counter() - started
 
-    def start(self, timeout: float = 600.0) -> SeededBlobs:
+    def start(self, timeout: float = 1800.0) -> SeededBlobs:
         self._process = subprocess.Popen(
             [str(AZURITE_BLOB_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location", str(self.location),
              "--skipApiVersionCheck", "--loose", "--silent"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -288,6 +297,30 @@ async def _worker(runs: int) -> dict[str, Any]:
         await service.close()
 
 
+async def _stepped_worker() -> None:
+    """Reconcile runs in this process, one each time the bench asks (a line on stdin), each
+    answered with its report, its seconds and this process's peak memory so far (a JSON line
+    on stdout): the bench counts each run's requests between the two, and a run it never asks
+    for is never made (a measurement that has to stop at a deadline keeps what it measured)."""
+    from shared.service import Service
+    from shared.settings import Settings
+
+    service = await Service.create(Settings.load())
+    try:
+        base = _rss_mb()
+        Path("/proc/self/clear_refs").write_text("5")  # the peak covers the runs alone (see ``_worker``)
+        print(json.dumps({"base_rss_mb": base}), flush=True)
+        for line in sys.stdin:
+            if line.strip() != "run":
+                break
+            started = time.perf_counter()
+            report = (await service.reconciler().run()).as_dict()
+            print(json.dumps({"report": report, "seconds": round(time.perf_counter() - started, 2),
+                              "peak_rss_mb": _rss_mb(field="VmHWM")}), flush=True)
+    finally:
+        await service.close()
+
+
 def run_worker(env: dict[str, str], runs: int) -> dict[str, Any]:
     args = [sys.executable, "-m", "bench.reconcile", "--worker", str(runs)]
     done = subprocess.run(args, cwd=PROJECT_ROOT, env={**os.environ, **env}, capture_output=True, text=True, check=False)
@@ -300,7 +333,7 @@ def run_worker(env: dict[str, str], runs: int) -> dict[str, Any]:
 
 
 def figures(*, small: bool = False, million: bool = False, say: Callable[[str], None] = print,
-            million_only: int | None = None) -> dict[str, Any]:
+            million_only: int | None = None, budget_s: float | None = None) -> dict[str, Any]:
     """The ``reconcile`` results: steady jobs of 30,000 and 300,000 outputs, and the million
     (``million_only``: that one alone, of this size)."""
     sizes = () if million_only else (3_000, 30_000) if small else (30_000, 300_000)
@@ -343,7 +376,7 @@ def figures(*, small: bool = False, million: bool = False, say: Callable[[str], 
                 say(f"    one run: {results[label]}")
             if million or small or million_only:
                 size = million_only or (50_000 if small else 1_000_000)
-                results["million"] = _million(azurite, blobs, env, size, table, blob, say)
+                results["million"] = _million(azurite, blobs, env, size, table, blob, say, budget_s)
             return results
         finally:
             table.stop()
@@ -375,8 +408,21 @@ def _process_rss(azurite: Azurite) -> float:
     return round(_rss_mb(process.pid)) if process is not None else 0.0
 
 
+def _answer(stream: Any) -> dict[str, Any]:
+    """The stepped worker's next JSON line (anything else it prints is passed over)."""
+    for line in stream:
+        if line.startswith("{"):
+            return dict(json.loads(line))
+    raise RuntimeError("the reconcile worker ended without answering")
+
+
 def _million(azurite: Azurite, blobs: SeededBlobs, env: dict[str, str], size: int, table: TableReads, blob: BlobCalls,
-             say: Callable[[str], None]) -> dict[str, Any]:
+             say: Callable[[str], None], budget_s: float | None = None) -> dict[str, Any]:
+    """A job of ``size`` outputs 1 % wrong, reconciled run after run (slices as deployed) for one
+    whole pass of both sides, then compared with its container. Each run's requests, seconds
+    and the worker's peak memory are taken between runs. Past ``budget_s`` seconds of runs no
+    further run starts: the figures are then those of the runs made (``complete`` false), with
+    the runs a whole pass takes, and no exactness check (it needs the whole pass)."""
     job = make_job(f"million-{size}", size, seed=3)
     names = job_names(job)
     missing = set(names[::200])  # 0.5 %: blobs no event announced
@@ -391,14 +437,50 @@ def _million(azurite: Azurite, blobs: SeededBlobs, env: dict[str, str], size: in
     # Slices as deployed (5,000 blobs and 5,000 rows a run): one whole pass of both sides.
     passes = -(-(size + len(phantoms)) // 5000) + 1
     started = time.perf_counter()
-    measured = run_worker({**env, "INDEX_TABLE": table_name}, passes)
-    reports = measured["reports"]
-    exact = _index_equals(azurite.connection_string, table_name, job.container, set(names))
+    worker = subprocess.Popen([sys.executable, "-m", "bench.reconcile", "--stepped-worker"], cwd=PROJECT_ROOT,
+                              env={**os.environ, **env, "INDEX_TABLE": table_name}, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert worker.stdin is not None and worker.stdout is not None
+    runs: list[dict[str, Any]] = []
+    try:
+        base = _answer(worker.stdout)["base_rss_mb"]
+        ready = time.perf_counter()  # the budget is the runs' alone
+        while len(runs) < passes and (budget_s is None or time.perf_counter() - ready < budget_s):
+            worker.stdin.write("run\n")
+            worker.stdin.flush()
+            answer = _answer(worker.stdout)
+            reads, calls = table.take_reads(), blob.take()
+            runs.append({"report": answer["report"], "seconds": answer["seconds"],
+                         "peak_rss_over_base_mb": round(answer["peak_rss_mb"] - base, 1),
+                         "table_requests": reads["requests"], "table_queries": reads["queries"],
+                         "entities_read": reads["entities_read"], "blob_list_calls": calls["list"],
+                         "blob_property_reads": calls["properties"]})
+            say(f"    run {len(runs)}/{passes}: {answer['seconds']:.0f} s, {reads['requests']} Table requests "
+                f"({reads['queries']} queries, {reads['entities_read']:,} entities), {calls['list']} list calls, "
+                f"{calls['properties']} property reads, added {answer['report']['added']}, removed "
+                f"{answer['report']['removed']}, peak {runs[-1]['peak_rss_over_base_mb']} MB over rest")
+    finally:
+        worker.stdin.close()
+        worker.wait()
+    complete = len(runs) == passes
+    # The whole index against the whole container (at a million, ≈ 1,000 query pages on Azurite).
+    exact = _index_equals(azurite.connection_string, table_name, job.container, set(names)) if complete else None
+    swept = None if complete else swept_exact(azurite.connection_string, table_name, job.container, missing, phantoms)
+
+    def spread(name: str) -> dict[str, float]:
+        values = sorted(run[name] for run in runs)
+        return {"median": values[len(values) // 2], "max": values[-1]} if values else {}
+
     figures = {
-        "outputs": size, "runs": len(reports),
-        "peak_rss_over_base_mb": round(measured["peak_rss_mb"] - measured["base_rss_mb"], 1),
-        "exact": exact, "added": sum(r["added"] for r in reports), "removed": sum(r["removed"] for r in reports),
-        "table_requests": table.take().requests, "blob_calls": blob.take(),
+        "outputs": size, "runs": len(runs), "runs_for_a_pass": passes, "complete": complete,
+        "peak_rss_over_base_mb": max((run["peak_rss_over_base_mb"] for run in runs), default=0.0),
+        "exact": exact, "swept": swept, "added": sum(run["report"]["added"] for run in runs),
+        "removed": sum(run["report"]["removed"] for run in runs),
+        "table_requests": sum(run["table_requests"] for run in runs),
+        "blob_calls": {"list": sum(run["blob_list_calls"] for run in runs),
+                       "properties": sum(run["blob_property_reads"] for run in runs)},
+        "per_run": {name: spread(name) for name in ("table_requests", "table_queries", "entities_read", "blob_list_calls",
+                                                    "blob_property_reads", "seconds")},
         "seconds": round(time.perf_counter() - started), "seeding": seeding,
     }
     say(f"    {figures}")
@@ -446,6 +528,56 @@ def reindex_through_cli(size: int, say: Callable[[str], None] = print) -> dict[s
             azurite.stop()
 
 
+def _row_key(name: str) -> str:
+    output = parse_blob_path(name)
+    assert output is not None
+    return keys.output_key(output.kind, output.path, output.task_id)
+
+
+def swept_exact(connection: str, table: str, container: str, missing: Iterable[str], phantoms: Iterable[str]) -> dict[str, Any]:
+    """What a pass cut short has made exact so far: the sweep's saved positions, and whether
+    every unindexed blob named up to the listing's position is indexed now (and none past it
+    yet), and every phantom row keyed up to the index's position is gone (and none past it
+    yet). Point reads of those rows alone: the whole index read back would be ≈ 1,000 query
+    pages over a million rows on Azurite."""
+    async def check() -> dict[str, Any]:
+        async with TableClient.from_connection_string(connection, table) as client:
+            try:
+                mark: dict[str, Any] = dict(await client.get_entity(keys.RECONCILE_PARTITION, container))
+                blobs_after, rows_after = mark.get("BlobsAfter") or None, mark.get("RowsAfter") or None
+            except ResourceNotFoundError:  # no run yet: nothing swept
+                mark, blobs_after, rows_after = {}, "", ""
+            slots = asyncio.Semaphore(IN_FLIGHT)
+
+            async def live(name: str) -> bool:
+                async with slots:
+                    try:
+                        row = await client.get_entity(container, _row_key(name), select=["State"])
+                    except ResourceNotFoundError:
+                        return False
+                    return bool(row.get("State") == LIVE)
+
+            def swept(position: str | None, value: str) -> bool:
+                return position is None or value <= position  # no position: the pass went round
+
+            unindexed, ghosts = sorted(missing), sorted(phantoms, key=_row_key)
+            added = [n for n in unindexed if swept(blobs_after, n)]
+            removed = [n for n in ghosts if swept(rows_after, _row_key(n))]
+            added_live = await asyncio.gather(*(live(n) for n in added))
+            rest_live = await asyncio.gather(*(live(n) for n in unindexed if not swept(blobs_after, n)))
+            removed_live = await asyncio.gather(*(live(n) for n in removed))
+            kept_live = await asyncio.gather(*(live(n) for n in ghosts if not swept(rows_after, _row_key(n))))
+            return {"blobs_after": blobs_after, "rows_after": rows_after, "passes": mark.get("Passes"),
+                    "unindexed_swept": len(added), "unindexed_swept_now_indexed": sum(added_live),
+                    "unindexed_not_swept_still_absent": len(rest_live) - sum(rest_live),
+                    "unindexed_not_swept": len(rest_live),
+                    "phantoms_swept": len(removed), "phantoms_swept_now_gone": len(removed) - sum(removed_live),
+                    "phantoms_not_swept_still_live": sum(kept_live), "phantoms_not_swept": len(kept_live),
+                    "exact_so_far": all(added_live) and not any(removed_live)}
+
+    return asyncio.run(check())
+
+
 def _index_equals(connection: str, table: str, container: str, names: set[str]) -> bool:
     async def live() -> set[str]:
         async with TableClient.from_connection_string(connection, table) as client:
@@ -455,6 +587,15 @@ def _index_equals(connection: str, table: str, container: str, names: set[str]) 
     return asyncio.run(live()) == names
 
 
+def _record(results: dict[str, Any]) -> None:
+    """Merge these figures into ``bench/results.json`` under ``reconcile`` (what a ``make bench``
+    wrote there before stays; a figure measured again replaces its old value)."""
+    path = PROJECT_ROOT / "bench" / "results.json"
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    recorded.setdefault("reconcile", {}).update(results)
+    path.write_text(json.dumps(recorded, indent=2) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", action="store_true")
@@ -462,15 +603,23 @@ def main() -> int:
     parser.add_argument("--million-only", type=int, metavar="OUTPUTS", help="only the to-exact figure, for a job of this size")
     parser.add_argument("--cli-reindex", type=int, metavar="OUTPUTS",
                         help="only `batch-outputs reindex` of a job of this size, through the long-running operation")
+    parser.add_argument("--budget", type=float, metavar="SECONDS",
+                        help="the to-exact figure: start no reconcile run past this many seconds of runs (partial figures)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--stepped-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(asyncio.run(_worker(args.worker))))
         return 0
+    if args.stepped_worker:
+        asyncio.run(_stepped_worker())
+        return 0
     if args.cli_reindex:
         print(json.dumps(reindex_through_cli(args.cli_reindex), indent=2))
         return 0
-    print(json.dumps(figures(small=args.small, million=args.million, million_only=args.million_only), indent=2))
+    results = figures(small=args.small, million=args.million, million_only=args.million_only, budget_s=args.budget)
+    print(json.dumps(results, indent=2))
+    _record(results)
     return 0
 
 
