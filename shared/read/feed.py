@@ -71,6 +71,11 @@ class Tail:
     sequenced: dict[str, int | None] = field(default_factory=dict)
     _ordered: list[ChangeSet] | None = field(default=None, repr=False)
     _kept: dict[str, dict[tuple[str | None, str | None], tuple[int, ...]]] = field(default_factory=dict, repr=False)
+    #: By filter key: the seqs of the rows with a change it keeps (ascending), and the pending
+    #: deltas with one; ``None`` until a waiter asks (``nothing_for``).
+    _rows_for: dict[tuple[str | None, str | None], list[int]] | None = field(default=None, repr=False)
+    _pending_for: dict[tuple[str | None, str | None], list[str]] = field(default_factory=dict, repr=False)
+    _contiguous: bool = field(default=False, repr=False)
 
     @property
     def pending_ids(self) -> frozenset[str]:
@@ -100,6 +105,56 @@ class Tail:
                     self._kept[each.delta_id] = _indexed(each)
             index = self._kept.get(item.delta_id) or _indexed(item)
         return index.get(where.key, ())
+
+    def nothing_for(self, cursor: FeedCursor, where: Filter) -> bool:
+        """Whether a page of this read for ``cursor`` and ``where`` is surely empty with no next
+        page (``FeedReader.page`` would answer no change and ``more`` False), found without
+        walking the read: by the rows and pending deltas that hold a change ``where`` keeps,
+        indexed once per read. False whenever it cannot tell (then the page is computed).
+
+        A fold wakes every waiter of the job (it may hold anyone's changes): a thousand waiters
+        each for one task's outputs then look at one shared read, and most find nothing there;
+        walking its rows and pending deltas for each of them was most of what waiting cost.
+        """
+        if cursor.offset or cursor.partial is not None or not self.complete:
+            return False
+        end = self.start + len(self.rows)
+        if cursor.seq < self.oldest or cursor.seq < self.start or cursor.seq > end:
+            return False  # an expired cursor, or one past what this read holds: the page tells
+        if self._rows_for is None:
+            self._index_filters()
+        assert self._rows_for is not None
+        if not self._contiguous:
+            return False  # a row not visible yet: the page stops before it (``more``)
+        key = where.key
+        seqs = self._rows_for.get(key)
+        if seqs and seqs[-1] >= cursor.seq:
+            return False  # a row after the cursor holds a change of the filter
+        if self.pending is None or end < self.next_seq:
+            return True  # no pending delta is taken (not one snapshot, or not caught up)
+        # Caught up: pending deltas the cursor did not receive would be taken.
+        delivered = cursor.delivered
+        return all(delta_id in delivered for delta_id in self._pending_for.get(key, ()))
+
+    def _index_filters(self) -> None:
+        rows_for: dict[tuple[str | None, str | None], list[int]] = {}
+        contiguous = True
+        for number, row in enumerate(self.rows):
+            if row.seq != self.start + number:
+                contiguous = False
+            for key in self._kept_index(row):
+                rows_for.setdefault(key, []).append(row.seq or 0)
+        for item in self.pending or ():
+            for key in self._kept_index(item):
+                self._pending_for.setdefault(key, []).append(item.delta_id)
+        self._contiguous = contiguous
+        self._rows_for = rows_for
+
+    def _kept_index(self, item: ChangeSet) -> dict[tuple[str | None, str | None], tuple[int, ...]]:
+        index = self._kept.get(item.delta_id)
+        if index is None:
+            index = self._kept[item.delta_id] = _indexed(item)
+        return index
 
 
 def _indexed(item: ChangeSet) -> dict[tuple[str | None, str | None], tuple[int, ...]]:
