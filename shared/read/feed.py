@@ -76,10 +76,14 @@ class Tail:
     _rows_for: dict[tuple[str | None, str | None], list[int]] | None = field(default=None, repr=False)
     _pending_for: dict[tuple[str | None, str | None], list[str]] = field(default_factory=dict, repr=False)
     _contiguous: bool = field(default=False, repr=False)
+    _pending_ids: frozenset[str] | None = field(default=None, repr=False)
 
     @property
     def pending_ids(self) -> frozenset[str]:
-        return frozenset(s.delta_id for s in self.pending or ())
+        # Once per read: every page and every woken waiter of the read asks.
+        if self._pending_ids is None:
+            self._pending_ids = frozenset(s.delta_id for s in self.pending or ())
+        return self._pending_ids
 
     def still_ahead(self, delta_id: str, seq: int) -> bool:
         """Whether a delta received pending may still be met in the feed at or after ``seq``
