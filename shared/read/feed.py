@@ -47,6 +47,8 @@ READ_ROWS = 1000
 MAX_WAIT_SECONDS = 60
 #: Jobs whose latest read's deltas ``FeedReader`` keeps parsed.
 PARSED_JOBS = 64
+#: Feed rows ``FeedReader`` keeps parsed per job (the newest).
+KNOWN_ROWS = 2 * READ_ROWS
 
 
 class CursorExpiredError(Exception):
@@ -204,12 +206,16 @@ class FeedReader:
         #: row is written once (its key is new) and then only deleted, so a job's next read
         #: (every second while clients wait on a busy job) parses only the deltas new since.
         self._parsed: dict[str, dict[tuple[str, str | None], ChangeSet]] = {}
+        #: The feed rows of each job read lately, parsed, by row key and ETag (``_feed_rows``).
+        self._rows: dict[str, dict[tuple[str, str | None], ChangeSet]] = {}
 
     def _delta(self, parsed: dict[tuple[str, str | None], ChangeSet], row: Entity) -> ChangeSet:
         known = parsed.get((str(row["RowKey"]), row.get("__etag")))
         return known if known is not None else ChangeSet(str(row["RowKey"]), row.get("LastIndexedAt"), tuple(changes_of(row)))
 
-    async def read_tail(self, container: str, start: int, rows: int = READ_ROWS) -> Tail:
+    async def read_tail(self, container: str, start: int, rows: int = READ_ROWS, *, shared: bool = False) -> Tail:
+        """One read of the job's feed from ``start``; ``shared``: a read that waiters of the job
+        repeat (``_feed_rows``)."""
         low, high = keys.prefix_range(keys.shard_prefix())
         ledger, whole = await self.store.query_response(container, low, high)
         counter = next((r for r in ledger if r["RowKey"] == keys.counter_key()), None)
@@ -226,10 +232,50 @@ class FeedReader:
             round_row = next((r for r in ledger if r["RowKey"] == keys.fold_round_key()), None)
             sequenced = _sequenced(round_row, counter, deltas)
             pending = [d for key, d in deltas.items() if d.changes and key not in sequenced]
+        found, complete = await self._feed_rows(container, start, rows, shared)
+        return Tail(next_seq, oldest, pending, found, start, complete, sequenced)
+
+    async def _feed_rows(self, container: str, start: int, rows: int, shared: bool) -> tuple[list[ChangeSet], bool]:
+        """The feed rows from ``start`` (at most ``rows``), and whether they reach the feed's end.
+
+        A feed row is written once with its content (a round taken over writes the same) and
+        then only deleted, so rows already parsed are known by key and ETag. A ``shared`` read
+        of a job this process has read lately asks for the rows' keys only (their ETags come
+        with them), then for the rows from the first one it does not know: the waiters of a
+        busy job re-read it every second from the oldest cursor among them (often where they
+        began), and every such read carried, and parsed, the whole feed since then again. Other
+        reads (a walk, page by page) take the rows in one query, as they are seldom read twice.
+        """
         _, feed_high = keys.prefix_range(keys.feed_prefix())
-        found = [ChangeSet.of_feed_row(row) async for row in
-                 self.store.query_range(container, keys.feed_key(start), feed_high, limit=rows)]
-        return Tail(next_seq, oldest, pending, found, start, len(found) < rows, sequenced)
+        known = self._rows.pop(container, None)
+        if known is None or not shared:
+            read = [row async for row in self.store.query_range(container, keys.feed_key(start), feed_high, limit=rows)]
+            found = [ChangeSet.of_feed_row(row) for row in read]
+            complete = len(found) < rows
+            known = {**(known or {}), **{(str(row["RowKey"]), row.get("__etag")): item for row, item in zip(read, found, strict=True)}}
+        else:
+            heads = [row async for row in self.store.query_range(container, keys.feed_key(start), feed_high,
+                                                                 select=("RowKey",), limit=rows)]
+            complete = len(heads) < rows
+            fresh = [(str(h["RowKey"]), h.get("__etag")) for h in heads]
+            unknown = next((n for n, name in enumerate(fresh) if name not in known), None)
+            if unknown is not None:
+                last = keys.feed_key(keys.feed_seq(fresh[-1][0]) + 1)
+                async for row in self.store.query_range(container, fresh[unknown][0], last, limit=len(fresh) - unknown):
+                    known[(str(row["RowKey"]), row.get("__etag"))] = ChangeSet.of_feed_row(row)
+            found = []
+            for name in fresh:
+                item = known.get(name)
+                if item is None:  # rewritten or deleted between the two queries: stop before it
+                    complete = False
+                    break
+                found.append(item)
+        if len(known) > KNOWN_ROWS:  # the newest rows: where the job's waiters are
+            known = dict(sorted(known.items(), reverse=True)[:KNOWN_ROWS])
+        self._rows[container] = known
+        while len(self._rows) > PARSED_JOBS:
+            del self._rows[next(iter(self._rows))]  # the job read longest ago
+        return found, complete
 
     @staticmethod
     def page(tail: Tail, cursor: FeedCursor, where: Filter, size: int) -> FeedPage:
