@@ -155,3 +155,37 @@ def test_a_shared_read_fetches_only_the_feed_rows_it_has_not_parsed(azurite: Azu
         assert shape(fourth) == shape(third) == shape(plain) and fourth.complete
 
     run(azurite, body)
+
+
+def test_waiters_of_a_job_not_registered_yet_share_its_layout_read(azurite: Azurite) -> None:
+    """A thousand downstream tasks waiting on a job that has not started: its layout (no registry
+    row yet) is read for every request, and lookups that come together share one point read; one
+    asked once a read has started waits for a read of its own, so a registration in between is
+    seen."""
+    async def body(service: Service) -> None:
+        book = service.query.layouts
+        reads = 0
+        gate = asyncio.Event()
+        get = book.store.get
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            await gate.wait()
+            return await get(*args, **kwargs)
+
+        book.store.get = counted  # type: ignore[method-assign]
+        together = [asyncio.create_task(book.get(CONTAINER)) for _ in range(50)]
+        while reads == 0:
+            await asyncio.sleep(0)  # until the shared read has started
+        later = asyncio.create_task(book.get(CONTAINER))  # asked after: a read of its own
+        for _ in range(10):
+            await asyncio.sleep(0)  # turns of the loop: its read starts
+        assert reads == 2
+        await service.layouts.set(CONTAINER, "feed-job", 4)  # registered before that read is answered
+        gate.set()
+        assert reads == 2 and {layout.partitions for layout in await asyncio.gather(*together)} <= {1, 4}
+        assert (await later).partitions == 4
+        assert (await book.get(CONTAINER)).partitions == 4 and reads == 2  # remembered from then on
+
+    run(azurite, body)
