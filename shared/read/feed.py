@@ -47,8 +47,6 @@ READ_ROWS = 1000
 MAX_WAIT_SECONDS = 60
 #: Jobs whose latest read's deltas ``FeedReader`` keeps parsed.
 PARSED_JOBS = 64
-#: Feed rows ``FeedReader`` keeps parsed per job (the newest).
-KNOWN_ROWS = 2 * READ_ROWS
 
 
 class CursorExpiredError(Exception):
@@ -206,7 +204,8 @@ class FeedReader:
         #: row is written once (its key is new) and then only deleted, so a job's next read
         #: (every second while clients wait on a busy job) parses only the deltas new since.
         self._parsed: dict[str, dict[tuple[str, str | None], ChangeSet]] = {}
-        #: The feed rows of each job read lately, parsed, by row key and ETag (``_feed_rows``).
+        #: The feed rows of each job whose waiters read it lately, parsed, by row key and ETag
+        #: (``_feed_rows``).
         self._rows: dict[str, dict[tuple[str, str | None], ChangeSet]] = {}
 
     def _delta(self, parsed: dict[tuple[str, str | None], ChangeSet], row: Entity) -> ChangeSet:
@@ -247,12 +246,14 @@ class FeedReader:
         reads (a walk, page by page) take the rows in one query, as they are seldom read twice.
         """
         _, feed_high = keys.prefix_range(keys.feed_prefix())
-        known = self._rows.pop(container, None)
-        if known is None or not shared:
+        known = self._rows.pop(container, None) if shared else None
+        if known is None:
             read = [row async for row in self.store.query_range(container, keys.feed_key(start), feed_high, limit=rows)]
             found = [ChangeSet.of_feed_row(row) for row in read]
             complete = len(found) < rows
-            known = {**(known or {}), **{(str(row["RowKey"]), row.get("__etag")): item for row, item in zip(read, found, strict=True)}}
+            if not shared:
+                return found, complete
+            names = [(str(row["RowKey"]), row.get("__etag")) for row in read]
         else:
             heads = [row async for row in self.store.query_range(container, keys.feed_key(start), feed_high,
                                                                  select=("RowKey",), limit=rows)]
@@ -263,16 +264,17 @@ class FeedReader:
                 last = keys.feed_key(keys.feed_seq(fresh[-1][0]) + 1)
                 async for row in self.store.query_range(container, fresh[unknown][0], last, limit=len(fresh) - unknown):
                     known[(str(row["RowKey"]), row.get("__etag"))] = ChangeSet.of_feed_row(row)
-            found = []
+            found, names = [], []
             for name in fresh:
                 item = known.get(name)
                 if item is None:  # rewritten or deleted between the two queries: stop before it
                     complete = False
                     break
                 found.append(item)
-        if len(known) > KNOWN_ROWS:  # the newest rows: where the job's waiters are
-            known = dict(sorted(known.items(), reverse=True)[:KNOWN_ROWS])
-        self._rows[container] = known
+                names.append(name)
+        # What this read holds (at most ``rows``): the next read of the job's waiters starts
+        # there or later.
+        self._rows[container] = dict(zip(names, found, strict=True))
         while len(self._rows) > PARSED_JOBS:
             del self._rows[next(iter(self._rows))]  # the job read longest ago
         return found, complete
