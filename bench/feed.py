@@ -44,6 +44,7 @@ from bench.counting_proxy import CountingProxy
 from bench.scaleout import API_KEY, EVENTS_KEY, Fleet, _post_all, _processes, _wait_healthy, deliveries_of
 from bench.workload import Job
 from devtools.azurite import Azurite, free_port
+from devtools.run import UVICORN_OPTIONS
 from shared.ingest.compactor import FOLD_DELAY
 
 WAITERS = 1000
@@ -90,9 +91,10 @@ class _Topic:
 
 
 def _serve(fleet: Fleet, table: str, instances: int, extra: dict[str, str] | None = None) -> tuple[list[str], Any]:
+    """Instances served as ``make run`` serves the app (its protocol and options)."""
     ports = [free_port() for _ in range(instances)]
     commands = [[sys.executable, "-m", "uvicorn", "shared.http.app:create_app", "--factory", "--host", "127.0.0.1",
-                 "--port", str(port), "--log-level", "warning"] for port in ports]
+                 "--port", str(port), "--log-level", "warning", *UVICORN_OPTIONS] for port in ports]
     return [f"http://127.0.0.1:{port}" for port in ports], _processes(commands, {**fleet.settings_env(table), **(extra or {})})
 
 
@@ -146,10 +148,11 @@ def _latency(fleet: Fleet, job: Job, events: list[dict[str, Any]]) -> list[float
     return samples
 
 
-def _idle_requests(fleet: Fleet, job: Job) -> float:
-    """Table requests per waiting client while ``IDLE_WAITERS`` clients long-poll an idle job."""
+def _idle_requests(fleet: Fleet, job: Job) -> tuple[float, float]:
+    """Table requests per waiting client while ``IDLE_WAITERS`` clients long-poll an idle job, and
+    the instance's CPU milliseconds per idle long-poll (the request, its wait, its empty answer)."""
     urls, processes = _serve(fleet, "feedidle", 1)
-    with processes:
+    with processes as (server,):
         _wait_healthy(urls[0])
         url = f"{urls[0]}/api/jobs/{job.job_id}/changes"
 
@@ -165,9 +168,11 @@ def _idle_requests(fleet: Fleet, job: Job) -> float:
 
                 await asyncio.gather(*(one() for _ in range(IDLE_WAITERS)))
 
+        before = _cpu_seconds(server.pid)
         asyncio.run(wait_all())
+        cpu = _cpu_seconds(server.pid) - before
         counts = fleet.proxy.take()
-    return counts.requests / IDLE_WAITERS
+    return counts.requests / IDLE_WAITERS, cpu * 1000 / IDLE_WAITERS
 
 
 def _cursor_and_count(body: bytes) -> tuple[str, int]:
@@ -240,14 +245,18 @@ async def _waiters(url: str, job_id: str, filters: list[dict[str, Any]]) -> dict
 
         tasks = [asyncio.create_task(waiter(n, f)) for n, f in enumerate(filters)]
         await all_in.wait()
+        held = tally["requests"]
         print("holding", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)
+        # The answers received while the ingest ran (from "holding" to "drain": the job was idle
+        # before it, so every one of them was an answer with changes).
+        answered = tally["requests"] - held
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(drained.wait(), DRAIN_SECONDS)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return {**tally, "exact": sum(r == f["expect"] for r, f in zip(received, filters, strict=True)),
+    return {**tally, "answered_in_ingest": answered, "exact": sum(r == f["expect"] for r, f in zip(received, filters, strict=True)),
             "short": sum(r < f["expect"] for r, f in zip(received, filters, strict=True)), "received": sum(received)}
 
 
@@ -320,7 +329,7 @@ def ratio(fleet: Fleet, job: Job, events: list[dict[str, Any]], shape: str, *, p
     pairs in alternating order (machine load hits both sides alike); the median of the pairs."""
     deliveries = [json.dumps(d).encode("utf-8") for d in deliveries_of(events)]
     filters = waiting_filters(job, WAITERS, shape)
-    ratios, checks, alone_cpu = [], [], []
+    ratios, checks, alone_cpu, answer_ms = [], [], [], []
     for number in range(pairs):
         pair: dict[bool, dict[str, Any]] = {}
         for waiting in ((False, True) if number % 2 == 0 else (True, False)):
@@ -329,11 +338,15 @@ def ratio(fleet: Fleet, job: Job, events: list[dict[str, Any]], shape: str, *, p
         ratios.append(pair[True]["rate"] / pair[False]["rate"])
         checks.append(pair[True])
         alone_cpu.append(pair[False]["server_cpu"])
+        # The instance's extra CPU with the clients, per answer it gave them meanwhile.
+        answer_ms.append((pair[True]["server_cpu"] - pair[False]["server_cpu"]) * 1000 / max(1, pair[True]["answered_in_ingest"]))
         say(f"    {shape}: {pair[True]['rate']:,.0f} ev/s with {WAITERS:,} waiting clients, alone {pair[False]['rate']:,.0f} ev/s "
             f"({ratios[-1]:.2f}×); {pair[True]['exact']:,} clients received exactly their changes, {pair[True]['short']} short "
             f"({pair[True]['requests']:,} requests); instance CPU {pair[True]['server_cpu']:.1f} s with, {pair[False]['server_cpu']:.1f} s alone, "
-            f"clients {pair[True]['clients_cpu']:.1f} s")
-    return {"median": statistics.median(ratios), "pairs": ratios,
+            f"clients {pair[True]['clients_cpu']:.1f} s; {pair[True]['answered_in_ingest']:,} answers during the ingest, "
+            f"{answer_ms[-1]:.2f} ms of instance CPU each (load average {os.getloadavg()[0]:.1f})")
+    return {"median": statistics.median(ratios), "pairs": ratios, "answer_cpu_ms": statistics.median(answer_ms),
+            "answer_cpu_ms_pairs": answer_ms, "load_average": os.getloadavg()[0],
             "server_cpu_ratio": statistics.median(c["server_cpu"] / max(a, 1e-9) for c, a in zip(checks, alone_cpu, strict=True)),
             "all_received": all(c["exact"] == WAITERS for c in checks),
             "requests": [c["requests"] for c in checks], "errors": sum(c["errors"] for c in checks)}
@@ -410,8 +423,9 @@ def figures(azurite: Azurite, job: Job, events: list[dict[str, Any]], *, say: Ca
         samples = sorted(_latency(fleet, job, events))
         p95 = samples[max(0, int(len(samples) * 0.95) - 1)] if samples else float("nan")
         say(f"  indexed → waiting client: p95 {p95:.3f} s, max {max(samples, default=float('nan')):.3f} s ({len(samples)} changes)")
-        idle = _idle_requests(fleet, job)
-        say(f"  idle long-poll ({IDLE_WAITERS} clients, wait {IDLE_WAIT_S} s): {idle:.3f} Table requests per client")
+        idle, idle_cpu_ms = _idle_requests(fleet, job)
+        say(f"  idle long-poll ({IDLE_WAITERS} clients, wait {IDLE_WAIT_S} s): {idle:.3f} Table requests per client, "
+            f"{idle_cpu_ms:.2f} ms of instance CPU per long-poll")
         ratio_job, ratio_events = ratio_workload(azurite)
         waiting = ratio(fleet, ratio_job, ratio_events, "wait", say=say)
         say(f"  ingest with {WAITERS:,} clients waiting (each for one task's outputs of a kind): "
@@ -428,7 +442,8 @@ def figures(azurite: Azurite, job: Job, events: list[dict[str, Any]], *, say: Ca
         topic.stop()
         proxy.stop()
     return {
-        "feed": {"p95_seconds": p95, "idle_requests_per_wait": idle, "waiters_ingest_ratio": waiting["median"],
+        "feed": {"p95_seconds": p95, "idle_requests_per_wait": idle, "idle_cpu_ms_per_wait": idle_cpu_ms,
+                 "answer_cpu_ms": waiting["answer_cpu_ms"], "waiters_ingest_ratio": waiting["median"],
                  "exact": exact["exact"], "waiters": waiting, "followers_ingest_ratio": following["median"], "followers": following, "latency_samples": len(samples), "exact_run": exact},
         "publish": {"requests_per_output": per_output, "requests": topic.requests, "events": topic.events},
     }
@@ -459,8 +474,9 @@ def main() -> int:
             try:
                 fleet = Fleet(azurite, proxy)
                 samples = sorted(_latency(fleet, job, events))
+                idle, idle_cpu_ms = _idle_requests(fleet, job)
                 results = {"p95_seconds": samples[max(0, int(len(samples) * 0.95) - 1)], "max_seconds": samples[-1],
-                           "idle_requests_per_wait": _idle_requests(fleet, job)}
+                           "idle_requests_per_wait": idle, "idle_cpu_ms_per_wait": idle_cpu_ms}
             finally:
                 proxy.stop()
         elif len(sys.argv) >= 2 and sys.argv[1] == "ratio":

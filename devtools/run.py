@@ -10,10 +10,14 @@ those who deliver events themselves.
 
 The event source posts with an events key (``EVENTS_KEYS``: it can post events and nothing
 else); a ``local.settings.json`` from before keys had roles has none, so one is made up for the
-session. The server runs uvicorn's h11 protocol with a deadline on request headers
-(``GuardedH11Protocol``): uvicorn itself times out idle keep-alive connections
-(``--timeout-keep-alive``) but waits for a request's headers forever, so a client sending them a
-byte at a time (slowloris) would hold a connection for good. The app bounds the body itself.
+session. The server runs uvicorn's httptools protocol with a deadline on request headers and a
+cap on their size (``GuardedHttpToolsProtocol``): uvicorn itself times out idle keep-alive
+connections (``--timeout-keep-alive``) but waits for a request's headers forever, so a client
+sending them a byte at a time (slowloris) would hold a connection for good, and its httptools
+protocol takes a head of any size. The app bounds the body itself. httptools (a C parser) rather
+than h11 (pure Python): a thousand clients long-polling one instance cost it a fraction of the
+CPU per answer. Under the Functions host none of this runs: the host serves HTTP itself and hands
+the worker whole requests (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from devtools.azurite import Azurite, AzuriteError, free_port, port_open
 from devtools.dead_letters import BlobDeadLetters
@@ -108,10 +113,118 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
-#: How ``make run`` serves the app (``python -m uvicorn`` options): the guarded h11 protocol, idle
-#: keep-alive connections closed, client addresses as connected (no X-Forwarded-For trust).
+#: Bytes a request head may take (h11's own limit, which the h11 protocol enforces itself).
+MAX_HEAD_BYTES = 16 * 1024
+
+
+async def _head_too_large(scope: Any, receive: Any, send: Any) -> None:
+    """The answer to a request whose head passed ``MAX_HEAD_BYTES``: the app never sees it."""
+    body = b"Request head too large."
+    await send({"type": "http.response.start", "status": 431,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with ``GuardedH11Protocol``'s deadline on request heads, and
+    h11's 16 KiB cap on them (httptools has none).
+
+    The deadline starts when the connection opens and again after each answer; when it passes
+    with no request in hand (none received whole, none being answered), the connection is
+    closed. A head of more than ``max_head_bytes`` is answered ``431`` and the connection
+    closed: a whole one by its URL and header lines, one still arriving by its bytes (counted
+    from the end of the previous request, so a pipelined head counts too).
+    """
+
+    header_timeout: float = HEADER_TIMEOUT_SECONDS
+    max_head_bytes: int = MAX_HEAD_BYTES
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_deadline: asyncio.TimerHandle | None = None
+        #: Bytes received of the request head still arriving (``None``: it is whole).
+        self._head_bytes: int | None = 0
+        self._head_size = 0  # of the head being parsed: its URL and header lines
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        # A pipelined request being answered re-arms the deadline when its answer is complete.
+        if self._head_bytes is not None and not self._answering() and not self.transport.is_closing():
+            self.logger.info("closed a connection that sent no whole request head in %g s", self.header_timeout)
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_bytes is not None:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._head_bytes is not None and self._head_bytes > self.max_head_bytes and not self.transport.is_closing():
+            self.logger.info("closed a connection whose request head passed %d bytes", self.max_head_bytes)
+            self._disarm()
+            if not self._answering():  # else an answer is being written: no 431 in its middle
+                self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+                                     b"connection: close\r\n\r\n")
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self._head_size = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        self._disarm()
+        if self._head_size <= self.max_head_bytes:
+            super().on_headers_complete()
+            return
+        self.logger.info("refused a request head of more than %d bytes", self.max_head_bytes)
+        app, self.app = self.app, _head_too_large
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_bytes = 0  # what comes next is the next request's head
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+#: How ``make run`` serves the app (``python -m uvicorn`` options): the guarded httptools protocol,
+#: idle keep-alive connections closed, client addresses as connected (no X-Forwarded-For trust).
 UVICORN_OPTIONS = (
-    "--http", "devtools.run:GuardedH11Protocol",
+    "--http", "devtools.run:GuardedHttpToolsProtocol",
     "--timeout-keep-alive", str(KEEP_ALIVE_SECONDS),
     "--no-proxy-headers", "--no-server-header",
 )

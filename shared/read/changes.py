@@ -107,6 +107,13 @@ class ChangeFeed:
                 known = watch.answered(tail).get(key)
                 if known is not None:
                     return known
+                if token is not None and tail.nothing_for(position, where):
+                    # Nothing for this waiter in the shared read (a fold woke every waiter of
+                    # the job): wait again without building its page (an empty one, the cursor
+                    # it sent unchanged).
+                    if not await watch.changed_since(version, tail, deadline, where.key):
+                        return self._wire(container, job_id, FeedPage([], position, False), scope, token)
+                    continue
             try:
                 page = self.reader.page(tail, position, where, size)
             except CursorExpiredError:

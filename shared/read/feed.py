@@ -71,10 +71,19 @@ class Tail:
     sequenced: dict[str, int | None] = field(default_factory=dict)
     _ordered: list[ChangeSet] | None = field(default=None, repr=False)
     _kept: dict[str, dict[tuple[str | None, str | None], tuple[int, ...]]] = field(default_factory=dict, repr=False)
+    #: By filter key: the seqs of the rows with a change it keeps (ascending), and the pending
+    #: deltas with one; ``None`` until a waiter asks (``nothing_for``).
+    _rows_for: dict[tuple[str | None, str | None], list[int]] | None = field(default=None, repr=False)
+    _pending_for: dict[tuple[str | None, str | None], list[str]] = field(default_factory=dict, repr=False)
+    _contiguous: bool = field(default=False, repr=False)
+    _pending_ids: frozenset[str] | None = field(default=None, repr=False)
 
     @property
     def pending_ids(self) -> frozenset[str]:
-        return frozenset(s.delta_id for s in self.pending or ())
+        # Once per read: every page and every woken waiter of the read asks.
+        if self._pending_ids is None:
+            self._pending_ids = frozenset(s.delta_id for s in self.pending or ())
+        return self._pending_ids
 
     def still_ahead(self, delta_id: str, seq: int) -> bool:
         """Whether a delta received pending may still be met in the feed at or after ``seq``
@@ -100,6 +109,56 @@ class Tail:
                     self._kept[each.delta_id] = _indexed(each)
             index = self._kept.get(item.delta_id) or _indexed(item)
         return index.get(where.key, ())
+
+    def nothing_for(self, cursor: FeedCursor, where: Filter) -> bool:
+        """Whether a page of this read for ``cursor`` and ``where`` is surely empty with no next
+        page (``FeedReader.page`` would answer no change and ``more`` False), found without
+        walking the read: by the rows and pending deltas that hold a change ``where`` keeps,
+        indexed once per read. False whenever it cannot tell (then the page is computed).
+
+        A fold wakes every waiter of the job (it may hold anyone's changes): a thousand waiters
+        each for one task's outputs then look at one shared read, and most find nothing there;
+        walking its rows and pending deltas for each of them was most of what waiting cost.
+        """
+        if cursor.offset or cursor.partial is not None or not self.complete:
+            return False
+        end = self.start + len(self.rows)
+        if cursor.seq < self.oldest or cursor.seq < self.start or cursor.seq > end:
+            return False  # an expired cursor, or one past what this read holds: the page tells
+        if self._rows_for is None:
+            self._index_filters()
+        assert self._rows_for is not None
+        if not self._contiguous:
+            return False  # a row not visible yet: the page stops before it (``more``)
+        key = where.key
+        seqs = self._rows_for.get(key)
+        if seqs and seqs[-1] >= cursor.seq:
+            return False  # a row after the cursor holds a change of the filter
+        if self.pending is None or end < self.next_seq:
+            return True  # no pending delta is taken (not one snapshot, or not caught up)
+        # Caught up: pending deltas the cursor did not receive would be taken.
+        delivered = cursor.delivered
+        return all(delta_id in delivered for delta_id in self._pending_for.get(key, ()))
+
+    def _index_filters(self) -> None:
+        rows_for: dict[tuple[str | None, str | None], list[int]] = {}
+        contiguous = True
+        for number, row in enumerate(self.rows):
+            if row.seq != self.start + number:
+                contiguous = False
+            for key in self._kept_index(row):
+                rows_for.setdefault(key, []).append(row.seq or 0)
+        for item in self.pending or ():
+            for key in self._kept_index(item):
+                self._pending_for.setdefault(key, []).append(item.delta_id)
+        self._contiguous = contiguous
+        self._rows_for = rows_for
+
+    def _kept_index(self, item: ChangeSet) -> dict[tuple[str | None, str | None], tuple[int, ...]]:
+        index = self._kept.get(item.delta_id)
+        if index is None:
+            index = self._kept[item.delta_id] = _indexed(item)
+        return index
 
 
 def _indexed(item: ChangeSet) -> dict[tuple[str | None, str | None], tuple[int, ...]]:
@@ -145,12 +204,17 @@ class FeedReader:
         #: row is written once (its key is new) and then only deleted, so a job's next read
         #: (every second while clients wait on a busy job) parses only the deltas new since.
         self._parsed: dict[str, dict[tuple[str, str | None], ChangeSet]] = {}
+        #: The feed rows of each job whose waiters read it lately, parsed, by row key and ETag
+        #: (``_feed_rows``).
+        self._rows: dict[str, dict[tuple[str, str | None], ChangeSet]] = {}
 
     def _delta(self, parsed: dict[tuple[str, str | None], ChangeSet], row: Entity) -> ChangeSet:
         known = parsed.get((str(row["RowKey"]), row.get("__etag")))
         return known if known is not None else ChangeSet(str(row["RowKey"]), row.get("LastIndexedAt"), tuple(changes_of(row)))
 
-    async def read_tail(self, container: str, start: int, rows: int = READ_ROWS) -> Tail:
+    async def read_tail(self, container: str, start: int, rows: int = READ_ROWS, *, shared: bool = False) -> Tail:
+        """One read of the job's feed from ``start``; ``shared``: a read that waiters of the job
+        repeat (``_feed_rows``)."""
         low, high = keys.prefix_range(keys.shard_prefix())
         ledger, whole = await self.store.query_response(container, low, high)
         counter = next((r for r in ledger if r["RowKey"] == keys.counter_key()), None)
@@ -167,10 +231,53 @@ class FeedReader:
             round_row = next((r for r in ledger if r["RowKey"] == keys.fold_round_key()), None)
             sequenced = _sequenced(round_row, counter, deltas)
             pending = [d for key, d in deltas.items() if d.changes and key not in sequenced]
+        found, complete = await self._feed_rows(container, start, rows, shared)
+        return Tail(next_seq, oldest, pending, found, start, complete, sequenced)
+
+    async def _feed_rows(self, container: str, start: int, rows: int, shared: bool) -> tuple[list[ChangeSet], bool]:
+        """The feed rows from ``start`` (at most ``rows``), and whether they reach the feed's end.
+
+        A feed row is written once with its content (a round taken over writes the same) and
+        then only deleted, so rows already parsed are known by key and ETag. A ``shared`` read
+        of a job this process has read lately asks for the rows' keys only (their ETags come
+        with them), then for the rows from the first one it does not know: the waiters of a
+        busy job re-read it every second from the oldest cursor among them (often where they
+        began), and every such read carried, and parsed, the whole feed since then again. Other
+        reads (a walk, page by page) take the rows in one query, as they are seldom read twice.
+        """
         _, feed_high = keys.prefix_range(keys.feed_prefix())
-        found = [ChangeSet.of_feed_row(row) async for row in
-                 self.store.query_range(container, keys.feed_key(start), feed_high, limit=rows)]
-        return Tail(next_seq, oldest, pending, found, start, len(found) < rows, sequenced)
+        known = self._rows.pop(container, None) if shared else None
+        if known is None:
+            read = [row async for row in self.store.query_range(container, keys.feed_key(start), feed_high, limit=rows)]
+            found = [ChangeSet.of_feed_row(row) for row in read]
+            complete = len(found) < rows
+            if not shared:
+                return found, complete
+            names = [(str(row["RowKey"]), row.get("__etag")) for row in read]
+        else:
+            heads = [row async for row in self.store.query_range(container, keys.feed_key(start), feed_high,
+                                                                 select=("RowKey",), limit=rows)]
+            complete = len(heads) < rows
+            fresh = [(str(h["RowKey"]), h.get("__etag")) for h in heads]
+            unknown = next((n for n, name in enumerate(fresh) if name not in known), None)
+            if unknown is not None:
+                last = keys.feed_key(keys.feed_seq(fresh[-1][0]) + 1)
+                async for row in self.store.query_range(container, fresh[unknown][0], last, limit=len(fresh) - unknown):
+                    known[(str(row["RowKey"]), row.get("__etag"))] = ChangeSet.of_feed_row(row)
+            found, names = [], []
+            for name in fresh:
+                item = known.get(name)
+                if item is None:  # rewritten or deleted between the two queries: stop before it
+                    complete = False
+                    break
+                found.append(item)
+                names.append(name)
+        # What this read holds (at most ``rows``): the next read of the job's waiters starts
+        # there or later.
+        self._rows[container] = dict(zip(names, found, strict=True))
+        while len(self._rows) > PARSED_JOBS:
+            del self._rows[next(iter(self._rows))]  # the job read longest ago
+        return found, complete
 
     @staticmethod
     def page(tail: Tail, cursor: FeedCursor, where: Filter, size: int) -> FeedPage:

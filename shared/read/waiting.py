@@ -196,7 +196,7 @@ class JobWatch:
             if self._next is group:
                 self._next = None  # later askers join the next read
             try:
-                tail = await self.reader.read_tail(self.container, group.seq)
+                tail = await self.reader.read_tail(self.container, group.seq, shared=True)
             except BaseException as exc:
                 group.future.set_exception(exc)
                 group.future.exception()  # retrieved: no warning when every asker left

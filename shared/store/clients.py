@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import urllib.request
 from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -104,6 +105,10 @@ def table_client(settings: Settings, limiter: AdaptiveLimiter | None = None) -> 
     """The index table's client."""
     conn = settings.index_storage
     kwargs: dict[str, Any] = table_retry_kwargs(settings.retry)
+    # With the environment trusted (azure-core's default), aiohttp looks up proxies and
+    # ~/.netrc in a worker thread for every request: two thread hops per Table request, on
+    # every ingest batch and feed read. Only a proxy configured in the environment needs that.
+    kwargs["use_env_settings"] = bool(urllib.request.getproxies())
     if limiter is not None:
         # Runs on every attempt, retries included: throttling shrinks the limiter at once.
         def on_response(response: PipelineResponse) -> None:

@@ -14,6 +14,7 @@ import asyncio
 from typing import Any
 
 from devtools.azurite import Azurite
+from shared.domain import keys
 from shared.domain.conventions import container_name
 from shared.read.feed import Filter, Tail
 from shared.service import Service
@@ -106,3 +107,85 @@ def test_a_long_page_is_compressed_for_clients_that_take_gzip_and_plain_for_the_
     assert int(compressed.headers["content-length"]) < len(plain.content) // 3
     # A short page (here an empty one of another filter) is not worth compressing.
     assert small.status_code == 200 and "content-encoding" not in small.headers and small.json()["value"] == []
+
+
+def test_a_shared_read_fetches_only_the_feed_rows_it_has_not_parsed(azurite: Azurite) -> None:
+    """Waiters of a busy job re-read its feed every second from the oldest cursor among them: a
+    shared read asks for the rows' keys (with their ETags) and fetches only the rows it has not
+    parsed (new ones, or one rewritten: a round taken over writes its rows again), and answers
+    the same rows a plain read does."""
+    events = [blob_event(CONTAINER, f"t{i % 5}/$TaskOutput/o{i}.bin", sequencer=1000 + i, size=i) for i in range(30)]
+
+    async def body(service: Service) -> None:
+        assert service.feed is not None
+        reader = service.feed.reader
+        await ingest(service, events[:20], batch=2)  # 10 transactions: 10 deltas, then 10 feed rows
+        assert await service.indexer.compactor.fold(CONTAINER) == 10
+        fetched: list[str] = []  # feed rows read whole (not keys only)
+        query_range = reader.store.query_range
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            async def rows() -> Any:
+                async for row in query_range(*args, **kwargs):
+                    if kwargs.get("select") is None and str(row["RowKey"]).startswith(keys.feed_prefix()):
+                        fetched.append(str(row["RowKey"]))
+                    yield row
+            return rows()
+
+        reader.store.query_range = counting  # type: ignore[method-assign]
+
+        def shape(tail: Tail) -> list[Any]:
+            return [(row.seq, row.delta_id, row.at, row.changes) for row in tail.rows]
+
+        first = await reader.read_tail(CONTAINER, 0, shared=True)
+        assert len(first.rows) == 10 and len(fetched) == 10 and first.complete
+        again = await reader.read_tail(CONTAINER, 0, shared=True)
+        assert shape(again) == shape(first) and len(fetched) == 10  # keys only: every row known
+        await ingest(service, events[20:], batch=2)
+        await service.indexer.compactor.fold(CONTAINER)
+        third = await reader.read_tail(CONTAINER, 0, shared=True)
+        assert len(third.rows) == 15 and fetched[10:] == [keys.feed_key(seq) for seq in range(10, 15)]  # the new ones only
+        # A row written again (same content, a new ETag) is fetched again, with every row after it.
+        row = await service.store.get(CONTAINER, keys.feed_key(12))
+        assert row is not None
+        await service.store.merge({k: v for k, v in row.items() if not k.startswith("__")})
+        fourth = await reader.read_tail(CONTAINER, 0, shared=True)
+        assert fetched[15:] == [keys.feed_key(seq) for seq in range(12, 15)]
+        plain = await reader.read_tail(CONTAINER, 0)  # one query, as a walk reads
+        assert shape(fourth) == shape(third) == shape(plain) and fourth.complete
+
+    run(azurite, body)
+
+
+def test_waiters_of_a_job_not_registered_yet_share_its_layout_read(azurite: Azurite) -> None:
+    """A thousand downstream tasks waiting on a job that has not started: its layout (no registry
+    row yet) is read for every request, and lookups that come together share one point read; one
+    asked once a read has started waits for a read of its own, so a registration in between is
+    seen."""
+    async def body(service: Service) -> None:
+        book = service.query.layouts
+        reads = 0
+        gate = asyncio.Event()
+        get = book.store.get
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            await gate.wait()
+            return await get(*args, **kwargs)
+
+        book.store.get = counted  # type: ignore[method-assign]
+        together = [asyncio.create_task(book.get(CONTAINER)) for _ in range(50)]
+        while reads == 0:
+            await asyncio.sleep(0)  # until the shared read has started
+        later = asyncio.create_task(book.get(CONTAINER))  # asked after: a read of its own
+        for _ in range(10):
+            await asyncio.sleep(0)  # turns of the loop: its read starts
+        assert reads == 2
+        await service.layouts.set(CONTAINER, "feed-job", 4)  # registered before that read is answered
+        gate.set()
+        assert reads == 2 and {layout.partitions for layout in await asyncio.gather(*together)} <= {1, 4}
+        assert (await later).partitions == 4
+        assert (await book.get(CONTAINER)).partitions == 4 and reads == 2  # remembered from then on
+
+    run(azurite, body)

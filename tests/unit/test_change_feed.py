@@ -14,7 +14,7 @@ from shared.domain.feed import ChangeSet, FeedChange, FeedCursor, order_deltas, 
 from shared.domain.planning import change_type
 from shared.domain.rows import DELETED, LIVE, REJECTED, Change
 from shared.read.cursors import CursorCodec, InvalidCursorError
-from shared.read.feed import Filter, Tail
+from shared.read.feed import FeedReader, Filter, Tail
 
 T0 = datetime(2026, 12, 5, tzinfo=timezone.utc)
 
@@ -114,3 +114,71 @@ def test_a_reads_index_by_kind_and_task_keeps_what_each_filter_keeps() -> None:
     for where in [Filter(k, t) for k in (None, *kinds, "Other") for t in (None, "t1", "T1", "render-7", "t9")]:
         for item in (*rows, *pending, stranger):
             assert tail.kept(item, where) == tuple(n for n, c in enumerate(item.changes) if where.keeps(c)), (where, item.delta_id)
+
+
+# -- a waiter with nothing in a shared read (``Tail.nothing_for``) ------------------------------
+
+TASKS = ("t1", "T2", "t3")
+KINDS = ("TaskOutput", "TaskLog")
+FILTERS = [Filter(), *(Filter(kind) for kind in KINDS), *(Filter(task_id=t) for t in TASKS),
+           *(Filter(kind, t) for kind in KINDS for t in TASKS)]
+
+
+def random_read(rng: random.Random) -> tuple[Tail, list[str]]:
+    """A read as ``FeedReader.read_tail`` returns them: feed rows from ``start`` (sometimes with a
+    row not visible yet, sometimes cut at the read's limit), pending deltas (some also among the
+    rows: folded between the read's two queries), or none (not one snapshot)."""
+    def changes() -> tuple[FeedChange, ...]:
+        return tuple(FeedChange("created", f"{rng.randrange(99):04d}", rng.choice(TASKS), rng.choice(KINDS), f"p{n}", f"b{n}")
+                     for n in range(rng.randint(1, 3)))
+    start = rng.randint(0, 6)
+    oldest = rng.randint(0, start + 2)  # above start: a purge overtook the read
+    seqs = list(range(max(start, oldest), start + rng.randint(0, 6)))
+    if seqs and rng.random() < 0.2:
+        del seqs[rng.randrange(len(seqs))]  # a row not visible yet
+    rows = [ChangeSet(f"S|d|r{seq}", T0, changes(), seq) for seq in seqs]
+    pending = [ChangeSet(f"S|d|p{n}", T0 + timedelta(seconds=n), changes()) for n in range(rng.randint(0, 4))]
+    if rows and pending and rng.random() < 0.3:
+        pending.append(ChangeSet(rows[-1].delta_id, T0, rows[-1].changes))  # folded between the queries
+    next_seq = max(start + len(seqs), oldest) + rng.choice((0, 0, 1))
+    tail = Tail(next_seq, oldest, None if rng.random() < 0.15 else pending, rows, start, rng.random() < 0.85)
+    return tail, [p.delta_id for p in pending]
+
+
+def random_cursor(rng: random.Random, tail: Tail, pending: list[str]) -> FeedCursor:
+    seq = rng.randint(max(0, min(tail.start, tail.oldest) - 1), tail.start + len(tail.rows) + 1)
+    delivered = [d for d in pending if rng.random() < 0.5]
+    partial = rng.choice(pending) if pending and rng.random() < 0.1 else None
+    return FeedCursor(seq, 1 if rng.random() < 0.1 else 0, delivered, 0, partial, 1 if partial else 0)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_waiter_told_nothing_is_there_would_have_got_an_empty_page(seed: int) -> None:
+    """``nothing_for`` spares a woken waiter its page only when that page is empty and final:
+    over random reads (gaps, cut reads, deltas folded between the two queries, reads without
+    pending deltas), cursors (received deltas, offsets, partial deltas, expired or ahead) and
+    filters, never once does it say nothing where the page has a change, a next page, or an
+    expired cursor; and it does say it for most waiters (else it spares nothing)."""
+    rng = random.Random(seed)
+    told = 0
+    for _ in range(200):
+        tail, pending = random_read(rng)
+        cursor = random_cursor(rng, tail, pending)
+        for where in FILTERS:
+            if not tail.nothing_for(cursor, where):
+                continue
+            told += 1
+            page = FeedReader.page(tail, cursor, where, 1000)  # raises if the cursor had expired
+            assert page.changes == [] and page.more is False, (tail, cursor, where)
+    assert told > 200 * len(FILTERS) // 20
+
+
+def test_a_thousand_waiters_each_for_one_task_find_nothing_in_another_tasks_read_without_walking_it() -> None:
+    rows = [ChangeSet(f"S|d|r{seq}", T0, (FeedChange("created", "0001", "t1", "TaskOutput", f"p{seq}", f"b{seq}"),), seq)
+            for seq in range(500)]
+    tail = Tail(500, 0, [], rows, 0, True)
+    cursor = FeedCursor(0)
+    waiting = [Filter(kind, f"t{n}") for n in range(2, 252) for kind in ("TaskOutput", "TaskLog", "TaskPreview", "TaskIntermediate")]
+    assert all(tail.nothing_for(cursor, where) for where in waiting)
+    assert not tail.nothing_for(cursor, Filter("TaskOutput", "T1")) and not tail.nothing_for(FeedCursor(499), Filter(task_id="t1"))
+    assert tail.nothing_for(FeedCursor(500), Filter(task_id="t1"))  # past the last of its rows
