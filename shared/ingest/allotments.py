@@ -1,0 +1,251 @@
+"""Job-wide limits on a job spread over several partitions: grants, releases, limit changes.
+
+The arithmetic and why it is exact are in ``shared.domain.allotment`` (and docs/quotas.md). Here
+the three moves, each one partition's transaction:
+
+* **grant** (``G``'s partition): a partition short of allotment is granted from the limit no
+  partition holds, ``G`` rewritten on its ETag (grants are serialized there);
+* **release** (partition ``q``'s): near the limit, a partition short of allotment zeroes the
+  escrows of the others and gives their unused allotment back (``released[q]`` raised on
+  ``q``'s ``S|00``, guarded on its ETag and every escrow's, like a reclaim), then asks again;
+* **limit change**: ``G`` is closed with its target (no grant is made while it is), every
+  partition starts the next epoch at its usage (its escrows zeroed), and ``G`` opens in that
+  epoch with the target limits. Whoever finds ``G`` closed, or not matching the job's limits,
+  does the rest (roll forward): a change that crashed midway is completed by the next writer.
+
+A writer in a partition admits only from its escrow there, exactly as on a one-partition job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime, timezone
+
+from shared.domain import keys
+from shared.domain.allotment import (
+    RELEASED,
+    Amount,
+    GrantRow,
+    PartitionState,
+    Released,
+    any_left,
+    by_index,
+    epochs_agree,
+    job_free,
+    limited,
+    share,
+    short,
+)
+from shared.domain.layout import Layout
+from shared.domain.ledger import Escrow, JobView
+from shared.domain.planning import MAX_BATCH_OPERATIONS, Operation, guard, write
+from shared.domain.quotas import Limits, QuotaDefaults
+from shared.domain.rows import Entity
+from shared.store.errors import ConflictError
+from shared.store.table import TableStore
+
+log = logging.getLogger(__name__)
+
+#: A grant takes at most this share of what is free beyond what it needs (as ``escrow.GRANT_SHARE``).
+GRANT_SHARE = 8
+#: Decisions a writer makes again after freeing or being granted headroom, before it backs off.
+MAX_STEPS = 16
+
+
+def _counter_with(counter: Entity | None, released: Released) -> Entity:
+    kept = {k: v for k, v in (counter or {}).items() if not k.startswith("__") and k != "PartitionKey"}
+    return {**kept, "RowKey": keys.counter_key(), RELEASED: released.text()}
+
+
+def _held(view: JobView, except_writer: str | None = None) -> list[Escrow]:
+    return [e for w, e in view.escrows.items() if w != except_writer and (e.outputs or e.bytes)]
+
+
+def _total(escrows: list[Escrow]) -> Amount:
+    return Amount(sum(e.outputs for e in escrows), sum(e.bytes for e in escrows))
+
+
+async def _all(*work: Awaitable[object]) -> None:
+    """Await every one (none is left running unobserved); the first failure is raised."""
+    failures = [r for r in await asyncio.gather(*work, return_exceptions=True) if isinstance(r, BaseException)]
+    if failures:
+        raise failures[0]
+
+
+def _gives(free: Amount, deficit: Amount, limits: Limits) -> bool:
+    """Whether ``free`` holds anything toward ``deficit`` in a limited dimension."""
+    outputs, size = limited(limits)
+    return (outputs and deficit.outputs > 0 and free.outputs > 0) or (size and deficit.bytes > 0 and free.bytes > 0)
+
+
+class Allotments:
+    """This writer's side of spread jobs' job-wide limits."""
+
+    def __init__(self, store: TableStore, writer: str, quota_defaults: QuotaDefaults) -> None:
+        self.store = store
+        self.writer = writer
+        self.quota_defaults = quota_defaults
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def state(self, partition: str) -> PartitionState:
+        low, high = keys.prefix_range(keys.shard_prefix())
+        view = JobView.of([row async for row in self.store.query_range(partition, low, high)])
+        return PartitionState.of(keys.partition_index(partition), view)
+
+    async def survey(self, layout: Layout) -> list[PartitionState]:
+        """Every partition's ledger, read at once (each is exact as of its own moment)."""
+        return list(await asyncio.gather(*(self.state(p) for p in layout.all())))
+
+    async def in_force(self, layout: Layout, desired: Limits) -> GrantRow | None:
+        """The grant row, open and holding the job's limits (``desired``, as this writer last read
+        them); a change found under way or due is completed first. ``None``: no job-wide limit."""
+        grant = GrantRow.of(await self.store.get(layout.base, keys.grant_key()))
+        if grant is not None and grant.matches(desired):
+            return grant
+        if grant is None and not desired.limits_job:
+            return None
+        return await self.converge(layout)
+
+    # -- limit changes ---------------------------------------------------------------------
+
+    async def converge(self, layout: Layout) -> GrantRow | None:
+        """Bring the grant row to the job's limits (``S|00``'s overrides, else the defaults).
+
+        Close ``G`` with the target (guarded on ``S|00``, so the target is the limits as they
+        stand), start the next epoch in every partition at its usage, open ``G`` in it. Each
+        step is idempotent and recognised when done, so anyone may complete a change another
+        began. Raises ``ConflictError`` when a step lost a race (the caller tries again).
+        """
+        base = layout.base
+        rows = await self.store.get_many(base, [keys.counter_key(), keys.grant_key()])
+        counter = rows.get(keys.counter_key())
+        desired = Limits.effective(counter, self.quota_defaults)
+        grant = GrantRow.of(rows.get(keys.grant_key()))
+        if grant is None and not desired.limits_job:
+            return None
+        if grant is not None and grant.matches(desired):
+            return grant
+        if grant is None or grant.target is None:
+            closed = (grant or GrantRow()).closed(desired)
+            entity = closed.entity(keys.grant_key())
+            etags = await self.store.submit(base, [guard(keys.counter_key(), counter),
+                                                   write(entity, grant.row if grant else None)])
+            grant = replace(closed, row={**entity, "__etag": etags[-1]})
+            log.info("limits of %s changing to %s: epoch %d", base, grant.target, grant.epoch + 1)
+        assert grant.target is not None
+        epoch = grant.target[0]
+        await _all(*(self._settle(p, lambda s, kept: s.start_epoch(epoch, kept), until_epoch=epoch)
+                     for p in layout.all()))
+        opened = grant.opened()
+        entity = opened.entity(keys.grant_key())
+        etags = await self.store.submit(base, [write(entity, grant.row)])
+        return replace(opened, row={**entity, "__etag": etags[-1]})
+
+    async def _settle(self, partition: str, released_for: Callable[[PartitionState, Amount], Released], *,
+                      state: PartitionState | None = None, until_epoch: int | None = None) -> None:
+        """Zero every escrow of ``partition`` and raise its ``released`` (from ``state`` as
+        read, else read now) in one transaction, guarded on ``S|00`` and each escrow's ETag.
+        More escrows than a transaction holds are zeroed first, a batch at a time."""
+        while True:
+            state = state or await self.state(partition)
+            if until_epoch is not None and state.released.epoch >= until_epoch:
+                return  # this partition is in the new epoch already
+            held = _held(state.view)
+            if len(held) < MAX_BATCH_OPERATIONS:
+                break
+            now = datetime.now(timezone.utc)
+            await self.store.submit(partition, [guard(keys.counter_key(), state.view.counter),
+                                                *(write(e.entity(0, 0, now), e.row) for e in held[: MAX_BATCH_OPERATIONS - 1])])
+            state = None
+        released = released_for(state, Amount())
+        if released == state.released and not held:
+            return
+        now = datetime.now(timezone.utc)
+        await self.store.submit(partition, [write(_counter_with(state.view.counter, released), state.view.counter),
+                                            *(write(e.entity(0, 0, now), e.row) for e in held)])
+
+    # -- a writer's grant ------------------------------------------------------------------
+
+    async def grant(self, layout: Layout, partition: str, need: Amount, desired: Limits) -> tuple[Escrow, Limits]:
+        """An escrow in ``partition`` covering ``need`` if the job's limit allows, else all the
+        headroom left anywhere; with the job-wide limits it was granted under. Raises
+        ``ConflictError`` when a race was lost (the caller backs off and asks again)."""
+        for _ in range(MAX_STEPS):
+            granted = await self._grant_step(layout, partition, need, desired)
+            if granted is not None:
+                return granted
+        raise ConflictError(f"no allotment settled for {partition} in {MAX_STEPS} steps")
+
+    async def _grant_step(self, layout: Layout, partition: str, need: Amount,
+                          desired: Limits) -> tuple[Escrow, Limits] | None:
+        grant = await self.in_force(layout, desired)
+        per_task = Limits(max_outputs_per_task=desired.max_outputs_per_task)
+        if grant is None:
+            return Escrow(self.writer), per_task
+        limits = grant.limits(desired.max_outputs_per_task)
+        state = await self.state(partition)
+        if state.released.epoch != grant.epoch:
+            raise ConflictError("the job's limits changed meanwhile")
+        mine = state.view.escrows.get(self.writer) or Escrow(self.writer)
+        if not limits.limits_job:
+            return mine, limits
+        want = Amount(max(need.outputs - mine.outputs, 0), max(need.bytes - mine.bytes, 0))
+        free = state.free(grant)
+        if short(free, want, limits) and await self._more(layout, grant, partition, want, limits):
+            return None  # granted or freed headroom: decide again on a fresh read
+        given = share(want, free, limits, GRANT_SHARE)
+        now = datetime.now(timezone.utc)
+        escrow = mine.entity(mine.outputs + given.outputs, mine.bytes + given.bytes, now)
+        etags = await self.store.submit(partition, [guard(keys.counter_key(), state.view.counter), write(escrow, mine.row)])
+        log.debug("escrow of %s in %s: %s", self.writer, partition, given)
+        return Escrow.of({**escrow, "__etag": etags[-1]}), limits
+
+    async def _more(self, layout: Layout, grant: GrantRow, partition: str, want: Amount, limits: Limits) -> bool:
+        """More headroom for this writer in ``partition``: granted from what no partition holds,
+        else freed from other writers and partitions. ``False``: there is none anywhere."""
+        states = await self.survey(layout)
+        if not epochs_agree(grant, states):
+            raise ConflictError("the job's limits changed meanwhile")
+        me = by_index(states)[keys.partition_index(partition)]
+        if not short(me.free(grant), want, limits):
+            return True  # freed meanwhile
+        deficit = want.minus(me.free(grant))
+        free = job_free(grant, states)
+        if not short(free, deficit, limits):
+            await self._top_up(layout, grant, me, share(deficit, free, limits, GRANT_SHARE))
+            return True
+        others = [s for s in states if s.index != me.index and s.unused(grant, limits)]
+        mine = _held(me.view, except_writer=self.writer)
+        if others or any_left(_total(mine), limits):
+            await self._reclaim(layout, grant, me, others, mine)
+            return True
+        if _gives(free, deficit, limits):
+            await self._top_up(layout, grant, me, share(deficit, free, limits, GRANT_SHARE))
+            return True
+        return False
+
+    async def _top_up(self, layout: Layout, grant: GrantRow, me: PartitionState, extra: Amount) -> None:
+        topped = grant.topped_up(me.index, me.held(grant).plus(extra), me.released)
+        await self.store.submit(layout.base, [write(topped.entity(keys.grant_key()), grant.row)])
+
+    async def _reclaim(self, layout: Layout, grant: GrantRow, me: PartitionState, others: list[PartitionState],
+                       mine: list[Escrow]) -> None:
+        """Near the limit: other partitions released to their usage, other writers' escrows here zeroed."""
+        partitions = layout.all()
+
+        def to_usage(state: PartitionState, kept: Amount) -> Released:
+            return state.release_to_usage(grant, kept)
+
+        work: list[Awaitable[object]] = [self._settle(partitions[s.index], to_usage, state=s) for s in others]
+        if mine:
+            now = datetime.now(timezone.utc)
+            ops: list[Operation] = [guard(keys.counter_key(), me.view.counter)]
+            ops += [write(e.entity(0, 0, now), e.row) for e in mine[: MAX_BATCH_OPERATIONS - 1]]
+            work.append(self.store.submit(partitions[me.index], ops))
+        await _all(*work)
+        log.info("reclaimed the unused allotment of %d partition(s) and %d escrow(s) of %s: near its limit",
+                 len(others), len(mine), layout.base)
