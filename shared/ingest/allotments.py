@@ -68,11 +68,13 @@ def _total(escrows: list[Escrow]) -> Amount:
     return Amount(sum(e.outputs for e in escrows), sum(e.bytes for e in escrows))
 
 
-async def _all(*work: Awaitable[object]) -> None:
+async def _all(*work: Awaitable[object]) -> list[object]:
     """Await every one (none is left running unobserved); the first failure is raised."""
-    failures = [r for r in await asyncio.gather(*work, return_exceptions=True) if isinstance(r, BaseException)]
+    results = await asyncio.gather(*work, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         raise failures[0]
+    return results
 
 
 def _gives(free: Amount, deficit: Amount, limits: Limits) -> bool:
@@ -146,14 +148,15 @@ class Allotments:
         return replace(opened, row={**entity, "__etag": etags[-1]})
 
     async def _settle(self, partition: str, released_for: Callable[[PartitionState, Amount], Released], *,
-                      state: PartitionState | None = None, until_epoch: int | None = None) -> None:
+                      state: PartitionState | None = None, until_epoch: int | None = None) -> PartitionState:
         """Zero every escrow of ``partition`` and raise its ``released`` (from ``state`` as
         read, else read now) in one transaction, guarded on ``S|00`` and each escrow's ETag.
-        More escrows than a transaction holds are zeroed first, a batch at a time."""
+        More escrows than a transaction holds are zeroed first, a batch at a time. The
+        partition as it then stands (its ledger as read before)."""
         while True:
             state = state or await self.state(partition)
             if until_epoch is not None and state.released.epoch >= until_epoch:
-                return  # this partition is in the new epoch already
+                return state  # this partition is in the new epoch already
             held = _held(state.view)
             if len(held) < MAX_BATCH_OPERATIONS:
                 break
@@ -163,10 +166,11 @@ class Allotments:
             state = None
         released = released_for(state, Amount())
         if released == state.released and not held:
-            return
+            return state
         now = datetime.now(timezone.utc)
         await self.store.submit(partition, [write(_counter_with(state.view.counter, released), state.view.counter),
                                             *(write(e.entity(0, 0, now), e.row) for e in held)])
+        return replace(state, escrowed=Amount(), released=released)
 
     # -- a writer's grant ------------------------------------------------------------------
 
@@ -198,6 +202,8 @@ class Allotments:
         if short(free, want, limits) and await self._more(layout, grant, partition, want, limits):
             return None  # granted or freed headroom: decide again on a fresh read
         given = share(want, free, limits, GRANT_SHARE)
+        if mine.row is not None and not any_left(given, limits):
+            return mine, limits  # nothing more anywhere: its commit is guarded on its escrow row
         now = datetime.now(timezone.utc)
         escrow = mine.entity(mine.outputs + given.outputs, mine.bytes + given.bytes, now)
         etags = await self.store.submit(partition, [guard(keys.counter_key(), state.view.counter), write(escrow, mine.row)])
@@ -206,35 +212,37 @@ class Allotments:
 
     async def _more(self, layout: Layout, grant: GrantRow, partition: str, want: Amount, limits: Limits) -> bool:
         """More headroom for this writer in ``partition``: granted from what no partition holds,
-        else freed from other writers and partitions. ``False``: there is none anywhere."""
+        after freeing other writers' and partitions' unused headroom if too little is free.
+        ``False``: there is none anywhere."""
         states = await self.survey(layout)
         if not epochs_agree(grant, states):
             raise ConflictError("the job's limits changed meanwhile")
         me = by_index(states)[keys.partition_index(partition)]
         if not short(me.free(grant), want, limits):
             return True  # freed meanwhile
-        deficit = want.minus(me.free(grant))
-        free = job_free(grant, states)
-        if not short(free, deficit, limits):
-            await self._top_up(layout, grant, me, share(deficit, free, limits, GRANT_SHARE))
-            return True
-        others = [s for s in states if s.index != me.index and s.unused(grant, limits)]
-        mine = _held(me.view, except_writer=self.writer)
-        if others or any_left(_total(mine), limits):
-            await self._reclaim(layout, grant, me, others, mine)
-            return True
-        if _gives(free, deficit, limits):
-            await self._top_up(layout, grant, me, share(deficit, free, limits, GRANT_SHARE))
-            return True
-        return False
+        if short(job_free(grant, states), want.minus(me.free(grant)), limits):
+            others = [s for s in states if s.index != me.index and s.unused(grant, limits)]
+            mine = _held(me.view, except_writer=self.writer)
+            if others or any_left(_total(mine), limits):
+                # Grant from what the reclaim frees at once: waiting would let it be reclaimed back.
+                states = await self._reclaim(layout, grant, me, others, mine, states)
+                me = by_index(states)[me.index]
+                if not short(me.free(grant), want, limits):
+                    return True
+        deficit, free = want.minus(me.free(grant)), job_free(grant, states)
+        if not _gives(free, deficit, limits):
+            return False
+        await self._top_up(layout, grant, me, share(deficit, free, limits, GRANT_SHARE))
+        return True
 
     async def _top_up(self, layout: Layout, grant: GrantRow, me: PartitionState, extra: Amount) -> None:
         topped = grant.topped_up(me.index, me.held(grant).plus(extra), me.released)
         await self.store.submit(layout.base, [write(topped.entity(keys.grant_key()), grant.row)])
 
     async def _reclaim(self, layout: Layout, grant: GrantRow, me: PartitionState, others: list[PartitionState],
-                       mine: list[Escrow]) -> None:
-        """Near the limit: other partitions released to their usage, other writers' escrows here zeroed."""
+                       mine: list[Escrow], states: list[PartitionState]) -> list[PartitionState]:
+        """Near the limit: other partitions released to their usage, other writers' escrows here
+        zeroed; every partition as it then stands."""
         partitions = layout.all()
 
         def to_usage(state: PartitionState, kept: Amount) -> Released:
@@ -246,6 +254,9 @@ class Allotments:
             ops: list[Operation] = [guard(keys.counter_key(), me.view.counter)]
             ops += [write(e.entity(0, 0, now), e.row) for e in mine[: MAX_BATCH_OPERATIONS - 1]]
             work.append(self.store.submit(partitions[me.index], ops))
-        await _all(*work)
+        settled = {s.index: s for s in await _all(*work) if isinstance(s, PartitionState)}
+        left = [e for e in me.view.escrows.values() if e not in mine[: MAX_BATCH_OPERATIONS - 1]]
+        settled[me.index] = replace(me, escrowed=_total(left))
         log.info("reclaimed the unused allotment of %d partition(s) and %d escrow(s) of %s: near its limit",
                  len(others), len(mine), layout.base)
+        return [settled.get(s.index, s) for s in states]
