@@ -183,6 +183,10 @@ class PartitionState:
         held = Amount(sum(e.outputs for e in others), sum(e.bytes for e in others))
         return any_left(held, limits) or any_left(self.allotment(grant).minus(self.usage).minus(held), limits)
 
+    def returnable(self, grant: GrantRow) -> Amount:
+        """What releasing it to its usage gives back (escrows included)."""
+        return self.allotment(grant).minus(self.usage).most(Amount())
+
     def release_to_usage(self, grant: GrantRow, kept: Amount) -> Released:
         """``released`` once every escrow but ``kept`` is zeroed: the allotment is the usage plus
         ``kept`` (``granted`` as read may be stale: it only grows, so that releases less)."""

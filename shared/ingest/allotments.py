@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 GRANT_SHARE = 8
 #: Decisions a writer makes again after freeing or being granted headroom, before it backs off.
 MAX_STEPS = 16
+#: A release of a busy partition is tried again this often on a fresh read before giving up.
+RELEASE_ATTEMPTS = 6
 
 
 def _counter_with(counter: Entity | None, released: Released) -> Entity:
@@ -77,6 +79,19 @@ async def _all(*work: Awaitable[object]) -> list[object]:
     return results
 
 
+def _enough(grant: GrantRow, others: list[PartitionState], lacking: Amount, limits: Limits) -> list[PartitionState]:
+    """The fewest partitions (most to give back first) whose release covers what the job lacks,
+    else all of them: each released partition's writers must ask again, so disturb few."""
+    chosen: list[PartitionState] = []
+    got = Amount()
+    for state in sorted(others, key=lambda s: (s.returnable(grant).outputs, s.returnable(grant).bytes), reverse=True):
+        if chosen and not short(got, lacking, limits):
+            break
+        chosen.append(state)
+        got = got.plus(state.returnable(grant))
+    return chosen
+
+
 def _gives(free: Amount, deficit: Amount, limits: Limits) -> bool:
     """Whether ``free`` holds anything toward ``deficit`` in a limited dimension."""
     outputs, size = limited(limits)
@@ -90,6 +105,9 @@ class Allotments:
         self.store = store
         self.writer = writer
         self.quota_defaults = quota_defaults
+        # This process's chunks of one job ask for more headroom one at a time (each partition's
+        # chunks take turns already): near the limit they would only reclaim from each other.
+        self._asking: dict[str, asyncio.Lock] = {}
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -148,29 +166,38 @@ class Allotments:
         return replace(opened, row={**entity, "__etag": etags[-1]})
 
     async def _settle(self, partition: str, released_for: Callable[[PartitionState, Amount], Released], *,
-                      state: PartitionState | None = None, until_epoch: int | None = None) -> PartitionState:
+                      state: PartitionState | None = None, until_epoch: int | None = None,
+                      epoch: int | None = None) -> PartitionState:
         """Zero every escrow of ``partition`` and raise its ``released`` (from ``state`` as
         read, else read now) in one transaction, guarded on ``S|00`` and each escrow's ETag.
-        More escrows than a transaction holds are zeroed first, a batch at a time. The
-        partition as it then stands (its ledger as read before)."""
-        while True:
+        More escrows than a transaction holds are zeroed first, a batch at a time. A busy
+        partition's writers keep rewriting their escrow rows, so a lost race is tried again
+        here on a fresh read (while the partition is in ``epoch``). The partition as it then
+        stands (its ledger as read before)."""
+        for _ in range(RELEASE_ATTEMPTS):
             state = state or await self.state(partition)
             if until_epoch is not None and state.released.epoch >= until_epoch:
                 return state  # this partition is in the new epoch already
+            if epoch is not None and state.released.epoch != epoch:
+                raise ConflictError("the job's limits changed meanwhile")
             held = _held(state.view)
-            if len(held) < MAX_BATCH_OPERATIONS:
-                break
             now = datetime.now(timezone.utc)
-            await self.store.submit(partition, [guard(keys.counter_key(), state.view.counter),
-                                                *(write(e.entity(0, 0, now), e.row) for e in held[: MAX_BATCH_OPERATIONS - 1])])
-            state = None
-        released = released_for(state, Amount())
-        if released == state.released and not held:
-            return state
-        now = datetime.now(timezone.utc)
-        await self.store.submit(partition, [write(_counter_with(state.view.counter, released), state.view.counter),
-                                            *(write(e.entity(0, 0, now), e.row) for e in held)])
-        return replace(state, escrowed=Amount(), released=released)
+            try:
+                if len(held) >= MAX_BATCH_OPERATIONS:
+                    await self.store.submit(partition, [guard(keys.counter_key(), state.view.counter), *(
+                        write(e.entity(0, 0, now), e.row) for e in held[: MAX_BATCH_OPERATIONS - 1])])
+                    state = None
+                    continue
+                released = released_for(state, Amount())
+                if released == state.released and not held:
+                    return state
+                await self.store.submit(partition, [write(_counter_with(state.view.counter, released), state.view.counter),
+                                                    *(write(e.entity(0, 0, now), e.row) for e in held)])
+            except ConflictError:
+                state = None
+                continue
+            return replace(state, escrowed=Amount(), released=released)
+        raise ConflictError(f"{partition} kept moving while it was released")
 
     # -- a writer's grant ------------------------------------------------------------------
 
@@ -199,8 +226,10 @@ class Allotments:
             return mine, limits
         want = Amount(max(need.outputs - mine.outputs, 0), max(need.bytes - mine.bytes, 0))
         free = state.free(grant)
-        if short(free, want, limits) and await self._more(layout, grant, partition, want, limits):
-            return None  # granted or freed headroom: decide again on a fresh read
+        if short(free, want, limits):
+            async with self._asking.setdefault(layout.base, asyncio.Lock()):
+                if await self._more(layout, grant, partition, want, limits):
+                    return None  # granted or freed headroom: decide again on a fresh read
         given = share(want, free, limits, GRANT_SHARE)
         if mine.row is not None and not any_left(given, limits):
             return mine, limits  # nothing more anywhere: its commit is guarded on its escrow row
@@ -221,7 +250,8 @@ class Allotments:
         if not short(me.free(grant), want, limits):
             return True  # freed meanwhile
         if short(job_free(grant, states), want.minus(me.free(grant)), limits):
-            others = [s for s in states if s.index != me.index and s.unused(grant, limits)]
+            others = _enough(grant, [s for s in states if s.index != me.index and s.unused(grant, limits)],
+                             want.minus(me.free(grant)).minus(job_free(grant, states)), limits)
             mine = _held(me.view, except_writer=self.writer)
             if others or any_left(_total(mine), limits):
                 # Grant from what the reclaim frees at once: waiting would let it be reclaimed back.
@@ -248,7 +278,8 @@ class Allotments:
         def to_usage(state: PartitionState, kept: Amount) -> Released:
             return state.release_to_usage(grant, kept)
 
-        work: list[Awaitable[object]] = [self._settle(partitions[s.index], to_usage, state=s) for s in others]
+        work: list[Awaitable[object]] = [self._settle(partitions[s.index], to_usage, state=s, epoch=grant.epoch)
+                                         for s in others]
         if mine:
             now = datetime.now(timezone.utc)
             ops: list[Operation] = [guard(keys.counter_key(), me.view.counter)]
