@@ -2,9 +2,9 @@
 
 The same render-farm job (``bench.workload.make_job``) is delivered through the webhook, 500
 events a request, 4 requests at once, to 2 app processes (each its own escrows, as two Function
-instances), under ``maxOutputs`` and ``maxBytes``: once far from the limit (10x the workload) and
-once near it (``maxOutputs`` at 90 % of the outputs, so the last tenth is rejected), on a job of
-one partition and on one spread over 4 (``PUT …/layout``). Every Table request the apps make, their
+instances): without a quota (the baseline), under ``maxOutputs`` and ``maxBytes`` far from the
+limit (10x the workload), and near it (``maxOutputs`` at 90 % of the outputs, so the last tenth
+is rejected), on a job of one partition and on one spread over 4 (``PUT …/layout``). Every Table request the apps make, their
 folds and escrow grants included, is counted at a proxy in front of Azurite until they are quiet;
 each run ends with the summary checked: usage exactly the limit's share, rejections the rest.
 
@@ -61,9 +61,12 @@ def _run(client: httpx.Client, urls: list[str], proxy: CountingProxy, factory: E
     if partitions > 1:
         client.put(f"/api/jobs/{job.job_id}/layout", json={"partitions": partitions}).raise_for_status()
     size = sum(b.size for b in job.blobs)
-    near = limit < len(job.blobs)
-    quota = {"maxOutputs": limit, "maxBytes": size * 10}
-    client.put(f"/api/jobs/{job.job_id}/quota", json=quota).raise_for_status()
+    near = 0 < limit < len(job.blobs)
+    if limit:
+        quota = {"maxOutputs": limit, "maxBytes": size * 10}
+        client.put(f"/api/jobs/{job.job_id}/quota", json=quota).raise_for_status()
+    else:
+        limit = len(job.blobs)  # no quota: the baseline
     payloads = [json.dumps(b).encode("utf-8") for b in batches([factory.created(b) for b in job.blobs], EVENTS_PER_REQUEST)]
     proxy.take()
     started = time.perf_counter()
@@ -78,7 +81,7 @@ def _run(client: httpx.Client, urls: list[str], proxy: CountingProxy, factory: E
         raise RuntimeError(f"{job.job_id}: usage {summary['usage']}, rejections {summary['rejections']} "
                            f"under {limit} of {len(job.blobs)}, answers {dict(statuses)}")
     events = len(job.blobs)
-    return {"case": "near" if near else "far", "partitions": partitions, "events": events, "limit": limit,
+    return {"case": "near" if near else "far" if limit > len(job.blobs) else "none", "partitions": partitions, "events": events, "limit": limit,
             "seconds": round(seconds, 2), "requests_per_event": round(counts.requests / events, 4),
             "failed_tx_per_event": round(counts.failed_tx / events, 4), "rejected": events - admitted}
 
@@ -101,9 +104,9 @@ def figures(*, small: bool = False, say: Callable[[str], None] = print) -> dict[
             with httpx.Client(base_url=urls[0], headers={"x-functions-key": API_KEY}, timeout=300) as client:
                 client.get("/api/jobs", params={"maxpagesize": 1}).raise_for_status()  # the table exists
                 for partitions in (1, PARTITIONS):
-                    for case in ("far", "near"):
+                    for case in ("none", "far", "near"):
                         job = make_job(f"quota-{case}-{partitions}-{size}", size, seed=11)
-                        limit = len(job.blobs) * 10 if case == "far" else len(job.blobs) * 9 // 10
+                        limit = {"none": 0, "far": len(job.blobs) * 10, "near": len(job.blobs) * 9 // 10}[case]
                         runs.append(_run(client, urls, proxy, factory, job, partitions, limit))
                         say(f"    {json.dumps(runs[-1])}")
         finally:

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: A grant takes at most this share of what is free beyond what it needs (as ``escrow.GRANT_SHARE``).
 GRANT_SHARE = 8
+#: A partition is granted what it lacks plus this share of the rest: its writers take an eighth
+#: of that in turn, and a partition holding more is released first near the limit.
+PARTITION_SHARE = 4
 #: Decisions a writer makes again after freeing or being granted headroom, before it backs off.
 MAX_STEPS = 16
 #: A release of a busy partition is tried again this often on a fresh read before giving up.
@@ -108,6 +111,7 @@ class Allotments:
         # This process's chunks of one job ask for more headroom one at a time (each partition's
         # chunks take turns already): near the limit they would only reclaim from each other.
         self._asking: dict[str, asyncio.Lock] = {}
+        self._grants: dict[str, GrantRow] = {}
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -213,13 +217,19 @@ class Allotments:
 
     async def _grant_step(self, layout: Layout, partition: str, need: Amount,
                           desired: Limits) -> tuple[Escrow, Limits] | None:
-        grant = await self.in_force(layout, desired)
+        # The grant row as last read serves a grant inside the partition: ``granted`` only grows
+        # within an epoch, so an older read grants less, and the epoch is checked against the
+        # partition's. It is read afresh before asking it for more.
+        cached = self._grants.get(layout.base)
+        grant = cached if cached is not None and cached.matches(desired) else await self.in_force(layout, desired)
         per_task = Limits(max_outputs_per_task=desired.max_outputs_per_task)
         if grant is None:
             return Escrow(self.writer), per_task
+        self._grants[layout.base] = grant
         limits = grant.limits(desired.max_outputs_per_task)
         state = await self.state(partition)
         if state.released.epoch != grant.epoch:
+            self._grants.pop(layout.base, None)
             raise ConflictError("the job's limits changed meanwhile")
         mine = state.view.escrows.get(self.writer) or Escrow(self.writer)
         if not limits.limits_job:
@@ -227,6 +237,9 @@ class Allotments:
         want = Amount(max(need.outputs - mine.outputs, 0), max(need.bytes - mine.bytes, 0))
         free = state.free(grant)
         if short(free, want, limits):
+            if grant is cached:
+                self._grants.pop(layout.base, None)
+                return None  # decide again on a fresh read of the grant row
             async with self._asking.setdefault(layout.base, asyncio.Lock()):
                 if await self._more(layout, grant, partition, want, limits):
                     return None  # granted or freed headroom: decide again on a fresh read
@@ -262,7 +275,7 @@ class Allotments:
         deficit, free = want.minus(me.free(grant)), job_free(grant, states)
         if not _gives(free, deficit, limits):
             return False
-        await self._top_up(layout, grant, me, share(deficit, free, limits, GRANT_SHARE))
+        await self._top_up(layout, grant, me, share(deficit, free, limits, PARTITION_SHARE))
         return True
 
     async def _top_up(self, layout: Layout, grant: GrantRow, me: PartitionState, extra: Amount) -> None:
