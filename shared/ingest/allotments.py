@@ -82,16 +82,27 @@ async def _all(*work: Awaitable[object]) -> list[object]:
     return results
 
 
-def _enough(grant: GrantRow, others: list[PartitionState], lacking: Amount, limits: Limits) -> list[PartitionState]:
+def _total_free(grant: GrantRow, states: list[PartitionState]) -> Amount:
+    total = Amount()
+    for state in states:
+        total = total.plus(state.free(grant).most(Amount()))
+    return total
+
+
+def _enough(grant: GrantRow, others: list[PartitionState], lacking: Amount, limits: Limits, *,
+            zero: bool) -> list[PartitionState]:
     """The fewest partitions (most to give back first) whose release covers what the job lacks,
     else all of them: each released partition's writers must ask again, so disturb few."""
+    def gives(state: PartitionState) -> Amount:
+        return state.returnable(grant) if zero else state.free(grant).most(Amount())
+
     chosen: list[PartitionState] = []
     got = Amount()
-    for state in sorted(others, key=lambda s: (s.returnable(grant).outputs, s.returnable(grant).bytes), reverse=True):
+    for state in sorted(others, key=lambda s: (gives(s).outputs, gives(s).bytes), reverse=True):
         if chosen and not short(got, lacking, limits):
             break
         chosen.append(state)
-        got = got.plus(state.returnable(grant))
+        got = got.plus(gives(state))
     return chosen
 
 
@@ -171,7 +182,7 @@ class Allotments:
 
     async def _settle(self, partition: str, released_for: Callable[[PartitionState, Amount], Released], *,
                       state: PartitionState | None = None, until_epoch: int | None = None,
-                      epoch: int | None = None) -> PartitionState:
+                      epoch: int | None = None, zero: bool = True) -> PartitionState:
         """Zero every escrow of ``partition`` and raise its ``released`` (from ``state`` as
         read, else read now) in one transaction, guarded on ``S|00`` and each escrow's ETag.
         More escrows than a transaction holds are zeroed first, a batch at a time. A busy
@@ -184,7 +195,7 @@ class Allotments:
                 return state  # this partition is in the new epoch already
             if epoch is not None and state.released.epoch != epoch:
                 raise ConflictError("the job's limits changed meanwhile")
-            held = _held(state.view)
+            held = _held(state.view) if zero else []
             now = datetime.now(timezone.utc)
             try:
                 if len(held) >= MAX_BATCH_OPERATIONS:
@@ -200,7 +211,7 @@ class Allotments:
             except ConflictError:
                 state = None
                 continue
-            return replace(state, escrowed=Amount(), released=released)
+            return replace(state, escrowed=Amount() if zero else state.escrowed, released=released)
         raise ConflictError(f"{partition} kept moving while it was released")
 
     # -- a writer's grant ------------------------------------------------------------------
@@ -263,12 +274,17 @@ class Allotments:
         if not short(me.free(grant), want, limits):
             return True  # freed meanwhile
         if short(job_free(grant, states), want.minus(me.free(grant)), limits):
-            others = _enough(grant, [s for s in states if s.index != me.index and s.unused(grant, limits)],
-                             want.minus(me.free(grant)).minus(job_free(grant, states)), limits)
-            mine = _held(me.view, except_writer=self.writer)
+            lacking = want.minus(me.free(grant)).minus(job_free(grant, states))
+            # Allotment no writer holds is given back without disturbing anyone (its writers'
+            # escrow rows untouched); only when that is not enough are escrows taken back too.
+            idle = [s for s in states if s.index != me.index and any_left(s.free(grant), limits)]
+            zero = short(_total_free(grant, idle), lacking, limits)
+            candidates = [s for s in states if s.index != me.index and s.unused(grant, limits)] if zero else idle
+            others = _enough(grant, candidates, lacking, limits, zero=zero)
+            mine = _held(me.view, except_writer=self.writer) if zero else []
             if others or any_left(_total(mine), limits):
                 # Grant from what the reclaim frees at once: waiting would let it be reclaimed back.
-                states = await self._reclaim(layout, grant, me, others, mine, states)
+                states = await self._reclaim(layout, grant, me, others, mine, states, zero=zero)
                 me = by_index(states)[me.index]
                 if not short(me.free(grant), want, limits):
                     return True
@@ -283,16 +299,16 @@ class Allotments:
         await self.store.submit(layout.base, [write(topped.entity(keys.grant_key()), grant.row)])
 
     async def _reclaim(self, layout: Layout, grant: GrantRow, me: PartitionState, others: list[PartitionState],
-                       mine: list[Escrow], states: list[PartitionState]) -> list[PartitionState]:
-        """Near the limit: other partitions released to their usage, other writers' escrows here
-        zeroed; every partition as it then stands."""
+                       mine: list[Escrow], states: list[PartitionState], *, zero: bool) -> list[PartitionState]:
+        """Near the limit: other partitions released to their usage (``zero``: escrows included),
+        other writers' escrows here zeroed; every partition as it then stands."""
         partitions = layout.all()
 
         def to_usage(state: PartitionState, kept: Amount) -> Released:
-            return state.release_to_usage(grant, kept)
+            return state.release_to_usage(grant, kept if zero else state.escrowed)
 
-        work: list[Awaitable[object]] = [self._settle(partitions[s.index], to_usage, state=s, epoch=grant.epoch)
-                                         for s in others]
+        work: list[Awaitable[object]] = [self._settle(partitions[s.index], to_usage, state=s, epoch=grant.epoch,
+                                                      zero=zero) for s in others]
         if mine:
             now = datetime.now(timezone.utc)
             ops: list[Operation] = [guard(keys.counter_key(), me.view.counter)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -226,3 +227,34 @@ def test_indexer_never_writes_to_the_outputs_container(app: RunningApp, blob_ser
     assert summary(app)["usage"]["outputs"] == 11
     assert snapshot() == before  # rejected, readmitted or "deleted": the blobs are untouched
     assert sorted(c.name for c in blob_service.list_containers()) == containers_before
+
+
+def feed_changes(app: RunningApp, **params: str) -> tuple[list[dict], str]:
+    """Every change from ``params`` on (following nextLink), and the cursor after them."""
+    body = app.get(f"/api/jobs/{JOB}/changes", params=params).json()
+    changes = list(body["value"])
+    while "nextLink" in body:
+        body = app.client.get(body["nextLink"]).json()
+        changes += body["value"]
+    return changes, body["cursor"]
+
+
+@pytest.mark.parametrize("partitions", [1, 4], ids=["one-partition", "four-partitions"])
+def test_rejections_and_admissions_are_in_the_change_feed_and_the_crossing_resets(app: RunningApp, partitions: int) -> None:
+    spread(app, JOB, partitions)
+    put_quota(app, maxOutputs=5)
+    _, cursor = feed_changes(app, **{"from": "start"})
+    assert app.post_events(task_events(12, tasks=12)).status_code == 200
+    changes, cursor = feed_changes(app, cursor=cursor)
+    assert Counter(c["change"] for c in changes) == {"created": 5, "rejected": 7}
+    assert app.get(f"/api/jobs/{JOB}").json()["rejections"]["outputs"] == 7
+    put_quota(app, maxOutputs=9)
+    changes, cursor = feed_changes(app, cursor=cursor)
+    assert Counter(c["change"] for c in changes) == {"admitted": 4}
+    assert summary(app)["usage"]["outputs"] == 9
+    # Lowering below usage rejects nothing already admitted and admits nothing new.
+    put_quota(app, maxOutputs=6)
+    assert app.post_events(task_events(14, tasks=14)[12:]).status_code == 200
+    body = summary(app)
+    assert body["usage"]["outputs"] == 9 and body["rejections"]["outputs"] == 5
+    assert len(rows_by_partition(app, C)) == partitions
