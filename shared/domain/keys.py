@@ -11,6 +11,7 @@ and their counters atomically, with ETag conditions. Row keys put the kind befor
     S|d|{id}                    a usage delta, created with the outputs it counts (ledger.py)
     S|e|{writer}                quota headroom one writer holds in escrow
     S|f                         the fold round in progress
+    S|g                         a spread job's grant row: its job-wide limits' allotments (allotment.py)
     Q|{limit}                   a quota crossing already announced (QuotaExceeded sent)
     F|{seq}                     the change feed: the changes of one folded delta, in feed order
 
@@ -49,6 +50,7 @@ SHARD_COUNT = 16
 DELTA = "d"
 ESCROW = "e"
 FOLD_ROUND = "f"
+GRANT = "g"
 
 #: Table storage keys hold at most 1 KiB, counted in UTF-16: 512 code units (Azurite refuses
 #: 513 "a"s and 257 emoji, as Azure does). A blob name may be 1,024 characters and a kind any
@@ -232,6 +234,11 @@ def escrow_prefix() -> str:
 
 def fold_round_key() -> str:
     return SEPARATOR.join((SHARD, FOLD_ROUND))
+
+
+def grant_key() -> str:
+    """A spread job's grant row (in the container's partition): what each partition was granted."""
+    return SEPARATOR.join((SHARD, GRANT))
 
 
 def feed_key(seq: int) -> str:

@@ -28,7 +28,7 @@ class Layout:
 
     @property
     def spread(self) -> bool:
-        """More than one partition: job-wide limits cannot be kept exact (``docs/quotas.md``)."""
+        """More than one partition (job-wide limits are then kept by allotments: ``docs/quotas.md``)."""
         return self.partitions > 1
 
     @property

@@ -11,6 +11,9 @@ serialized; deltas moving meanwhile change usage and escrow by the same amount.
 Near the limit the headroom left is too small to share: a writer that needs more than it can
 be granted reclaims every other escrow first (one transaction), then takes all that is left,
 and others wait for theirs. That is the only time writers of one job serialize.
+
+A job spread over several partitions keeps the same scheme inside each partition, with the
+partition's allotment in place of the job's limit (``allotments.py``).
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from shared.domain import keys
+from shared.domain.allotment import Amount
+from shared.domain.layout import Layout
 from shared.domain.ledger import Escrow, JobView
 from shared.domain.planning import MAX_BATCH_OPERATIONS, Operation, guard, write
 from shared.domain.quotas import Limits, QuotaDefaults
 from shared.store.errors import ConflictError, StorageBusyError, StorageUnavailableError
 from shared.store.table import TableStore
+
+from .allotments import Allotments
 
 log = logging.getLogger(__name__)
 
@@ -58,32 +65,45 @@ def _grant(want: int, free: int | None) -> int:
 
 
 class EscrowKeeper:
-    """This writer's escrows, one per job with job-wide limits."""
+    """This writer's escrows, one per partition of a job with job-wide limits."""
 
     def __init__(self, store: TableStore, writer: str, quota_defaults: QuotaDefaults) -> None:
         self.store = store
         self.writer = writer
         self.quota_defaults = quota_defaults
+        self.allotments = Allotments(store, writer, quota_defaults)
         self._held: dict[str, tuple[Escrow, Limits]] = {}
 
     def forget(self, container: str) -> None:
-        self._held.pop(container, None)
+        """Drop what this writer holds of the job, in every partition."""
+        for partition in [p for p in self._held if keys.container_of(p) == container]:
+            del self._held[partition]
 
-    def remember(self, container: str, escrow: Escrow, limits: Limits) -> None:
-        self._held[container] = (escrow, limits)
+    def remember(self, partition: str, escrow: Escrow, limits: Limits) -> None:
+        self._held[partition] = (escrow, limits)
 
-    async def allowance(self, container: str, need: Need) -> tuple[Escrow, Limits]:
-        """An escrow covering ``need`` if the job's headroom allows, else all the headroom left."""
-        held = self._held.get(container)
+    async def allowance(self, container: str, need: Need, *, layout: Layout | None = None,
+                        partition: str | None = None, desired: Limits | None = None) -> tuple[Escrow, Limits]:
+        """An escrow covering ``need`` if the job's headroom allows, else all the headroom left.
+
+        For a spread job (``layout``), the escrow is in ``partition`` and comes out of its
+        allotment (``desired``: the job's limits as this process last read them)."""
+        spread = layout is not None and layout.spread and partition is not None and desired is not None
+        key = partition if spread and partition is not None else container
+        held = self._held.get(key)
         if held is not None and self._covers(held[0], held[1], need):
             return held
         for attempt in range(MAX_GRANT_ATTEMPTS):
             try:
-                granted = await self._grant_once(container, need)
+                if spread:
+                    assert layout is not None and desired is not None
+                    granted = await self.allotments.grant(layout, key, Amount(need.outputs, need.bytes), desired)
+                else:
+                    granted = await self._grant_once(container, need)
             except (ConflictError, StorageUnavailableError):
                 await asyncio.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
                 continue
-            self._held[container] = granted
+            self._held[key] = granted
             return granted
         raise StorageBusyError(f"no quota escrow for {container} after {MAX_GRANT_ATTEMPTS} attempts")
 

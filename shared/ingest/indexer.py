@@ -192,12 +192,6 @@ class Indexer:
         if cached is not None and not fresh and time.monotonic() - cached[0] < LIMITS_TTL:
             return cached[1]
         limits = Limits.effective(await self.store.get(container, keys.counter_key()), self.quota_defaults)
-        layout = self.layouts.known(container)
-        if layout is not None and layout.spread and limits.limits_job:
-            # No exact job-wide limit over several partitions (escrow must commit with the
-            # outputs, in one partition): refused when set (409), not applied if a default
-            # sets one later (docs/quotas.md).
-            limits = Limits(max_outputs_per_task=limits.max_outputs_per_task)
         self._limits[container] = (time.monotonic(), limits)
         return limits
 
@@ -207,8 +201,8 @@ class Indexer:
         limits = await self.limits(container)
         if not (limits.limits_job or limits.max_outputs_per_task):
             return await self._commit(container, partition, changes)
-        # A limited job's chunks in this process take turns: they share this writer's escrow
-        # (a partition's: one with job-wide limits has one partition).
+        # A limited job's chunks in this process take turns in each partition: they share this
+        # writer's escrow there.
         lock = self._limited_locks.setdefault(partition, asyncio.Lock())
         task_rows = {(partition, c.task_row) for c in changes if c.task_row}
         async with self._task_locks.hold(task_rows), lock:
@@ -242,7 +236,8 @@ class Indexer:
             tasks: dict[str, Usage] | None = None
             guards: list[Operation] = []
             if limits.limits_job:
-                allowance, limits = await self.escrows.allowance(container, _need(changes))
+                allowance, limits = await self.escrows.allowance(
+                    container, _need(changes), layout=self.layouts.known(container), partition=partition, desired=limits)
             if limits.max_outputs_per_task:
                 tasks, guards = await self._task_view(partition, task_ids)
             if rows is None:
@@ -289,7 +284,7 @@ class Indexer:
         if allowance is not None and limits.limits_job:
             for op, etag in zip(plan.operations, etags, strict=True):
                 if op.entity["RowKey"] == allowance.key:
-                    self.escrows.remember(container, Escrow.of({**op.entity, "__etag": etag}), limits)
+                    self.escrows.remember(partition, Escrow.of({**op.entity, "__etag": etag}), limits)
         self.compactor.schedule(partition)
         if plan.delta is not None and plan.delta.changes:
             for listener in self.change_listeners:

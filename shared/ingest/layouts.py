@@ -14,23 +14,13 @@ from datetime import datetime, timezone
 
 from shared.domain import keys
 from shared.domain.layout import Layout, LayoutError, check_partitions
-from shared.domain.quotas import Limits, QuotaDefaults
+from shared.domain.quotas import QuotaDefaults
 from shared.store.layouts import LayoutBook
 from shared.store.table import TableStore
 
 
 class LayoutFixedError(LayoutError):
     """The job is registered already, with another layout (409 ``LayoutFixed``)."""
-
-
-class SpreadLimitError(LayoutError):
-    """A job-wide limit (``maxOutputs``, ``maxBytes``) on a job of several partitions (409)."""
-
-
-SPREAD_LIMIT_MESSAGE = (
-    "a job spread over several partitions cannot have a job-wide limit (maxOutputs, maxBytes): its "
-    "outputs commit in several partitions, and no transaction spans two; maxOutputsPerTask is kept exactly"
-)
 
 
 class JobLayouts:
@@ -42,12 +32,10 @@ class JobLayouts:
     async def set(self, container: str, job_id: str, partitions: int) -> Layout:
         """Register the job with ``partitions`` partitions; its layout if it had it already.
 
-        Raises ``LayoutError`` (a bad number), ``SpreadLimitError`` (job-wide limits by
-        default) or ``LayoutFixedError`` (registered already, with another layout).
+        Raises ``LayoutError`` (a bad number) or ``LayoutFixedError`` (registered already, with
+        another layout).
         """
         wanted = Layout(container, check_partitions(partitions))
-        if wanted.spread and Limits.effective(None, self.quota_defaults).limits_job:
-            raise SpreadLimitError(SPREAD_LIMIT_MESSAGE + " (QUOTA_MAX_OUTPUTS_PER_JOB or QUOTA_MAX_BYTES_PER_JOB is set)")
         row = {"PartitionKey": keys.JOBS_PARTITION, "RowKey": container, "JobId": job_id, "Registered": True,
                "FirstSeenAt": datetime.now(timezone.utc), keys.PARTITIONS: wanted.partitions}
         if await self.store.insert_if_absent(row):

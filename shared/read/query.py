@@ -214,17 +214,11 @@ class QueryService:
         last = max((t for t in (v.last_indexed() for v, _ in read) if t is not None), default=None)
         return usage, read[0][0].carrier, last
 
-    def _limits(self, layout: Layout, carrier: Entity | None) -> Limits:
-        limits = Limits.effective(carrier, self.quota_defaults)
-        if layout.spread:  # never applied to such a job (docs/quotas.md)
-            limits = Limits(max_outputs_per_task=limits.max_outputs_per_task)
-        return limits
-
     async def limits(self, job_id: str) -> Limits:
         """The job's limits: its overrides, else the settings' defaults."""
         container = container_name(job_id)
         _, carrier, _ = await self.usage(container)
-        return self._limits(await self.layouts.get(container), carrier)
+        return Limits.effective(carrier, self.quota_defaults)
 
     async def job_row(self, container: str) -> Entity | None:
         return await self.store.get(keys.JOBS_PARTITION, container)
@@ -232,7 +226,7 @@ class QueryService:
     def _summary(self, layout: Layout, job_row: Entity | None, usage: Usage, carrier: Entity | None,
                  last: datetime | None) -> dict[str, Any]:
         container = layout.container
-        limits = self._limits(layout, carrier)
+        limits = Limits.effective(carrier, self.quota_defaults)
         return {
             "jobId": (job_row or {}).get("JobId"),
             "container": container,

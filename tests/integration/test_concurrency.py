@@ -66,18 +66,28 @@ def test_eight_writers_20000_events_end_with_exact_usage(serve: Callable[..., Ru
     assert len(rows_by_partition(apps[0], container_name(job))) == partitions
 
 
-def test_eight_writers_under_a_job_wide_quota(serve: Callable[..., RunningApp], settings) -> None:
-    job = "concurrent-quota-job"
+@LAYOUTS
+def test_eight_writers_under_a_job_wide_quota(serve: Callable[..., RunningApp], settings, partitions: int) -> None:
+    job = f"concurrent-quota-job-{partitions}"
     workload = build_workload(container_name(job), 1000, seed=11)
     limit = len(workload.live) * 2 // 3
     streams = deliveries(workload.events, writers=WRITERS, total=5_000, batch=500, seed=12)
     apps = [serve(settings) for _ in range(WRITERS)]
+    spread(apps[0], job, partitions)
     assert apps[0].client.put(f"/api/jobs/{job}/quota", json={"maxOutputs": limit}).status_code == 200
     statuses = run_writers(apps, streams)
     print(f"8 writers under a quota, 5000 events: answers {dict(statuses)}")
     assert set(statuses) <= {200, 429, 503}
 
     assert_quota_held(apps[3], job, workload, limit)
+    assert len(rows_by_partition(apps[0], container_name(job))) == partitions
+
+    # Raising it part of the way admits rejected outputs up to exactly the new limit.
+    _, rejected, _ = index_state(apps[0], job)
+    raised = index_state(apps[0], job)[2]["usage"]["outputs"] + len(rejected) // 2
+    assert apps[4].client.put(f"/api/jobs/{job}/quota", json={"maxOutputs": raised}).status_code == 200
+    assert_quota_held(apps[6], job, workload, raised)
+    assert index_state(apps[6], job)[2]["usage"]["outputs"] == raised
 
     # Lifting the limit admits every rejected output at once: exactly the truth.
     assert apps[5].client.put(f"/api/jobs/{job}/quota", json={"maxOutputs": 0}).status_code == 200
@@ -108,14 +118,14 @@ def test_eight_writers_under_a_per_task_quota(serve: Callable[..., RunningApp], 
     assert_index_is_exact(apps[0], job, workload)
 
 
-def test_a_job_wide_limit_is_refused_on_a_spread_job_and_a_layout_once_registered(
+def test_a_job_wide_limit_on_a_spread_job_and_a_layout_once_registered(
         serve: Callable[..., RunningApp], settings) -> None:
     app = serve(settings)
     job = "spread-limits"
     spread(app, job, 4)
     response = app.client.put(f"/api/jobs/{job}/quota", json={"maxOutputs": 10})
-    assert response.status_code == 409 and response.json()["error"]["code"] == "JobWideLimitSpread"
-    assert app.client.get(f"/api/jobs/{job}/quota").json()["maxOutputs"] == 0
+    assert response.status_code == 200, response.text
+    assert app.client.get(f"/api/jobs/{job}/quota").json()["maxOutputs"] == 10
     assert app.client.put(f"/api/jobs/{job}/layout", json={"partitions": 4}).status_code == 200  # the same: kept
     response = app.client.put(f"/api/jobs/{job}/layout", json={"partitions": 2})
     assert response.status_code == 409 and response.json()["error"]["code"] == "LayoutFixed"

@@ -17,7 +17,15 @@ from shared.conventions import container_name
 
 from ..support.faultproxy import FaultProxy
 from ..support.stack import RunningApp, settings_for
-from ..support.workload import Sender, assert_index_is_exact, build_workload, deliveries, rows_by_partition, spread
+from ..support.workload import (
+    Sender,
+    assert_index_is_exact,
+    assert_quota_held,
+    build_workload,
+    deliveries,
+    rows_by_partition,
+    spread,
+)
 
 #: Both layouts: one partition per job (the default), and a hot job's four (``PUT …/layout``).
 LAYOUTS = pytest.mark.parametrize("partitions", [1, 4], ids=["one-partition", "four-partitions"])
@@ -65,6 +73,35 @@ def test_10000_events_through_a_proxy_failing_20_percent_of_table_requests(
     assert set(proxy.injected) == {"busy", "timeout", "drop", "drop_after"}
     checker = serve(settings_for(azurite, INDEX_TABLE=settings.index_table))
     assert_index_is_exact(checker, job, workload)
+    assert len(rows_by_partition(checker, container_name(job))) == partitions
+
+
+@LAYOUTS
+def test_a_job_wide_quota_through_a_proxy_failing_20_percent_of_table_requests(
+    azurite: Azurite, proxy: FaultProxy, serve: Callable[..., RunningApp], partitions: int
+) -> None:
+    job = f"faulty-quota-job-{partitions}"
+    settings = faulty_settings(azurite, proxy)
+    app = serve(settings)
+    spread(app, job, partitions)
+    workload = build_workload(container_name(job), 1000, seed=23)
+    limit = len(workload.live) * 2 // 3
+    assert app.client.put(f"/api/jobs/{job}/quota", json={"maxOutputs": limit}).status_code == 200
+    streams = deliveries(workload.events, writers=2, total=5_000, batch=250, seed=24)
+    proxy.rate = 0.2
+    sender = send_parallel(app, streams)
+    # A limit change through the faulty proxy too: it is completed, or rolled forward by a writer.
+    raised = limit + 40
+    answers = [app.client.put(f"/api/jobs/{job}/quota", json={"maxOutputs": raised}).status_code]
+    while answers[-1] != 200 and len(answers) < 50:
+        answers.append(app.client.put(f"/api/jobs/{job}/quota", json={"maxOutputs": raised}).status_code)
+    assert answers[-1] == 200 and set(answers) <= {200, 429, 503}, answers
+    sender.send_all(deliveries(workload.events, writers=1, total=len(workload.events), batch=250, seed=25)[0])
+    proxy.rate = 0.0
+    print(f"5000 events under a quota, 20% faults: answers {dict(sender.statuses)}")
+    assert set(sender.statuses) <= {200, 429, 503}
+    checker = serve(settings_for(azurite, INDEX_TABLE=settings.index_table))
+    assert_quota_held(checker, job, workload, raised)
     assert len(rows_by_partition(checker, container_name(job))) == partitions
 
 

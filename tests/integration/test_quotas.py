@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -40,7 +41,9 @@ def task_events(count: int, *, size: int = 10, tasks: int = 8) -> list[dict]:
     ]
 
 
-def test_max_outputs_50_of_80_then_raise_to_100_admits_all(app: RunningApp) -> None:
+@pytest.mark.parametrize("partitions", [1, 4], ids=["one-partition", "four-partitions"])
+def test_max_outputs_50_of_80_then_raise_to_100_admits_all(app: RunningApp, partitions: int) -> None:
+    spread(app, JOB, partitions)
     put_quota(app, maxOutputs=50)
     response = app.post_events(task_events(80))
     assert response.status_code == 200, response.text
@@ -62,9 +65,12 @@ def test_max_outputs_50_of_80_then_raise_to_100_admits_all(app: RunningApp) -> N
     body = summary(app)
     assert body["usage"] == {"outputs": 80, "bytes": 800}
     assert body["rejections"] == {"outputs": 0, "bytes": 0}
+    assert len(rows_by_partition(app, C)) == partitions
 
 
-def test_raising_partially_admits_up_to_the_new_limit(app: RunningApp) -> None:
+@pytest.mark.parametrize("partitions", [1, 4], ids=["one-partition", "four-partitions"])
+def test_raising_partially_admits_up_to_the_new_limit(app: RunningApp, partitions: int) -> None:
+    spread(app, JOB, partitions)
     put_quota(app, maxOutputs=10)
     assert app.post_events(task_events(30)).status_code == 200
     put_quota(app, maxOutputs=25)
@@ -75,9 +81,11 @@ def test_raising_partially_admits_up_to_the_new_limit(app: RunningApp) -> None:
     assert len(app.all_pages(f"/api/jobs/{JOB}/rejections")) == 5
 
 
-def test_max_bytes(app: RunningApp) -> None:
+@pytest.mark.parametrize("partitions", [1, 4], ids=["one-partition", "four-partitions"])
+def test_max_bytes(app: RunningApp, partitions: int) -> None:
+    spread(app, JOB, partitions)
     put_quota(app, maxBytes=1000)
-    events = [blob_event(C, f"$JobOutput/f{i}.dat", sequencer=i + 1, size=300) for i in range(5)]
+    events = [blob_event(C, f"t{i}/$TaskOutput/f{i}.dat", sequencer=i + 1, size=300) for i in range(5)]
     assert app.post_events(events).status_code == 200
     body = summary(app)
     assert body["usage"] == {"outputs": 3, "bytes": 900}
@@ -136,13 +144,20 @@ def test_max_outputs_per_task(app: RunningApp, partitions: int) -> None:
     assert len(rows_by_partition(app, C)) == min(partitions, 4)
 
 
-def test_a_spread_layout_is_refused_under_a_default_job_wide_limit(azurite, serve: Callable[..., RunningApp]) -> None:
+def test_a_default_job_wide_limit_applies_to_a_spread_job(azurite, serve: Callable[..., RunningApp]) -> None:
     app = serve(settings_for(azurite, QUOTA_MAX_OUTPUTS_PER_JOB="5"))
-    response = app.client.put(f"/api/jobs/{JOB}/layout", json={"partitions": 4})
-    assert response.status_code == 409, response.text
-    assert response.json()["error"]["code"] == "JobWideLimitSpread"
-    assert "QUOTA_MAX_OUTPUTS_PER_JOB" in response.json()["error"]["message"]
-    assert app.client.get(f"/api/jobs/{JOB}/layout").json() == {"partitions": 1}
+    spread(app, JOB, 4)
+    assert app.get(f"/api/jobs/{JOB}/quota").json() == {"maxOutputs": 5, "maxBytes": 0, "maxOutputsPerTask": 0}
+    response = app.post_events(task_events(12, tasks=12))
+    assert (response.json()["indexed"], response.json()["rejected"]) == (5, 7)
+    body = summary(app)
+    assert body["usage"] == {"outputs": 5, "bytes": 50}
+    assert body["rejections"] == {"outputs": 7, "bytes": 70}
+    assert body["quota"]["maxOutputs"] == 5
+    assert len(rows_by_partition(app, C)) == 4
+    # Lifting it on the spread job admits the rest.
+    assert put_quota(app, maxOutputs=0)["maxOutputs"] == 0
+    assert summary(app)["usage"] == {"outputs": 12, "bytes": 120}
 
 
 @pytest.mark.parametrize(
@@ -212,3 +227,34 @@ def test_indexer_never_writes_to_the_outputs_container(app: RunningApp, blob_ser
     assert summary(app)["usage"]["outputs"] == 11
     assert snapshot() == before  # rejected, readmitted or "deleted": the blobs are untouched
     assert sorted(c.name for c in blob_service.list_containers()) == containers_before
+
+
+def feed_changes(app: RunningApp, **params: str) -> tuple[list[dict], str]:
+    """Every change from ``params`` on (following nextLink), and the cursor after them."""
+    body = app.get(f"/api/jobs/{JOB}/changes", params=params).json()
+    changes = list(body["value"])
+    while "nextLink" in body:
+        body = app.client.get(body["nextLink"]).json()
+        changes += body["value"]
+    return changes, body["cursor"]
+
+
+@pytest.mark.parametrize("partitions", [1, 4], ids=["one-partition", "four-partitions"])
+def test_rejections_and_admissions_are_in_the_change_feed_and_the_crossing_resets(app: RunningApp, partitions: int) -> None:
+    spread(app, JOB, partitions)
+    put_quota(app, maxOutputs=5)
+    _, cursor = feed_changes(app, **{"from": "start"})
+    assert app.post_events(task_events(12, tasks=12)).status_code == 200
+    changes, cursor = feed_changes(app, cursor=cursor)
+    assert Counter(c["change"] for c in changes) == {"created": 5, "rejected": 7}
+    assert app.get(f"/api/jobs/{JOB}").json()["rejections"]["outputs"] == 7
+    put_quota(app, maxOutputs=9)
+    changes, cursor = feed_changes(app, cursor=cursor)
+    assert Counter(c["change"] for c in changes) == {"admitted": 4}
+    assert summary(app)["usage"]["outputs"] == 9
+    # Lowering below usage rejects nothing already admitted and admits nothing new.
+    put_quota(app, maxOutputs=6)
+    assert app.post_events(task_events(14, tasks=14)[12:]).status_code == 200
+    body = summary(app)
+    assert body["usage"]["outputs"] == 9 and body["rejections"]["outputs"] == 5
+    assert len(rows_by_partition(app, C)) == partitions

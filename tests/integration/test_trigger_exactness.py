@@ -13,6 +13,8 @@ import asyncio
 import random
 from collections.abc import Callable
 
+import pytest
+
 from shared.domain.conventions import container_name
 from shared.domain.events import SkippedEvent
 from shared.service import Service
@@ -21,7 +23,14 @@ from shared.store.envelopes import parse_event
 from shared.store.errors import StorageBusyError
 
 from ..support.stack import RunningApp
-from ..support.workload import assert_index_is_exact, assert_quota_held, build_workload, deliveries
+from ..support.workload import (
+    assert_index_is_exact,
+    assert_quota_held,
+    build_workload,
+    deliveries,
+    rows_by_partition,
+    spread,
+)
 
 INSTANCES = 8
 
@@ -65,12 +74,16 @@ def test_eight_trigger_instances_end_with_exact_usage(settings: Settings, serve:
     assert_index_is_exact(serve(settings), job, workload)
 
 
-def test_eight_trigger_instances_under_a_job_wide_quota(settings: Settings, serve: Callable[..., RunningApp]) -> None:
-    job = "trigger-quota-job"
+@pytest.mark.parametrize("partitions", [1, 4], ids=["one-partition", "four-partitions"])
+def test_eight_trigger_instances_under_a_job_wide_quota(settings: Settings, serve: Callable[..., RunningApp],
+                                                        partitions: int) -> None:
+    job = f"trigger-quota-job-{partitions}"
     workload = build_workload(container_name(job), 600, seed=19)
     limit = len(workload.live) * 2 // 3
     app = serve(settings)
+    spread(app, job, partitions)
     assert app.client.put(f"/api/jobs/{job}/quota", json={"maxOutputs": limit}).status_code == 200
     run_instances(settings, deliveries(workload.events, writers=INSTANCES, total=3_000, batch=100, seed=20))
 
     assert_quota_held(app, job, workload, limit)
+    assert len(rows_by_partition(app, container_name(job))) == partitions

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from shared.domain.conventions import container_name
 from shared.domain.layout import LayoutError
-from shared.ingest.layouts import LayoutFixedError, SpreadLimitError
+from shared.ingest.layouts import LayoutFixedError
 from shared.ingest.operations import OperationStatus
 from shared.ingest.reindex import JobNotFoundError
 
@@ -42,8 +42,6 @@ async def put_layout(job_id: JobId, layout: JobLayout, svc: ServiceDep) -> JobLa
         chosen = await svc.layouts.set(container_name(job_id), job_id, layout.partitions)
     except LayoutFixedError as exc:
         raise ApiError(409, "LayoutFixed", str(exc)) from exc
-    except SpreadLimitError as exc:
-        raise ApiError(409, "JobWideLimitSpread", str(exc)) from exc
     except LayoutError as exc:
         raise ApiError(400, "InvalidRequest", str(exc)) from exc
     return JobLayout(partitions=chosen.partitions)

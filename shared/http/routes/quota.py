@@ -5,10 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from shared.domain.conventions import container_name
-from shared.ingest.layouts import SpreadLimitError
 
 from ..dependencies import JobId, ServiceDep, SpreadPageSize, Token, next_link
-from ..errors import ApiError, error_statuses
+from ..errors import error_statuses
 from ..schemas import OutputList, Quota, QuotaUpdate
 
 router = APIRouter(tags=["quota"])
@@ -29,7 +28,7 @@ async def get_quota(job_id: JobId, svc: ServiceDep) -> Quota:
     return Quota.model_validate((await svc.query.limits(job_id)).as_wire())
 
 
-@router.put("/api/jobs/{job_id}/quota", response_model=Quota, responses=error_statuses(400, 401, 409, 429, 503))
+@router.put("/api/jobs/{job_id}/quota", response_model=Quota, responses=error_statuses(400, 401, 429, 503))
 async def put_quota(job_id: JobId, update: QuotaUpdate, svc: ServiceDep) -> Quota:
     """Overrides the job's limits; raising one admits rejected outputs at once."""
     given = {
@@ -41,8 +40,5 @@ async def put_quota(job_id: JobId, update: QuotaUpdate, svc: ServiceDep) -> Quot
         )
         if value is not None
     }
-    try:
-        await svc.quotas.set_limits(container_name(job_id), given)
-    except SpreadLimitError as exc:
-        raise ApiError(409, "JobWideLimitSpread", str(exc)) from exc
+    await svc.quotas.set_limits(container_name(job_id), given)
     return Quota.model_validate((await svc.query.limits(job_id)).as_wire())
