@@ -66,7 +66,27 @@ HEADER_TIMEOUT_SECONDS = 10.0
 KEEP_ALIVE_SECONDS = 5
 
 
-class GuardedH11Protocol(H11Protocol):
+class _HeadDeadline:
+    """The timer both guarded protocols arm for a request head (``_headers_too_slow`` fires)."""
+
+    header_timeout: float = HEADER_TIMEOUT_SECONDS
+    loop: asyncio.AbstractEventLoop
+    _header_deadline: asyncio.TimerHandle | None
+
+    def _headers_too_slow(self) -> None:
+        raise NotImplementedError
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+
+class GuardedH11Protocol(_HeadDeadline, H11Protocol):
     """uvicorn's h11 protocol, closing a connection whose request headers do not arrive in time.
 
     The deadline starts when the connection opens and again after each answer; it is disarmed
@@ -78,15 +98,6 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_deadline: asyncio.TimerHandle | None = None
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
-
-    def _disarm(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
@@ -126,7 +137,7 @@ async def _head_too_large(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
+class GuardedHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
     """uvicorn's httptools protocol with ``GuardedH11Protocol``'s deadline on request heads, and
     h11's 16 KiB cap on them (httptools has none).
 
@@ -146,15 +157,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         #: Bytes received of the request head still arriving (``None``: it is whole).
         self._head_bytes: int | None = 0
         self._head_size = 0  # of the head being parsed: its URL and header lines
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
-
-    def _disarm(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
 
     def _answering(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
