@@ -37,7 +37,11 @@ class Cli:
         }
 
     def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-c", "from batch_outputs.cli import main; main()", *args]
+        # Ctrl-C (SIGINT) is the CLI's stop for `watch`: a suite started in the background by a
+        # shell without job control inherits SIGINT ignored, and Python then installs no
+        # KeyboardInterrupt handler; restore it, as a terminal's foreground job has it.
+        return [sys.executable, "-c", "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "from batch_outputs.cli import main; main()", *args]
 
     def __call__(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(self.command(*args), cwd=self.cwd, env={**self.env, **(env or {})},
