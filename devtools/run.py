@@ -71,6 +71,7 @@ class _HeadDeadline:
 
     header_timeout: float = HEADER_TIMEOUT_SECONDS
     loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
     _header_deadline: asyncio.TimerHandle | None
 
     def _headers_too_slow(self) -> None:
@@ -84,6 +85,15 @@ class _HeadDeadline:
         if self._header_deadline is not None:
             self._header_deadline.cancel()
             self._header_deadline = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]  # the protocol's, next in the MRO
+        if not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
 
 
 class GuardedH11Protocol(_HeadDeadline, H11Protocol):
@@ -113,15 +123,6 @@ class GuardedH11Protocol(_HeadDeadline, H11Protocol):
         super().handle_events()
         if self.conn.their_state is not h11.IDLE:
             self._disarm()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
 
 
 #: Bytes a request head may take (h11's own limit, which the h11 protocol enforces itself).
@@ -212,15 +213,6 @@ class GuardedHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._head_bytes = 0  # what comes next is the next request's head
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
 
 
 #: How ``make run`` serves the app (``python -m uvicorn`` options): the guarded httptools protocol,
